@@ -1,0 +1,422 @@
+//! The column-store port: what the migrator needs from a database.
+//!
+//! `manna-migrate` declares this port and never talks to a driver; adapters
+//! (`manna-store-diesel` for PostgreSQL and SQLite, the in-memory store behind
+//! the `testing` feature) implement it and must pass the conformance suite in
+//! `manna_migrate::testing`.
+//!
+//! The port is synchronous: database drivers here are blocking, and the engine
+//! runs each worker on its own thread.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ident::{Ident, IdentError, MAX_IDENT_LEN};
+
+/// One encrypted column the migrator works on, with the primary-key column
+/// that orders and identifies its rows.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ColumnRef {
+    /// Table name.
+    pub table: Ident,
+    /// Column holding the encrypted values (TEXT).
+    pub column: Ident,
+    /// Primary-key column used for keyset pagination (`id` by default).
+    pub id_column: Ident,
+}
+
+impl ColumnRef {
+    /// Builds a reference from validated identifiers.
+    pub fn new(table: Ident, column: Ident, id_column: Ident) -> Self {
+        ColumnRef {
+            table,
+            column,
+            id_column,
+        }
+    }
+
+    /// Parses `TABLE.COLUMN` (the CLI's `--column`) with the given id column.
+    ///
+    /// ```
+    /// use manna_migrate::ColumnRef;
+    /// let c = ColumnRef::parse("plaid_items.access_token", "id").unwrap();
+    /// assert_eq!(c.to_string(), "plaid_items.access_token");
+    /// assert!(ColumnRef::parse("plaid_items", "id").is_err());
+    /// assert!(ColumnRef::parse("t.c; DROP TABLE t", "id").is_err());
+    /// ```
+    pub fn parse(table_column: &str, id_column: &str) -> Result<Self, IdentError> {
+        let (table, column) =
+            table_column
+                .split_once('.')
+                .ok_or_else(|| IdentError::NotTableColumn {
+                    shown: table_column.chars().take(2 * MAX_IDENT_LEN).collect(),
+                })?;
+        Ok(ColumnRef {
+            table: Ident::new(table)?,
+            column: Ident::new(column)?,
+            id_column: Ident::new(id_column)?,
+        })
+    }
+
+    /// The AAD context of this column: `TABLE.COLUMN` as bytes.
+    pub fn aad_context(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for ColumnRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.table, self.column)
+    }
+}
+
+/// A row's primary key: an integer, or text (UUIDs are carried as their
+/// canonical lowercase text, whose order matches the database's UUID order).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RowId {
+    /// Integer key (`INTEGER`, `BIGINT`, `BIGSERIAL`, SQLite rowid).
+    Int(i64),
+    /// Text or UUID key.
+    Text(String),
+}
+
+impl Ord for RowId {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self, other) {
+            (RowId::Int(a), RowId::Int(b)) => a.cmp(b),
+            (RowId::Text(a), RowId::Text(b)) => a.as_bytes().cmp(b.as_bytes()),
+            (RowId::Int(_), RowId::Text(_)) => Ordering::Less,
+            (RowId::Text(_), RowId::Int(_)) => Ordering::Greater,
+        }
+    }
+}
+
+impl PartialOrd for RowId {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for RowId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RowId::Int(i) => write!(f, "{i}"),
+            RowId::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<i64> for RowId {
+    fn from(i: i64) -> Self {
+        RowId::Int(i)
+    }
+}
+
+impl From<&str> for RowId {
+    fn from(s: &str) -> Self {
+        RowId::Text(s.to_owned())
+    }
+}
+
+/// The kind of a table's primary key, as the store found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum IdKind {
+    /// Integer key.
+    Int,
+    /// Text key.
+    Text,
+    /// UUID key (carried as [`RowId::Text`]).
+    Uuid,
+}
+
+/// What the store found out about a column before the run starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ColumnInfo {
+    /// The primary key's kind.
+    pub id_kind: IdKind,
+    /// Whether the table has a `version` column (optimistic locking).
+    pub has_version: bool,
+}
+
+impl ColumnInfo {
+    /// Builds a column description.
+    pub fn new(id_kind: IdKind, has_version: bool) -> Self {
+        ColumnInfo {
+            id_kind,
+            has_version,
+        }
+    }
+}
+
+/// A half-open key range: rows with `after < id <= until`; `None` is unbounded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdRange {
+    /// Exclusive lower bound.
+    pub after: Option<RowId>,
+    /// Inclusive upper bound.
+    pub until: Option<RowId>,
+}
+
+impl IdRange {
+    /// Every row.
+    pub fn all() -> Self {
+        IdRange::default()
+    }
+
+    /// Whether `id` lies in the range.
+    pub fn contains(&self, id: &RowId) -> bool {
+        self.after.as_ref().is_none_or(|a| id > a) && self.until.as_ref().is_none_or(|u| id <= u)
+    }
+
+    /// The same range, continuing after `id` (keyset pagination).
+    pub fn resumed_after(&self, id: Option<RowId>) -> Self {
+        IdRange {
+            after: id.or_else(|| self.after.clone()),
+            until: self.until.clone(),
+        }
+    }
+}
+
+/// One scanned row. `value` is `None` for SQL `NULL`.
+///
+/// The value is ciphertext (or legacy plaintext) exactly as stored; its
+/// `Debug` shows only its length so a row can be logged safely.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Row {
+    /// Primary key.
+    pub id: RowId,
+    /// Stored value.
+    pub value: Option<String>,
+}
+
+impl fmt::Debug for Row {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Row")
+            .field("id", &self.id)
+            .field("value_len", &self.value.as_ref().map(String::len))
+            .finish()
+    }
+}
+
+/// A compare-and-set rewrite: set the column to `new` where the row still
+/// holds `old`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    /// Primary key of the row.
+    pub id: RowId,
+    /// The value the row held when it was scanned.
+    pub old: String,
+    /// The re-encrypted value.
+    pub new: String,
+}
+
+impl fmt::Debug for Rewrite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rewrite")
+            .field("id", &self.id)
+            .field("old_len", &self.old.len())
+            .field("new_len", &self.new.len())
+            .finish()
+    }
+}
+
+/// Options of a batch write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriteOptions {
+    /// Also set `version = version + 1` on written rows. Off by default: the
+    /// logical value did not change, so concurrent optimistic writers need not
+    /// be disturbed.
+    pub bump_version: bool,
+}
+
+impl WriteOptions {
+    /// Options with `bump_version` set as given.
+    pub fn bump_version(bump: bool) -> Self {
+        WriteOptions { bump_version: bump }
+    }
+}
+
+/// Running counts of one migration partition, persisted in checkpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Rows scanned.
+    pub scanned: u64,
+    /// Rows rewritten.
+    pub migrated: u64,
+    /// Rows already in the target format (or `NULL`).
+    pub unchanged: u64,
+    /// Rows changed concurrently between scan and write (not overwritten).
+    pub conflicts: u64,
+    /// Rows that could not be decrypted (left untouched).
+    pub failed: u64,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, o: Counts) {
+        self.scanned += o.scanned;
+        self.migrated += o.migrated;
+        self.unchanged += o.unchanged;
+        self.conflicts += o.conflicts;
+        self.failed += o.failed;
+    }
+}
+
+/// Where a migration partition got to; written in the same transaction as
+/// each batch so a crash never loses or repeats acknowledged work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Identity of the run this checkpoint belongs to.
+    pub key: CheckpointKey,
+    /// Last primary key fully processed (`None`: nothing yet).
+    pub last_id: Option<RowId>,
+    /// Counts so far.
+    pub counts: Counts,
+}
+
+/// Identity of a checkpoint: column, partition and target format.
+///
+/// A run only resumes from a checkpoint with the same key; changing the
+/// partitioning (`--workers`, `--shard`) or the target starts afresh, which is
+/// safe because rows already in the target format are skipped as unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CheckpointKey {
+    /// `TABLE.COLUMN`.
+    pub column: String,
+    /// Partition label, e.g. `shard 0/1 worker 0/4`.
+    pub partition: String,
+    /// Target format label, e.g. `aes256gcm` or `fernet`.
+    pub target: String,
+}
+
+/// The kind of a [`StoreError`]; adapters map driver errors onto these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// A concurrent transaction conflicted (serialization failure, deadlock, busy); retryable.
+    Conflict,
+    /// The database cannot be reached or the connection broke; retryable later.
+    Unavailable,
+    /// A constraint was violated.
+    Constraint,
+    /// A table or column does not exist.
+    NotFound,
+    /// The request cannot work against this schema (e.g. no version column, unsupported key type).
+    Unsupported,
+    /// Anything else.
+    Other,
+}
+
+/// An error from a [`ColumnStore`]. The message never contains stored values.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct StoreError {
+    kind: StoreErrorKind,
+    message: String,
+}
+
+impl StoreError {
+    /// A new error; `message` must not contain stored values or keys.
+    pub fn new(kind: StoreErrorKind, message: impl Into<String>) -> Self {
+        StoreError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// The error's kind.
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+}
+
+/// The database side of a migration.
+///
+/// # Contract
+/// - Identifiers in [`ColumnRef`] are validated; implementations still quote
+///   them, and always bind values.
+/// - [`scan`](ColumnStore::scan) returns rows of `range` in ascending key
+///   order, at most `limit` of them (keyset pagination: `id > after ORDER BY
+///   id LIMIT limit`).
+/// - [`write_batch`](ColumnStore::write_batch) writes each [`Rewrite`] only if
+///   the row still holds `old` (compare-and-set), in one transaction that also
+///   stores `checkpoint`, and returns exactly the ids it wrote; the others were
+///   changed concurrently and are conflicts. It never touches other columns
+///   (except `version` when asked).
+/// - Errors carry a [`StoreErrorKind`]; no driver type leaks through.
+pub trait ColumnStore: Send + Sync {
+    /// Checks that the table and both columns exist and describes them.
+    /// A missing table or column is [`StoreErrorKind::NotFound`].
+    fn check_column(&self, column: &ColumnRef) -> Result<ColumnInfo, StoreError>;
+
+    /// Number of rows in `range`.
+    fn count(&self, column: &ColumnRef, range: &IdRange) -> Result<u64, StoreError>;
+
+    /// Splits the table's keys into at most `parts` disjoint ranges that
+    /// together cover every row (present and future). Fewer ranges may be
+    /// returned when there are few rows.
+    fn split(&self, column: &ColumnRef, parts: u32) -> Result<Vec<IdRange>, StoreError>;
+
+    /// Up to `limit` rows of `range` in ascending key order.
+    fn scan(&self, column: &ColumnRef, range: &IdRange, limit: usize)
+        -> Result<Vec<Row>, StoreError>;
+
+    /// The current rows for `ids` (missing rows are left out), in key order.
+    fn read(&self, column: &ColumnRef, ids: &[RowId]) -> Result<Vec<Row>, StoreError>;
+
+    /// Compare-and-set `rewrites` and save `checkpoint` in one transaction;
+    /// returns the ids written.
+    fn write_batch(
+        &self,
+        column: &ColumnRef,
+        rewrites: &[Rewrite],
+        options: WriteOptions,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<Vec<RowId>, StoreError>;
+
+    /// The saved checkpoint for `key`, if any.
+    fn load_checkpoint(&self, key: &CheckpointKey) -> Result<Option<Checkpoint>, StoreError>;
+
+    /// Forgets the checkpoint for `key` (`--restart`).
+    fn clear_checkpoint(&self, key: &CheckpointKey) -> Result<(), StoreError>;
+}
+
+/// Parses shard specifications `i/n` (0-based index, `i < n`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Shard {
+    /// This shard, `0..count`.
+    pub index: u32,
+    /// Number of shards.
+    pub count: u32,
+}
+
+impl Shard {
+    /// The single shard covering everything.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("invalid shard {s:?}: expected i/n with 0 <= i < n");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let index: u32 = i.trim().parse().map_err(|_| bad())?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
