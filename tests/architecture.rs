@@ -1,0 +1,137 @@
+//! Architecture invariants (docs/architecture.md), checked from `cargo metadata`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Declared dependencies of one workspace package.
+struct Dep {
+    name: String,
+    kind: Option<String>,
+    optional: bool,
+}
+
+fn workspace_deps() -> BTreeMap<String, Vec<Dep>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run cargo metadata");
+    assert!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut map = BTreeMap::new();
+    for pkg in meta["packages"].as_array().unwrap() {
+        let deps = pkg["dependencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| Dep {
+                name: d["name"].as_str().unwrap().to_owned(),
+                kind: d["kind"].as_str().map(str::to_owned),
+                optional: d["optional"].as_bool().unwrap_or(false),
+            })
+            .collect();
+        map.insert(pkg["name"].as_str().unwrap().to_owned(), deps);
+    }
+    map
+}
+
+fn normal(deps: &[Dep]) -> impl Iterator<Item = &Dep> {
+    deps.iter().filter(|d| d.kind.is_none())
+}
+
+const DRIVERS: &[&str] = &["diesel", "r2d2", "redis", "pq-sys", "libsqlite3-sys"];
+
+#[test]
+fn every_planned_crate_is_a_workspace_member() {
+    let deps = workspace_deps();
+    for name in [
+        "manna",
+        "manna-crypto",
+        "manna-lock",
+        "manna-lock-redis",
+        "manna-store-diesel",
+        "manna-migrate",
+        "xtask",
+    ] {
+        assert!(deps.contains_key(name), "{name} is not a workspace member");
+    }
+}
+
+#[test]
+fn domain_crates_depend_on_no_driver() {
+    let deps = workspace_deps();
+    for krate in ["manna-crypto", "manna-lock", "manna-migrate"] {
+        for d in normal(&deps[krate]) {
+            assert!(
+                !DRIVERS.contains(&d.name.as_str()),
+                "{krate} must not depend on the driver {}",
+                d.name
+            );
+        }
+    }
+}
+
+#[test]
+fn internal_dependencies_follow_the_arrows() {
+    let allowed: BTreeMap<&str, &[&str]> = BTreeMap::from([
+        ("manna-crypto", &[][..]),
+        ("manna-lock", &[][..]),
+        ("manna-migrate", &["manna-crypto", "manna-lock"][..]),
+        ("manna-lock-redis", &["manna-lock"][..]),
+        (
+            "manna-store-diesel",
+            &["manna-crypto", "manna-lock", "manna-migrate"][..],
+        ),
+    ]);
+    let deps = workspace_deps();
+    for (krate, ok) in &allowed {
+        for d in normal(&deps[*krate]) {
+            if d.name.starts_with("manna") && d.name != *krate {
+                assert!(
+                    ok.contains(&d.name.as_str()),
+                    "{krate} may not depend on {} (allowed: {ok:?})",
+                    d.name
+                );
+            }
+        }
+    }
+    // Adapters never depend on each other's drivers.
+    assert!(normal(&deps["manna-lock-redis"]).all(|d| d.name != "diesel"));
+    assert!(normal(&deps["manna-store-diesel"]).all(|d| d.name != "redis"));
+}
+
+#[test]
+fn anyhow_only_in_xtask() {
+    for (krate, deps) in workspace_deps() {
+        if krate != "xtask" {
+            assert!(
+                normal(&deps).all(|d| d.name != "anyhow"),
+                "{krate} uses anyhow; libraries use thiserror"
+            );
+        }
+    }
+}
+
+#[test]
+fn test_doubles_are_never_plain_dependencies() {
+    for (krate, deps) in workspace_deps() {
+        for d in normal(&deps) {
+            if d.name == "mockall" || d.name == "proptest" {
+                assert!(
+                    d.optional,
+                    "{krate} depends on {} outside a `testing` feature",
+                    d.name
+                );
+            }
+        }
+    }
+}
