@@ -1,1 +1,24 @@
 #![doc = include_str!("../README.md")]
+
+mod backend;
+mod conflict;
+mod error;
+mod manager;
+mod memory;
+pub mod metric_names;
+mod retry;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod token;
+
+pub use backend::{validate_request, Attempt, Lease, LockBackend, ReleaseNotifier, ReleaseWatch};
+pub use conflict::{ConflictError, ConflictKind, IsConflict};
+pub use error::LockError;
+pub use manager::{resource_name, LockGuard, LockManager, DEFAULT_TTL};
+pub use memory::MemoryBackend;
+pub use retry::RetryPolicy;
+pub use token::FencingToken;
+
+/// Re-exported so backends can implement [`LockBackend`] with the same macro
+/// version.
+pub use async_trait::async_trait;

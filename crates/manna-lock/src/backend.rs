@@ -1,0 +1,247 @@
+//! The distributed-lock port.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use crate::{FencingToken, LockError};
+
+/// A lease on a named lock, as granted by a [`LockBackend`].
+///
+/// `owner` is the random value the backend stored to recognise this holder;
+/// release and extend only act when it still matches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    name: String,
+    owner: String,
+    token: FencingToken,
+    ttl: Duration,
+}
+
+impl Lease {
+    /// A lease (backends build these).
+    pub fn new(
+        name: impl Into<String>,
+        owner: impl Into<String>,
+        token: FencingToken,
+        ttl: Duration,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            owner: owner.into(),
+            token,
+            ttl,
+        }
+    }
+
+    /// The lock name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The owner value identifying this holder to the backend.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// The fencing token of this lease.
+    pub fn token(&self) -> FencingToken {
+        self.token
+    }
+
+    /// The TTL the lease was granted with.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+}
+
+/// The answer to one acquisition attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Attempt {
+    /// The lock is ours.
+    Acquired(Lease),
+    /// Someone else holds it; it expires in `expires_in` unless renewed
+    /// (`None` when the backend cannot tell).
+    Held {
+        /// Time left on the current holder's lease.
+        expires_in: Option<Duration>,
+    },
+}
+
+/// A one-shot wake-up that resolves when a lock *may* have become free (it was
+/// released). Obtain it with [`LockBackend::watch`] **before** the
+/// acquisition attempt it follows, so a release in between is not missed.
+///
+/// A watch may resolve spuriously (callers simply try again). A backend that
+/// cannot notify returns [`ReleaseWatch::unsupported`], and the
+/// [`LockManager`](crate::LockManager) falls back to backoff with jitter.
+pub struct ReleaseWatch {
+    fut: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl fmt::Debug for ReleaseWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReleaseWatch")
+            .field("supported", &self.is_supported())
+            .finish()
+    }
+}
+
+impl ReleaseWatch {
+    /// A watch that resolves when `fut` does.
+    pub fn new(fut: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self {
+            fut: Some(Box::pin(fut)),
+        }
+    }
+
+    /// A watch for a backend that cannot notify: it never resolves.
+    pub fn unsupported() -> Self {
+        Self { fut: None }
+    }
+
+    /// Whether this watch can resolve at all.
+    pub fn is_supported(&self) -> bool {
+        self.fut.is_some()
+    }
+
+    /// Waits for the wake-up (forever for an unsupported watch).
+    pub async fn wait(self) {
+        match self.fut {
+            Some(fut) => fut.await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// In-process fan-out of "lock NAME was released" events, for backends to
+/// build [`ReleaseWatch`]es on (the in-memory backend publishes to it
+/// directly; the Redis backend forwards its pub/sub messages to it).
+#[derive(Clone, Debug)]
+pub struct ReleaseNotifier {
+    tx: broadcast::Sender<Arc<str>>,
+}
+
+impl Default for ReleaseNotifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ReleaseNotifier {
+    /// A notifier with room for 1024 undelivered events per watcher (a
+    /// watcher that falls further behind is simply woken).
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(1024);
+        Self { tx }
+    }
+
+    /// Announces that lock `name` was released.
+    pub fn notify(&self, name: &str) {
+        // No receiver is not an error: nobody is waiting.
+        let _ = self.tx.send(Arc::from(name));
+    }
+
+    /// A watch that resolves at the next [`ReleaseNotifier::notify`] for
+    /// `name` after this call.
+    pub fn watch(&self, name: &str) -> ReleaseWatch {
+        let mut rx = self.tx.subscribe();
+        let name: Arc<str> = Arc::from(name);
+        ReleaseWatch::new(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(released) if *released == *name => return,
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+                }
+            }
+        })
+    }
+
+    /// How many watches are waiting (for tests and diagnostics).
+    pub fn watchers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+}
+
+/// The distributed-lock port: named leases with a TTL and a fencing token.
+///
+/// Implementations must guarantee, for each lock name:
+/// - **mutual exclusion**: at most one unexpired lease at a time;
+/// - **fencing**: every granted lease carries a token strictly greater than
+///   every token granted before for that name, by any client of the same
+///   lock service;
+/// - **expiry**: a lease not extended within its TTL expires and the lock can
+///   be acquired again;
+/// - **compare-and-act**: release and extend act only if the caller's lease
+///   (its owner value) is still the current one.
+///
+/// Errors: every method may return [`LockError::Unavailable`] when the
+/// backend cannot be reached or does not answer in time; it must never hang
+/// indefinitely. The per-method docs list the other errors.
+///
+/// Most code uses the [`LockManager`](crate::LockManager), which adds waiting,
+/// renewal and lost-lease detection on top of this trait.
+#[async_trait]
+pub trait LockBackend: Send + Sync {
+    /// Describes the backend for error messages (never containing
+    /// credentials), e.g. `in-memory` or `redis at redis://host:6379/0`.
+    fn describe(&self) -> String;
+
+    /// One acquisition attempt, without waiting.
+    ///
+    /// Returns [`Attempt::Acquired`] with a new lease (and a fresh, larger
+    /// fencing token) or [`Attempt::Held`] when someone else holds an
+    /// unexpired lease. Errors: [`LockError::Unavailable`];
+    /// [`LockError::Invalid`] for an empty name or a TTL under 1 ms.
+    async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Attempt, LockError>;
+
+    /// Releases the lease if it is still the current one, and wakes the
+    /// lock's watchers.
+    ///
+    /// Returns `Ok(true)` if this call released it, `Ok(false)` if the lease
+    /// had already expired or been taken over (nothing is touched then).
+    /// Errors: [`LockError::Unavailable`].
+    async fn release(&self, lease: &Lease) -> Result<bool, LockError>;
+
+    /// Resets the lease's time to live to `ttl` from now, if it is still the
+    /// current one.
+    ///
+    /// Errors: [`LockError::NotHolder`] when the lease expired or was taken
+    /// over; [`LockError::Unavailable`]; [`LockError::Invalid`] for a TTL
+    /// under 1 ms.
+    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<(), LockError>;
+
+    /// Whether the lease is still the current, unexpired one.
+    ///
+    /// Errors: [`LockError::Unavailable`].
+    async fn is_held(&self, lease: &Lease) -> Result<bool, LockError>;
+
+    /// A wake-up for the next release of `name`. Must be called before the
+    /// attempt it follows; see [`ReleaseWatch`]. Infallible and cheap: a
+    /// backend that cannot notify right now returns
+    /// [`ReleaseWatch::unsupported`].
+    fn watch(&self, name: &str) -> ReleaseWatch;
+}
+
+/// Checks the arguments every backend must reject.
+pub fn validate_request(name: &str, ttl: Duration) -> Result<(), LockError> {
+    if name.is_empty() {
+        return Err(LockError::Invalid {
+            reason: "lock name is empty".into(),
+        });
+    }
+    if ttl < Duration::from_millis(1) {
+        return Err(LockError::Invalid {
+            reason: format!("lock TTL must be at least 1 ms, got {ttl:?}"),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,436 @@
+//! Waiting, renewal and lost-lease detection on top of the port.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::backend::validate_request;
+use crate::{metric_names, Attempt, FencingToken, Lease, LockBackend, LockError, MemoryBackend};
+
+/// Default lease TTL for [`LockManager::lock_resource`]: 30 s, renewed every
+/// 10 s while held.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
+
+/// Takes named locks on a [`LockBackend`], waits for them, keeps them alive
+/// and tells the holder when a lease is lost.
+///
+/// - [`acquire`](LockManager::acquire) waits up to `wait` for the lock. It is
+///   woken by the backend's release notification when there is one (no
+///   polling), otherwise it retries with exponential backoff and jitter; it
+///   also retries when the current holder's lease is due to expire.
+/// - While a [`LockGuard`] is alive a background task renews the lease every
+///   third of its TTL. If renewal is refused or the backend stays unreachable
+///   until the lease would have expired, the guard is marked lost:
+///   [`LockGuard::is_lost`] turns `true` and [`LockGuard::lost`] resolves.
+/// - Every backend call is bounded by the caller's wait: an unreachable
+///   backend yields [`LockError::Unavailable`], never a hang.
+///
+/// Needs a Tokio runtime (any flavour). Code on a plain thread can drive it
+/// with `Handle::block_on` on a multi-thread runtime it owns; renewal then
+/// runs on the runtime's workers.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), manna_lock::LockError> {
+/// use manna_lock::LockManager;
+/// use std::time::Duration;
+///
+/// let locks = LockManager::in_memory();
+/// // The seed's `plaid_sync_lock(item_id, timeout=30)`:
+/// let guard = locks.lock_resource("plaid_sync", "item-42", Duration::from_secs(30)).await?;
+/// assert_eq!(guard.name(), "plaid_sync:item-42");
+/// // ... work, passing guard.token() along with every write ...
+/// assert!(!guard.is_lost());
+/// assert!(guard.release().await?, "still held when released");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct LockManager {
+    backend: Arc<dyn LockBackend>,
+    default_ttl: Duration,
+    renew: bool,
+}
+
+impl fmt::Debug for LockManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockManager")
+            .field("backend", &self.backend.describe())
+            .field("default_ttl", &self.default_ttl)
+            .field("renew", &self.renew)
+            .finish()
+    }
+}
+
+impl LockManager {
+    /// A manager on `backend`.
+    pub fn new(backend: Arc<dyn LockBackend>) -> Self {
+        Self {
+            backend,
+            default_ttl: DEFAULT_TTL,
+            renew: true,
+        }
+    }
+
+    /// A manager on a fresh [`MemoryBackend`] (locks within this process).
+    pub fn in_memory() -> Self {
+        Self::new(Arc::new(MemoryBackend::new()))
+    }
+
+    /// The TTL [`LockManager::lock_resource`] uses (default [`DEFAULT_TTL`]).
+    pub fn with_default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// Turns background renewal on (default) or off. Without renewal a lease
+    /// simply expires after its TTL, and the guard reports it lost then.
+    pub fn with_renewal(mut self, on: bool) -> Self {
+        self.renew = on;
+        self
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn LockBackend> {
+        &self.backend
+    }
+
+    /// The TTL used by [`LockManager::lock_resource`].
+    pub fn default_ttl(&self) -> Duration {
+        self.default_ttl
+    }
+
+    /// Acquires `name` with a lease of `ttl`, waiting up to `wait` while
+    /// someone else holds it.
+    ///
+    /// Errors: [`LockError::Timeout`] when it stayed held for the whole wait;
+    /// [`LockError::Unavailable`] when the backend is unreachable or does not
+    /// answer within the wait; [`LockError::Invalid`] for an empty name, a
+    /// TTL under 1 ms, or no Tokio runtime.
+    pub async fn acquire(
+        &self,
+        name: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<LockGuard, LockError> {
+        validate_request(name, ttl)?;
+        let handle = runtime()?;
+        let started = Instant::now();
+        let deadline = started + wait;
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(2))
+            .with_max_delay(ttl.clamp(Duration::from_millis(2), Duration::from_millis(250)))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let mut contended = false;
+        loop {
+            let watch = self.backend.watch(name);
+            let attempt_started = Instant::now();
+            let budget = deadline.saturating_duration_since(attempt_started);
+            let attempt = self
+                .bounded(budget, self.backend.try_acquire(name, ttl))
+                .await;
+            match attempt {
+                Ok(Attempt::Acquired(lease)) => {
+                    let waited = started.elapsed();
+                    metrics::counter!(metric_names::ACQUISITIONS).increment(1);
+                    metrics::histogram!(metric_names::WAIT_SECONDS).record(waited.as_secs_f64());
+                    if contended {
+                        metrics::counter!(metric_names::CONTENDED).increment(1);
+                    }
+                    tracing::debug!(lock = name, token = %lease.token(), ?waited, "lock acquired");
+                    return Ok(LockGuard::start(
+                        lease,
+                        Arc::clone(&self.backend),
+                        handle,
+                        attempt_started,
+                        self.renew,
+                    ));
+                }
+                Ok(Attempt::Held { expires_in }) => {
+                    contended = true;
+                    let now = Instant::now();
+                    if now >= deadline {
+                        metrics::counter!(metric_names::CONTENDED).increment(1);
+                        metrics::counter!(metric_names::TIMEOUTS).increment(1);
+                        return Err(LockError::Timeout {
+                            name: name.to_owned(),
+                            waited: now - started,
+                        });
+                    }
+                    // Retry just after the holder's lease would expire (a
+                    // crashed holder never releases), or on a release event.
+                    let at_expiry = expires_in.map(|e| e + Duration::from_millis(1));
+                    let nap = if watch.is_supported() {
+                        at_expiry.unwrap_or(Duration::MAX)
+                    } else {
+                        let step = backoff.next().unwrap_or(Duration::from_millis(250));
+                        at_expiry.map_or(step, |e| e.min(step))
+                    };
+                    let nap = nap.min(deadline - now);
+                    tokio::select! {
+                        () = watch.wait() => {}
+                        () = tokio::time::sleep(nap) => {}
+                    }
+                }
+                Err(e) => {
+                    if e.is_unavailable() {
+                        metrics::counter!(metric_names::UNAVAILABLE).increment(1);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// One attempt, no waiting: `Ok(None)` when someone else holds `name`.
+    ///
+    /// Errors: as [`LockManager::acquire`], without `Timeout`.
+    pub async fn try_acquire(
+        &self,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<Option<LockGuard>, LockError> {
+        match self.acquire(name, ttl, Duration::ZERO).await {
+            Ok(guard) => Ok(Some(guard)),
+            Err(LockError::Timeout { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Locks the resource `id` of kind `kind` (lock name `kind:id`) with the
+    /// default TTL, waiting up to `wait`: the seed's
+    /// `plaid_sync_lock(item_id, timeout=30)` is
+    /// `lock_resource("plaid_sync", item_id, Duration::from_secs(30))`.
+    pub async fn lock_resource(
+        &self,
+        kind: &str,
+        id: &str,
+        wait: Duration,
+    ) -> Result<LockGuard, LockError> {
+        if kind.is_empty() {
+            return Err(LockError::Invalid {
+                reason: "resource kind is empty".into(),
+            });
+        }
+        self.acquire(&resource_name(kind, id), self.default_ttl, wait)
+            .await
+    }
+
+    /// Runs a backend call, giving up with `Unavailable` once `budget` is
+    /// spent. A zero budget (a try without wait) relies on the backend's own
+    /// response timeout.
+    async fn bounded<T>(
+        &self,
+        budget: Duration,
+        call: impl Future<Output = Result<T, LockError>>,
+    ) -> Result<T, LockError> {
+        if budget.is_zero() {
+            return call.await;
+        }
+        match tokio::time::timeout(budget, call).await {
+            Ok(r) => r,
+            Err(_) => Err(LockError::Unavailable {
+                backend: self.backend.describe(),
+                reason: format!("no answer within {budget:?}"),
+            }),
+        }
+    }
+}
+
+/// The lock name [`LockManager::lock_resource`] uses: `kind:id`.
+pub fn resource_name(kind: &str, id: &str) -> String {
+    format!("{kind}:{id}")
+}
+
+fn runtime() -> Result<Handle, LockError> {
+    Handle::try_current().map_err(|_| LockError::Invalid {
+        reason: "LockManager must be used from within a Tokio runtime".into(),
+    })
+}
+
+/// A held lock. Renewed in the background while alive.
+///
+/// Call [`LockGuard::release`] when done: it reports whether the lease was
+/// still held. Dropping the guard without releasing stops renewal and
+/// releases in the background (best effort; the TTL covers the rest).
+///
+/// A lease can be lost while held (the process was paused past the TTL, the
+/// backend was unreachable for a whole TTL, the key was deleted): check
+/// [`LockGuard::is_lost`] or await [`LockGuard::lost`] and stop working, and
+/// pass [`LockGuard::token`] with every write so the store can refuse writes
+/// from a holder that did not notice in time.
+pub struct LockGuard {
+    lease: Lease,
+    backend: Arc<dyn LockBackend>,
+    handle: Handle,
+    lost: Arc<watch::Sender<bool>>,
+    renewal: Option<JoinHandle<()>>,
+    released: bool,
+    acquired_at: Instant,
+}
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("name", &self.lease.name())
+            .field("token", &self.lease.token())
+            .field("lost", &self.is_lost())
+            .finish()
+    }
+}
+
+impl LockGuard {
+    fn start(
+        lease: Lease,
+        backend: Arc<dyn LockBackend>,
+        handle: Handle,
+        requested_at: Instant,
+        renew: bool,
+    ) -> Self {
+        let (tx, _) = watch::channel(false);
+        let lost = Arc::new(tx);
+        let renewal = handle.spawn(watchdog(
+            lease.clone(),
+            Arc::clone(&backend),
+            Arc::clone(&lost),
+            requested_at,
+            renew,
+        ));
+        Self {
+            lease,
+            backend,
+            handle,
+            lost,
+            renewal: Some(renewal),
+            released: false,
+            acquired_at: Instant::now(),
+        }
+    }
+
+    /// The lock name.
+    pub fn name(&self) -> &str {
+        self.lease.name()
+    }
+
+    /// The fencing token: pass it with every write done under this lock.
+    pub fn token(&self) -> FencingToken {
+        self.lease.token()
+    }
+
+    /// The underlying lease.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// `true` once the lease is known (or must be assumed) lost.
+    pub fn is_lost(&self) -> bool {
+        *self.lost.borrow()
+    }
+
+    /// Resolves when the lease is lost; never resolves while it is held.
+    /// Select on it next to the work to stop the work in time.
+    pub async fn lost(&self) {
+        let mut rx = self.lost.subscribe();
+        if rx.wait_for(|lost| *lost).await.is_err() {
+            // The sender lives in `self`: unreachable while we borrow it.
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Releases the lock. `Ok(true)` if the lease was still held (the release
+    /// took effect), `Ok(false)` if it had already been lost.
+    ///
+    /// Errors: [`LockError::Unavailable`] (the lease then expires after its
+    /// TTL since renewal has stopped).
+    pub async fn release(mut self) -> Result<bool, LockError> {
+        self.released = true;
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
+        metrics::histogram!(metric_names::HELD_SECONDS)
+            .record(self.acquired_at.elapsed().as_secs_f64());
+        let held = self.backend.release(&self.lease).await?;
+        if !held {
+            tracing::warn!(lock = self.lease.name(), token = %self.lease.token(), "released a lease that was already lost");
+        }
+        Ok(held)
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
+        if !self.released {
+            let backend = Arc::clone(&self.backend);
+            let lease = self.lease.clone();
+            // Spawning on a runtime that is shutting down drops the task,
+            // which is fine: the lease expires after its TTL.
+            drop(self.handle.spawn(async move {
+                if let Err(e) = backend.release(&lease).await {
+                    tracing::warn!(lock = lease.name(), error = %e, "background release of a dropped guard failed");
+                }
+            }));
+        }
+    }
+}
+
+/// Keeps the lease alive every `ttl / 3`; marks it lost when renewal is
+/// refused or cannot be confirmed before the lease would expire.
+async fn watchdog(
+    lease: Lease,
+    backend: Arc<dyn LockBackend>,
+    lost: Arc<watch::Sender<bool>>,
+    requested_at: Instant,
+    renew: bool,
+) {
+    let ttl = lease.ttl();
+    // Assume the lease expires a little early: clocks drift, and the grant
+    // was made some time after `requested_at`.
+    let drift = ttl / 100 + Duration::from_millis(2);
+    let validity = ttl.saturating_sub(drift);
+    let mut valid_until = requested_at + validity;
+    let period = (ttl / 3).max(Duration::from_millis(1));
+    let retry_step = (ttl / 10).max(Duration::from_millis(1));
+    let mut next = requested_at + period;
+    loop {
+        if !renew {
+            tokio::time::sleep_until(valid_until).await;
+            break;
+        }
+        tokio::time::sleep_until(next.min(valid_until)).await;
+        let sent = Instant::now();
+        if sent >= valid_until {
+            break;
+        }
+        match tokio::time::timeout_at(valid_until, backend.extend(&lease, ttl)).await {
+            Ok(Ok(())) => {
+                metrics::counter!(metric_names::RENEWALS).increment(1);
+                valid_until = sent + validity;
+                next = sent + period;
+            }
+            Ok(Err(LockError::NotHolder { .. })) => {
+                tracing::warn!(lock = lease.name(), token = %lease.token(), "lease taken over or expired");
+                break;
+            }
+            Ok(Err(e)) => {
+                metrics::counter!(metric_names::RENEWAL_FAILURES).increment(1);
+                tracing::warn!(lock = lease.name(), error = %e, "lease renewal failed; retrying until the lease would expire");
+                next = Instant::now() + retry_step;
+            }
+            Err(_) => break,
+        }
+    }
+    metrics::counter!(metric_names::LOST).increment(1);
+    tracing::warn!(lock = lease.name(), token = %lease.token(), "lease lost");
+    lost.send_replace(true);
+}

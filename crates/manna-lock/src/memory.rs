@@ -1,0 +1,152 @@
+//! The in-memory lock backend (one process).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::backend::validate_request;
+use crate::{Attempt, FencingToken, Lease, LockBackend, LockError, ReleaseNotifier, ReleaseWatch};
+
+/// Locks that live in this process only: the default when no `REDIS_URL` is
+/// set, and the fake used in tests. It passes the same conformance suite as
+/// the Redis backend.
+///
+/// Share one instance (behind an `Arc`) between everything that must exclude
+/// each other. Time is read from Tokio's clock, so tests can pause and
+/// advance it. The per-name fencing counters are kept for the life of the
+/// backend (a few bytes per distinct lock name).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), manna_lock::LockError> {
+/// use manna_lock::{Attempt, LockBackend, MemoryBackend};
+/// use std::time::Duration;
+/// let backend = MemoryBackend::new();
+/// let Attempt::Acquired(lease) = backend.try_acquire("job", Duration::from_secs(5)).await? else {
+///     panic!("free lock");
+/// };
+/// assert!(matches!(backend.try_acquire("job", Duration::from_secs(5)).await?, Attempt::Held { .. }));
+/// assert!(backend.release(&lease).await?);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryBackend {
+    state: Mutex<State>,
+    notifier: ReleaseNotifier,
+    next_owner: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    held: HashMap<String, Held>,
+    counters: HashMap<String, u64>,
+}
+
+#[derive(Debug)]
+struct Held {
+    owner: String,
+    expires_at: Instant,
+}
+
+impl State {
+    /// The live holder of `name`, dropping an expired entry.
+    fn live(&mut self, name: &str, now: Instant) -> Option<&mut Held> {
+        if self.held.get(name).is_some_and(|h| h.expires_at <= now) {
+            self.held.remove(name);
+        }
+        self.held.get_mut(name)
+    }
+}
+
+impl MemoryBackend {
+    /// An empty backend.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the maps inconsistent
+        // (every update is a single insert/remove), so a poisoned lock is
+        // still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl LockBackend for MemoryBackend {
+    fn describe(&self) -> String {
+        "in-memory".to_owned()
+    }
+
+    async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Attempt, LockError> {
+        validate_request(name, ttl)?;
+        let now = Instant::now();
+        let mut state = self.state();
+        if let Some(h) = state.live(name, now) {
+            return Ok(Attempt::Held {
+                expires_in: Some(h.expires_at - now),
+            });
+        }
+        let counter = state.counters.entry(name.to_owned()).or_insert(0);
+        *counter += 1;
+        let token = FencingToken::new(*counter);
+        let owner = format!("mem-{}", self.next_owner.fetch_add(1, Ordering::Relaxed));
+        state.held.insert(
+            name.to_owned(),
+            Held {
+                owner: owner.clone(),
+                expires_at: now + ttl,
+            },
+        );
+        Ok(Attempt::Acquired(Lease::new(name, owner, token, ttl)))
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
+        let now = Instant::now();
+        let released = {
+            let mut state = self.state();
+            match state.live(lease.name(), now) {
+                Some(h) if h.owner == lease.owner() => {
+                    state.held.remove(lease.name());
+                    true
+                }
+                _ => false,
+            }
+        };
+        if released {
+            self.notifier.notify(lease.name());
+        }
+        Ok(released)
+    }
+
+    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<(), LockError> {
+        validate_request(lease.name(), ttl)?;
+        let now = Instant::now();
+        let mut state = self.state();
+        match state.live(lease.name(), now) {
+            Some(h) if h.owner == lease.owner() => {
+                h.expires_at = now + ttl;
+                Ok(())
+            }
+            _ => Err(LockError::NotHolder {
+                name: lease.name().to_owned(),
+            }),
+        }
+    }
+
+    async fn is_held(&self, lease: &Lease) -> Result<bool, LockError> {
+        let now = Instant::now();
+        let mut state = self.state();
+        Ok(state
+            .live(lease.name(), now)
+            .is_some_and(|h| h.owner == lease.owner()))
+    }
+
+    fn watch(&self, name: &str) -> ReleaseWatch {
+        self.notifier.watch(name)
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests of manna-lock.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod conformance;
+mod manager;
+mod mock;
+mod model;
+mod retry;
