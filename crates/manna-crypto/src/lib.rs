@@ -1,1 +1,21 @@
 #![doc = include_str!("../README.md")]
+
+mod envelope;
+mod error;
+mod fernet;
+mod key;
+mod keyring;
+pub mod metrics;
+mod plaintext;
+mod status;
+
+pub use envelope::{inspect, inspect_bytes, Format, HEADER_LEN, NONCE_LEN, PREFIX_V1, TAG_LEN};
+pub use error::{CryptoError, DecryptError, KeyError, KeyKind};
+pub use fernet::MAX_CLOCK_SKEW;
+pub use key::{AesKey, FernetKey, KeyId, ParseKeyIdError, KEY_ID_LEN, KEY_LEN};
+pub use keyring::{KeyMetadata, Keyring, KeyringBuilder, NONCE_LIMIT, NONCE_WARNING_THRESHOLD};
+pub use plaintext::Plaintext;
+pub use status::{KeyRole, KeyStatus, Status, EXPIRY_WARNING_BEFORE, ROTATION_DUE_AFTER};
+
+/// The algorithm name reported by [`Status`]: `"AES-256-GCM"`.
+pub const ALGORITHM: &str = "AES-256-GCM";

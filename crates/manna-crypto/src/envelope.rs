@@ -1,0 +1,273 @@
+//! Envelope format v1 (see docs/format.md) and format detection.
+
+use std::fmt;
+
+use base64::Engine as _;
+
+use crate::key::KeyId;
+
+/// The four bytes every v1 envelope starts with.
+pub const PREFIX_V1: &str = "mn1:";
+
+/// Length of the v1 header: `mn1:` + 16 hex digits of the key id + `:`.
+/// `substr(col, 1, 21)` in SQL is the header, so `GROUP BY` on it counts
+/// values per key.
+pub const HEADER_LEN: usize = PREFIX_V1.len() + KeyId::HEX_LEN + 1;
+
+/// Length of the random nonce.
+pub const NONCE_LEN: usize = 12;
+/// Length of the GCM authentication tag.
+pub const TAG_LEN: usize = 16;
+
+/// Engine for the envelope body: URL-safe alphabet, no padding, canonical
+/// (non-zero trailing bits are rejected), so each byte string has exactly
+/// one text form.
+pub(crate) const BODY_B64: base64::engine::GeneralPurpose =
+    base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// Builds the 21-byte v1 header for a key id.
+pub(crate) fn header_v1(key_id: KeyId) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..4].copy_from_slice(PREFIX_V1.as_bytes());
+    let mut hex = [0u8; KeyId::HEX_LEN];
+    key_id.write_hex(&mut hex);
+    h[4..4 + KeyId::HEX_LEN].copy_from_slice(&hex);
+    h[HEADER_LEN - 1] = b':';
+    h
+}
+
+/// What the prefix of a value says, before looking at the body.
+pub(crate) enum Prefix<'a> {
+    /// A well-formed v1 header; the rest is the body.
+    V1 {
+        header: &'a [u8],
+        key_id: KeyId,
+        body: &'a [u8],
+    },
+    /// `mn<digit>:` with a digit other than 1.
+    OtherVersion(char),
+    /// Starts with `mn1:` but the header is malformed.
+    BrokenV1,
+    /// Not an envelope prefix.
+    None,
+}
+
+pub(crate) fn parse_prefix(value: &[u8]) -> Prefix<'_> {
+    if value.len() >= 4 && value.starts_with(b"mn") && value[3] == b':' && value[2].is_ascii_digit()
+    {
+        if value[2] != b'1' {
+            return Prefix::OtherVersion(char::from(value[2]));
+        }
+        if value.len() < HEADER_LEN || value[HEADER_LEN - 1] != b':' {
+            return Prefix::BrokenV1;
+        }
+        return match KeyId::parse_hex(&value[4..4 + KeyId::HEX_LEN]) {
+            Some(key_id) => Prefix::V1 {
+                header: &value[..HEADER_LEN],
+                key_id,
+                body: &value[HEADER_LEN..],
+            },
+            None => Prefix::BrokenV1,
+        };
+    }
+    Prefix::None
+}
+
+/// Length of a text body that decodes to at least nonce + tag.
+const MIN_TEXT_BODY: usize = ((NONCE_LEN + TAG_LEN) * 4).div_ceil(3);
+
+/// Whether a text envelope body is structurally valid (canonical base64url
+/// of at least nonce + tag bytes). Decodes nothing.
+fn text_body_ok(body: &[u8]) -> bool {
+    body.len() >= MIN_TEXT_BODY
+        && body.len() % 4 != 1
+        && body
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+        && last_char_canonical(body)
+}
+
+/// In canonical unpadded base64 the last character's unused low bits are zero.
+fn last_char_canonical(body: &[u8]) -> bool {
+    let Some(&last) = body.last() else {
+        return true;
+    };
+    let v = match last {
+        b'A'..=b'Z' => last - b'A',
+        b'a'..=b'z' => last - b'a' + 26,
+        b'0'..=b'9' => last - b'0' + 52,
+        b'-' => 62,
+        b'_' => 63,
+        _ => return false,
+    };
+    match body.len() % 4 {
+        2 => v & 0x0f == 0,
+        3 => v & 0x03 == 0,
+        _ => true,
+    }
+}
+
+/// Minimum decoded length of a Fernet token: version, timestamp, IV, one
+/// AES block, HMAC.
+const FERNET_MIN_LEN: usize = 1 + 8 + 16 + 16 + 32;
+
+/// Whether `value` has the structure of a Fernet token (version byte 0x80,
+/// a whole number of AES blocks, HMAC). Verifies nothing cryptographic.
+pub(crate) fn is_fernet_token(value: &str) -> bool {
+    if !value.starts_with("gAAAA") {
+        // Version 0x80 followed by a timestamp < 2^32 always encodes as
+        // "gAAAA"; later timestamps are centuries away.
+        return false;
+    }
+    let Ok(raw) =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value.trim_end_matches('='))
+    else {
+        return false;
+    };
+    raw.len() >= FERNET_MIN_LEN && raw[0] == 0x80 && (raw.len() - (1 + 8 + 16 + 32)) % 16 == 0
+}
+
+/// Whether a value that is not a token can be taken for plain text: no
+/// control characters other than tab, CR and LF.
+fn looks_like_text(value: &str) -> bool {
+    !value
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+}
+
+/// The format of a stored value, told without decrypting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Format {
+    /// An AES-256-GCM envelope (v1) under the named key.
+    Aes256Gcm {
+        /// The key id in the envelope header.
+        key_id: KeyId,
+    },
+    /// A legacy Fernet token.
+    Fernet,
+    /// Not a token but plausible unencrypted text (no control characters,
+    /// not a damaged token). The empty string counts as plaintext.
+    Plaintext,
+    /// Anything else: a damaged or truncated token, an envelope of an
+    /// unsupported version, binary garbage.
+    Unknown,
+}
+
+impl Format {
+    /// `"aes256gcm"`, `"fernet"`, `"plaintext"` or `"unknown"`: the keys of
+    /// the report's `by_format` object.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Format::Aes256Gcm { .. } => "aes256gcm",
+            Format::Fernet => "fernet",
+            Format::Plaintext => "plaintext",
+            Format::Unknown => "unknown",
+        }
+    }
+
+    /// The key id for an AES-256-GCM envelope.
+    pub fn key_id(&self) -> Option<KeyId> {
+        match self {
+            Format::Aes256Gcm { key_id } => Some(*key_id),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Format::Aes256Gcm { key_id } => write!(f, "aes256gcm({key_id})"),
+            other => f.write_str(other.label()),
+        }
+    }
+}
+
+/// Tells the format of a text value without decrypting it and without a
+/// keyring. Envelopes and Fernet tokens are checked structurally (prefix,
+/// alphabet, lengths), not cryptographically.
+///
+/// ```
+/// use manna_crypto::{inspect, Format};
+/// assert_eq!(inspect("hello"), Format::Plaintext);
+/// assert_eq!(inspect("mn1:0011223344556677:AAAA"), Format::Unknown); // truncated
+/// ```
+pub fn inspect(value: &str) -> Format {
+    match parse_prefix(value.as_bytes()) {
+        Prefix::V1 { key_id, body, .. } => {
+            if text_body_ok(body) {
+                Format::Aes256Gcm { key_id }
+            } else {
+                Format::Unknown
+            }
+        }
+        Prefix::OtherVersion(_) | Prefix::BrokenV1 => Format::Unknown,
+        Prefix::None => {
+            if is_fernet_token(value) {
+                Format::Fernet
+            } else if value.starts_with("gAAAAA") || !looks_like_text(value) {
+                Format::Unknown
+            } else {
+                Format::Plaintext
+            }
+        }
+    }
+}
+
+/// Like [`inspect`], for a value stored as bytes (`BYTEA`/`BLOB`): a binary
+/// envelope (header followed by raw nonce, ciphertext and tag), or UTF-8 text
+/// inspected as by [`inspect`].
+pub fn inspect_bytes(value: &[u8]) -> Format {
+    match parse_prefix(value) {
+        Prefix::V1 { key_id, body, .. } => {
+            if body.len() >= NONCE_LEN + TAG_LEN {
+                // Could also be a text envelope stored as bytes: both are fine.
+                Format::Aes256Gcm { key_id }
+            } else {
+                Format::Unknown
+            }
+        }
+        Prefix::OtherVersion(_) | Prefix::BrokenV1 => Format::Unknown,
+        Prefix::None => match std::str::from_utf8(value) {
+            Ok(text) => inspect(text),
+            Err(_) => Format::Unknown,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_is_fixed_length_ascii() {
+        let id = KeyId::from_bytes([0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3]);
+        let h = header_v1(id);
+        assert_eq!(&h, b"mn1:deadbeef00010203:");
+        assert_eq!(HEADER_LEN, 21);
+    }
+
+    #[test]
+    fn canonical_last_char() {
+        // 28 bytes -> 38 chars, 38 % 4 == 2: last char carries 4 unused bits.
+        let body = BODY_B64.encode([0xffu8; 28]);
+        assert!(text_body_ok(body.as_bytes()));
+        let mut tweaked = body.into_bytes();
+        let last = tweaked.len() - 1;
+        tweaked[last] = b'_';
+        assert!(!text_body_ok(&tweaked));
+    }
+
+    #[test]
+    fn plaintext_versus_unknown() {
+        assert_eq!(inspect(""), Format::Plaintext);
+        assert_eq!(inspect("hello world\n"), Format::Plaintext);
+        assert_eq!(inspect("bell\u{7}"), Format::Unknown);
+        assert_eq!(inspect("gAAAAAbroken"), Format::Unknown);
+        assert_eq!(inspect("mn2:whatever"), Format::Unknown);
+        assert_eq!(inspect("mn1:nothex"), Format::Unknown);
+        assert_eq!(Format::Unknown.label(), "unknown");
+        assert_eq!(Format::Fernet.to_string(), "fernet");
+    }
+}

@@ -1,0 +1,545 @@
+//! The keyring: one primary AES-256-GCM key, decrypt-only previous keys,
+//! legacy Fernet keys, optional plaintext acceptance.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use aes_gcm::aead::AeadInPlace as _;
+use aes_gcm::{Aes256Gcm, KeyInit as _};
+use base64::Engine as _;
+use rand::RngCore as _;
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use crate::envelope::{self, Format, Prefix, BODY_B64, HEADER_LEN, NONCE_LEN, TAG_LEN};
+use crate::error::{CryptoError, DecryptError, KeyError};
+use crate::key::{AesKey, FernetKey, KeyId};
+use crate::metrics;
+use crate::plaintext::Plaintext;
+use crate::status::{KeyRole, KeyStatus, Status};
+
+/// NIST SP 800-38D §8.3: at most 2^32 invocations of GCM with random 96-bit
+/// nonces per key. Encryption under a key that reached it is refused.
+pub const NONCE_LIMIT: u64 = 1 << 32;
+
+/// Encryption count at which [`Status`] warns that the key should be rotated
+/// (half the limit, 2^31), leaving room for other processes using the same
+/// key: counts are kept per process.
+pub const NONCE_WARNING_THRESHOLD: u64 = 1 << 31;
+
+/// Largest plaintext AES-GCM accepts (2^36 - 32 bytes).
+const MAX_PLAINTEXT: u64 = (1 << 36) - 32;
+
+/// What is known about a key besides its material (from a key file).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyMetadata {
+    /// When the key was created.
+    pub created_at: Option<OffsetDateTime>,
+    /// When the key must no longer be used.
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+struct AesEntry {
+    id: KeyId,
+    label: Arc<str>,
+    header: [u8; HEADER_LEN],
+    cipher: Aes256Gcm,
+    encryptions: AtomicU64,
+    metadata: KeyMetadata,
+}
+
+impl AesEntry {
+    fn new(key: &AesKey, metadata: KeyMetadata) -> Self {
+        let id = key.id();
+        AesEntry {
+            id,
+            label: Arc::from(id.to_string()),
+            header: envelope::header_v1(id),
+            cipher: Aes256Gcm::new(key.material().into()),
+            encryptions: AtomicU64::new(0),
+            metadata,
+        }
+    }
+}
+
+struct FernetEntry {
+    key: FernetKey,
+    label: Arc<str>,
+    encryptions: AtomicU64,
+}
+
+struct Inner {
+    /// Index 0 is the primary key; the rest are decrypt-only.
+    aes: Vec<AesEntry>,
+    fernet: Vec<FernetEntry>,
+    accept_plaintext: bool,
+}
+
+/// One primary AES-256-GCM key that encrypts, decrypt-only previous keys,
+/// legacy Fernet keys tried in order, and optional acceptance of plaintext.
+///
+/// Cheap to clone (an `Arc` inside) and `Send + Sync`; clones share
+/// encryption counters.
+///
+/// ```
+/// use manna_crypto::{AesKey, Keyring};
+/// let keyring = Keyring::new(AesKey::generate());
+/// let token = keyring.encrypt(b"secret", b"users.ssn").expect("encrypt");
+/// assert!(token.starts_with("mn1:"));
+/// let plain = keyring.decrypt(&token, b"users.ssn").expect("decrypt");
+/// assert_eq!(&*plain, b"secret");
+/// ```
+#[derive(Clone)]
+pub struct Keyring {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("primary", &self.primary_key_id())
+            .field("decrypt_only", &self.decrypt_only_key_ids())
+            .field("fernet", &self.fernet_key_ids())
+            .field("accept_plaintext", &self.inner.accept_plaintext)
+            .finish()
+    }
+}
+
+/// Builds a [`Keyring`]; see [`Keyring::builder`].
+#[derive(Debug, Default)]
+#[must_use]
+pub struct KeyringBuilder {
+    primary: Option<(AesKey, KeyMetadata)>,
+    previous: Vec<(AesKey, KeyMetadata)>,
+    fernet: Vec<FernetKey>,
+    accept_plaintext: bool,
+}
+
+impl KeyringBuilder {
+    /// Sets the primary key (the one that encrypts).
+    pub fn primary(self, key: AesKey) -> Self {
+        self.primary_with_metadata(key, KeyMetadata::default())
+    }
+
+    /// Sets the primary key with its creation/expiry dates.
+    pub fn primary_with_metadata(mut self, key: AesKey, metadata: KeyMetadata) -> Self {
+        self.primary = Some((key, metadata));
+        self
+    }
+
+    /// Adds a decrypt-only AES key (a previous primary).
+    pub fn previous(self, key: AesKey) -> Self {
+        self.previous_with_metadata(key, KeyMetadata::default())
+    }
+
+    /// Adds a decrypt-only AES key with its creation/expiry dates.
+    pub fn previous_with_metadata(mut self, key: AesKey, metadata: KeyMetadata) -> Self {
+        self.previous.push((key, metadata));
+        self
+    }
+
+    /// Adds several decrypt-only AES keys.
+    pub fn previous_keys(mut self, keys: impl IntoIterator<Item = AesKey>) -> Self {
+        self.previous
+            .extend(keys.into_iter().map(|k| (k, KeyMetadata::default())));
+        self
+    }
+
+    /// Adds a legacy Fernet key; Fernet keys are tried in the order added
+    /// (as Python's `MultiFernet`) and the first one encrypts for rollback.
+    pub fn fernet(mut self, key: FernetKey) -> Self {
+        self.fernet.push(key);
+        self
+    }
+
+    /// Adds several Fernet keys, in order.
+    pub fn fernet_keys(mut self, keys: impl IntoIterator<Item = FernetKey>) -> Self {
+        self.fernet.extend(keys);
+        self
+    }
+
+    /// Whether [`Keyring::decrypt`] returns values that look like
+    /// unencrypted text as they are (default `false`; turn on only to
+    /// migrate a never-encrypted column).
+    pub fn accept_plaintext(mut self, accept: bool) -> Self {
+        self.accept_plaintext = accept;
+        self
+    }
+
+    /// Checks the configuration and builds the keyring.
+    ///
+    /// Errors: no primary key; a key id present twice; the same material
+    /// configured as an AES key and as a Fernet key.
+    pub fn build(self) -> Result<Keyring, KeyError> {
+        let (primary, primary_meta) = self.primary.ok_or(KeyError::NoPrimaryKey)?;
+        let mut aes = Vec::with_capacity(1 + self.previous.len());
+        for (key, meta) in std::iter::once((&primary, primary_meta))
+            .chain(self.previous.iter().map(|(k, m)| (k, *m)))
+        {
+            if aes.iter().any(|e: &AesEntry| e.id == key.id()) {
+                return Err(KeyError::DuplicateKeyId { key_id: key.id() });
+            }
+            if self.fernet.iter().any(|f| f.same_material_as(key)) {
+                return Err(KeyError::AesKeyUsedAsFernetKey {
+                    aes_key_id: key.id(),
+                });
+            }
+            aes.push(AesEntry::new(key, meta));
+        }
+        let mut fernet: Vec<FernetEntry> = Vec::with_capacity(self.fernet.len());
+        for key in self.fernet {
+            if fernet.iter().any(|e| e.key.same_material(&key)) {
+                return Err(KeyError::DuplicateKeyId { key_id: key.id() });
+            }
+            fernet.push(FernetEntry {
+                label: Arc::from(key.id().to_string()),
+                key,
+                encryptions: AtomicU64::new(0),
+            });
+        }
+        Ok(Keyring {
+            inner: Arc::new(Inner {
+                aes,
+                fernet,
+                accept_plaintext: self.accept_plaintext,
+            }),
+        })
+    }
+}
+
+/// Runs `f` with `header || aad` without allocating for short AADs.
+fn with_full_aad<R>(header: &[u8], aad: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+    const STACK: usize = 256;
+    let len = header.len() + aad.len();
+    if len <= STACK {
+        let mut buf = [0u8; STACK];
+        buf[..header.len()].copy_from_slice(header);
+        buf[header.len()..len].copy_from_slice(aad);
+        f(&buf[..len])
+    } else {
+        let mut buf = Vec::with_capacity(len);
+        buf.extend_from_slice(header);
+        buf.extend_from_slice(aad);
+        f(&buf)
+    }
+}
+
+impl Keyring {
+    /// A keyring with only a primary key: no previous keys, no Fernet, no
+    /// plaintext.
+    pub fn new(primary: AesKey) -> Self {
+        Keyring::builder()
+            .primary(primary)
+            .build()
+            .expect("a keyring with a single AES key is always valid")
+    }
+
+    /// Starts building a keyring.
+    ///
+    /// ```
+    /// use manna_crypto::{AesKey, FernetKey, Keyring};
+    /// let keyring = Keyring::builder()
+    ///     .primary(AesKey::generate())
+    ///     .previous(AesKey::generate())
+    ///     .fernet(FernetKey::generate())
+    ///     .build()
+    ///     .expect("valid keyring");
+    /// assert_eq!(keyring.status().decrypt_only_key_ids.len(), 1);
+    /// ```
+    pub fn builder() -> KeyringBuilder {
+        KeyringBuilder::default()
+    }
+
+    /// Encrypts under the primary key into a v1 text envelope
+    /// (`mn1:<key id>:<base64url(nonce ‖ ciphertext ‖ tag)>`). `aad` is
+    /// authenticated, not stored: the same bytes must be given to decrypt.
+    pub fn encrypt(&self, plaintext: &[u8], aad: &[u8]) -> Result<String, CryptoError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        self.encrypt_with_nonce_inner(plaintext, aad, nonce)
+    }
+
+    /// Encrypts with a caller-chosen nonce, to reproduce the test vectors of
+    /// docs/format.md. Reusing a nonce under a key destroys GCM's security:
+    /// never use this outside tests.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn encrypt_with_nonce(
+        &self,
+        plaintext: &[u8],
+        aad: &[u8],
+        nonce: [u8; NONCE_LEN],
+    ) -> Result<String, CryptoError> {
+        self.encrypt_with_nonce_inner(plaintext, aad, nonce)
+    }
+
+    fn encrypt_with_nonce_inner(
+        &self,
+        plaintext: &[u8],
+        aad: &[u8],
+        nonce: [u8; NONCE_LEN],
+    ) -> Result<String, CryptoError> {
+        let entry = self.primary_entry();
+        if plaintext.len() as u64 > MAX_PLAINTEXT {
+            return Err(CryptoError::PlaintextTooLarge {
+                len: plaintext.len(),
+            });
+        }
+        if entry.encryptions.fetch_add(1, Ordering::Relaxed) >= NONCE_LIMIT {
+            entry.encryptions.fetch_sub(1, Ordering::Relaxed);
+            return Err(CryptoError::NonceLimitReached { key_id: entry.id });
+        }
+        let mut buf = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
+        buf.extend_from_slice(&nonce);
+        buf.extend_from_slice(plaintext);
+        let tag = with_full_aad(&entry.header, aad, |full_aad| {
+            entry
+                .cipher
+                .encrypt_in_place_detached((&nonce).into(), full_aad, &mut buf[NONCE_LEN..])
+        })
+        .map_err(|_| CryptoError::PlaintextTooLarge {
+            len: plaintext.len(),
+        })?;
+        buf.extend_from_slice(&tag);
+        let mut out = String::with_capacity(HEADER_LEN + (buf.len() * 4).div_ceil(3));
+        out.push_str(std::str::from_utf8(&entry.header).expect("the header is ASCII"));
+        BODY_B64.encode_string(&buf, &mut out);
+        metrics::encrypted(&entry.label, "aes256gcm");
+        Ok(out)
+    }
+
+    /// Decrypts a stored value:
+    ///
+    /// - an `mn1:` envelope with the AES key its header names (no trial
+    ///   decryption across AES keys), authenticating `header ‖ aad`;
+    /// - a Fernet token with each Fernet key in order (`aad` does not apply:
+    ///   Fernet has none);
+    /// - text that looks like plaintext, returned as is, only when the
+    ///   keyring accepts plaintext.
+    pub fn decrypt(&self, token: &str, aad: &[u8]) -> Result<Plaintext, DecryptError> {
+        let result = self.decrypt_inner(token, aad);
+        if let Err(e) = &result {
+            let key_id = match e {
+                DecryptError::UnknownKey { key_id, .. } => Some(key_id.to_string()),
+                DecryptError::Authentication => inspect_key_id(token),
+                _ => None,
+            };
+            metrics::failed(e.kind(), key_id);
+        }
+        result
+    }
+
+    fn decrypt_inner(&self, token: &str, aad: &[u8]) -> Result<Plaintext, DecryptError> {
+        match envelope::parse_prefix(token.as_bytes()) {
+            Prefix::V1 {
+                header,
+                key_id,
+                body,
+            } => {
+                let raw = BODY_B64
+                    .decode(body)
+                    .map_err(|_| DecryptError::UnknownFormat)?;
+                self.open_v1(header, key_id, Zeroizing::new(raw), aad)
+            }
+            Prefix::OtherVersion(version) => Err(DecryptError::UnsupportedVersion { version }),
+            Prefix::BrokenV1 => Err(DecryptError::UnknownFormat),
+            Prefix::None => self.decrypt_non_envelope(token),
+        }
+    }
+
+    fn decrypt_non_envelope(&self, token: &str) -> Result<Plaintext, DecryptError> {
+        match envelope::inspect(token) {
+            Format::Fernet => self.decrypt_fernet_checked(token, None),
+            Format::Plaintext if self.inner.accept_plaintext => {
+                metrics::decrypted(None, "plaintext");
+                Ok(Plaintext::new(Zeroizing::new(token.as_bytes().to_vec())))
+            }
+            Format::Plaintext => Err(DecryptError::PlaintextNotAccepted),
+            _ => Err(DecryptError::UnknownFormat),
+        }
+    }
+
+    /// Opens a v1 body (`nonce ‖ ciphertext ‖ tag`, already decoded).
+    fn open_v1(
+        &self,
+        header: &[u8],
+        key_id: KeyId,
+        mut raw: Zeroizing<Vec<u8>>,
+        aad: &[u8],
+    ) -> Result<Plaintext, DecryptError> {
+        if raw.len() < NONCE_LEN + TAG_LEN {
+            return Err(DecryptError::UnknownFormat);
+        }
+        let entry = self.entry(key_id).ok_or_else(|| DecryptError::UnknownKey {
+            key_id,
+            configured: self.inner.aes.iter().map(|e| e.id).collect(),
+        })?;
+        let ct_end = raw.len() - TAG_LEN;
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&raw[..NONCE_LEN]);
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(&raw[ct_end..]);
+        with_full_aad(header, aad, |full_aad| {
+            entry.cipher.decrypt_in_place_detached(
+                (&nonce).into(),
+                full_aad,
+                &mut raw[NONCE_LEN..ct_end],
+                (&tag).into(),
+            )
+        })
+        .map_err(|_| DecryptError::Authentication)?;
+        raw.copy_within(NONCE_LEN..ct_end, 0);
+        raw.truncate(ct_end - NONCE_LEN);
+        metrics::decrypted(Some(&entry.label), "aes256gcm");
+        Ok(Plaintext::new(raw))
+    }
+
+    /// Decrypts a Fernet token, trying the keys in order. `window` is an
+    /// optional `(ttl, now)` check done after authentication.
+    fn decrypt_fernet_checked(
+        &self,
+        token: &str,
+        window: Option<(Option<std::time::Duration>, OffsetDateTime)>,
+    ) -> Result<Plaintext, DecryptError> {
+        if self.inner.fernet.is_empty() {
+            return Err(DecryptError::NoFernetKey);
+        }
+        for entry in &self.inner.fernet {
+            if let Some(plain) = crate::fernet::decrypt(&entry.key, token, window)? {
+                metrics::decrypted(Some(&entry.label), "fernet");
+                return Ok(plain);
+            }
+        }
+        Err(DecryptError::Authentication)
+    }
+
+    /// Decrypts a Fernet token checking its age against a supplied clock, as
+    /// Python's `Fernet.decrypt(token, ttl)` does: the token must be
+    /// authentic under one of the Fernet keys, no older than `ttl` (if
+    /// given) and at most 60 s in the future. Authentication is checked
+    /// first, so [`DecryptError::FernetTimestamp`] is only returned for
+    /// authentic tokens.
+    pub fn decrypt_fernet_at(
+        &self,
+        token: &str,
+        ttl: Option<std::time::Duration>,
+        now: OffsetDateTime,
+    ) -> Result<Plaintext, DecryptError> {
+        let result = self.decrypt_fernet_checked(token, Some((ttl, now)));
+        if let Err(e) = &result {
+            metrics::failed(e.kind(), None);
+        }
+        result
+    }
+
+    /// Encrypts to a Fernet token with the first Fernet key: the rollback
+    /// target. Fails if no Fernet key is configured.
+    pub fn encrypt_fernet(&self, plaintext: &[u8]) -> Result<String, CryptoError> {
+        let entry = self.inner.fernet.first().ok_or(CryptoError::NoFernetKey)?;
+        entry.encryptions.fetch_add(1, Ordering::Relaxed);
+        let token = entry.key.fernet.encrypt(plaintext);
+        metrics::encrypted(&entry.label, "fernet");
+        Ok(token)
+    }
+
+    /// Tells a value's format without decrypting (same as the free
+    /// [`inspect`](crate::inspect)).
+    pub fn inspect(&self, token: &str) -> Format {
+        envelope::inspect(token)
+    }
+
+    /// Whether a value is not yet an envelope under the primary key (a
+    /// previous key's envelope, a Fernet token, plaintext, or anything
+    /// unreadable).
+    pub fn needs_reencryption(&self, token: &str) -> bool {
+        match envelope::parse_prefix(token.as_bytes()) {
+            Prefix::V1 { key_id, .. } => key_id != self.primary_key_id(),
+            _ => true,
+        }
+    }
+
+    /// Id of the primary (encrypting) key.
+    pub fn primary_key_id(&self) -> KeyId {
+        self.primary_entry().id
+    }
+
+    /// Ids of the decrypt-only AES keys, in configuration order.
+    pub fn decrypt_only_key_ids(&self) -> Vec<KeyId> {
+        self.inner.aes[1..].iter().map(|e| e.id).collect()
+    }
+
+    /// Fingerprint ids of the Fernet keys, in order.
+    pub fn fernet_key_ids(&self) -> Vec<KeyId> {
+        self.inner.fernet.iter().map(|e| e.key.id()).collect()
+    }
+
+    /// Whether a key with this id is in the keyring (AES or Fernet).
+    pub fn contains(&self, key_id: KeyId) -> bool {
+        self.entry(key_id).is_some() || self.inner.fernet.iter().any(|e| e.key.id() == key_id)
+    }
+
+    /// Whether Fernet tokens can be read (at least one Fernet key).
+    pub fn has_fernet(&self) -> bool {
+        !self.inner.fernet.is_empty()
+    }
+
+    /// Whether plaintext values are accepted by [`Keyring::decrypt`].
+    pub fn accepts_plaintext(&self) -> bool {
+        self.inner.accept_plaintext
+    }
+
+    /// The encryption status now; see [`Keyring::status_at`].
+    pub fn status(&self) -> Status {
+        self.status_at(OffsetDateTime::now_utc())
+    }
+
+    /// The encryption status with key ages computed at `now`.
+    pub fn status_at(&self, now: OffsetDateTime) -> Status {
+        let mut keys = Vec::new();
+        for (i, e) in self.inner.aes.iter().enumerate() {
+            let role = if i == 0 {
+                KeyRole::Primary
+            } else {
+                KeyRole::DecryptOnly
+            };
+            keys.push(KeyStatus::new(
+                e.id,
+                role,
+                e.encryptions.load(Ordering::Relaxed),
+                e.metadata,
+                now,
+            ));
+        }
+        for e in &self.inner.fernet {
+            keys.push(KeyStatus::new(
+                e.key.id(),
+                KeyRole::Fernet,
+                e.encryptions.load(Ordering::Relaxed),
+                KeyMetadata::default(),
+                now,
+            ));
+        }
+        Status::from_keys(
+            self.primary_key_id(),
+            self.decrypt_only_key_ids(),
+            self.fernet_key_ids(),
+            self.inner.accept_plaintext,
+            keys,
+        )
+    }
+
+    fn primary_entry(&self) -> &AesEntry {
+        &self.inner.aes[0]
+    }
+
+    fn entry(&self, key_id: KeyId) -> Option<&AesEntry> {
+        self.inner.aes.iter().find(|e| e.id == key_id)
+    }
+}
+
+fn inspect_key_id(token: &str) -> Option<String> {
+    match envelope::parse_prefix(token.as_bytes()) {
+        Prefix::V1 { key_id, .. } => Some(key_id.to_string()),
+        _ => None,
+    }
+}

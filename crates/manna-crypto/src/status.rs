@@ -1,0 +1,181 @@
+//! Encryption status (what `cargo xtask info` prints).
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::key::KeyId;
+use crate::keyring::{KeyMetadata, NONCE_LIMIT, NONCE_WARNING_THRESHOLD};
+
+/// Age after which a key is due for rotation (90 days).
+pub const ROTATION_DUE_AFTER: time::Duration = time::Duration::days(90);
+
+/// How long before a stated expiry a key is warned about (30 days).
+pub const EXPIRY_WARNING_BEFORE: time::Duration = time::Duration::days(30);
+
+/// The role of a key in a keyring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum KeyRole {
+    /// The AES key that encrypts.
+    Primary,
+    /// A previous AES key, used only to decrypt.
+    DecryptOnly,
+    /// A legacy Fernet key (decrypts; the first one encrypts for rollback).
+    Fernet,
+}
+
+/// Status of one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct KeyStatus {
+    /// The key id (Fernet keys: fingerprint).
+    pub key_id: KeyId,
+    /// The key's role.
+    pub role: KeyRole,
+    /// Encryptions under this key counted by this process.
+    pub encryptions: u64,
+    /// When the key was created, if known (key files).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub created_at: Option<OffsetDateTime>,
+    /// When the key expires, if stated.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// Age in whole days, if the creation date is known.
+    pub age_days: Option<i64>,
+    /// Warnings about this key (rotation due, expiry near, nonce budget).
+    pub warnings: Vec<String>,
+}
+
+impl KeyStatus {
+    pub(crate) fn new(
+        key_id: KeyId,
+        role: KeyRole,
+        encryptions: u64,
+        metadata: KeyMetadata,
+        now: OffsetDateTime,
+    ) -> Self {
+        let mut warnings = Vec::new();
+        let age = metadata.created_at.map(|c| now - c);
+        if let Some(age) = age {
+            if role == KeyRole::Primary && age >= ROTATION_DUE_AFTER {
+                warnings.push(format!(
+                    "key {key_id} is {} days old: rotation is due after {} days",
+                    age.whole_days(),
+                    ROTATION_DUE_AFTER.whole_days()
+                ));
+            }
+        }
+        if let Some(expires) = metadata.expires_at {
+            if expires <= now {
+                warnings.push(format!("key {key_id} expired on {}", date(expires)));
+            } else if expires - now <= EXPIRY_WARNING_BEFORE {
+                warnings.push(format!(
+                    "key {key_id} expires on {} (in {} days)",
+                    date(expires),
+                    (expires - now).whole_days()
+                ));
+            }
+        }
+        if encryptions >= NONCE_WARNING_THRESHOLD {
+            warnings.push(format!(
+                "key {key_id} has encrypted {encryptions} values in this process: \
+                 rotate before the 2^32 random-nonce limit"
+            ));
+        }
+        KeyStatus {
+            key_id,
+            role,
+            encryptions,
+            created_at: metadata.created_at,
+            expires_at: metadata.expires_at,
+            age_days: age.map(|a| a.whole_days()),
+            warnings,
+        }
+    }
+}
+
+fn date(t: OffsetDateTime) -> String {
+    let d = t.date();
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+/// The encryption status: what is configured and what needs attention.
+/// Serializes to the JSON that `cargo xtask info --json` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Status {
+    /// Whether a primary key is configured.
+    pub initialized: bool,
+    /// Always `"AES-256-GCM"`.
+    pub algorithm: &'static str,
+    /// Envelope format version written (`1`).
+    pub format_version: u8,
+    /// The primary key id, if initialized.
+    pub primary_key_id: Option<KeyId>,
+    /// Ids of the decrypt-only AES keys.
+    pub decrypt_only_key_ids: Vec<KeyId>,
+    /// Whether legacy Fernet tokens can be read.
+    pub fernet_fallback: bool,
+    /// Fingerprint ids of the Fernet keys, in order.
+    pub fernet_key_ids: Vec<KeyId>,
+    /// Whether plaintext values are accepted when decrypting.
+    pub accept_plaintext: bool,
+    /// Encryptions per key at which a warning is raised (2^31).
+    pub nonce_warning_threshold: u64,
+    /// Encryptions per key after which encryption is refused (2^32).
+    pub nonce_limit: u64,
+    /// Per-key details, primary first, then decrypt-only, then Fernet.
+    pub keys: Vec<KeyStatus>,
+    /// All warnings, flattened.
+    pub warnings: Vec<String>,
+}
+
+impl Status {
+    /// The status when no key is configured (for `info` without keys).
+    pub fn uninitialized() -> Self {
+        Status {
+            initialized: false,
+            algorithm: crate::ALGORITHM,
+            format_version: 1,
+            primary_key_id: None,
+            decrypt_only_key_ids: Vec::new(),
+            fernet_fallback: false,
+            fernet_key_ids: Vec::new(),
+            accept_plaintext: false,
+            nonce_warning_threshold: NONCE_WARNING_THRESHOLD,
+            nonce_limit: NONCE_LIMIT,
+            keys: Vec::new(),
+            warnings: vec![
+                "no primary AES-256 key configured: set MANNA_ENCRYPTION_KEY_AES256".to_owned(),
+            ],
+        }
+    }
+
+    pub(crate) fn from_keys(
+        primary: KeyId,
+        decrypt_only: Vec<KeyId>,
+        fernet: Vec<KeyId>,
+        accept_plaintext: bool,
+        keys: Vec<KeyStatus>,
+    ) -> Self {
+        let warnings = keys
+            .iter()
+            .flat_map(|k| k.warnings.iter().cloned())
+            .collect();
+        Status {
+            initialized: true,
+            algorithm: crate::ALGORITHM,
+            format_version: 1,
+            primary_key_id: Some(primary),
+            decrypt_only_key_ids: decrypt_only,
+            fernet_fallback: !fernet.is_empty(),
+            fernet_key_ids: fernet,
+            accept_plaintext,
+            nonce_warning_threshold: NONCE_WARNING_THRESHOLD,
+            nonce_limit: NONCE_LIMIT,
+            keys,
+            warnings,
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Keyring behaviour: round trips, error kinds, rotation.
+
+use manna_crypto::{
+    inspect, AesKey, CryptoError, DecryptError, FernetKey, Format, KeyError, Keyring, HEADER_LEN,
+};
+
+#[test]
+fn round_trip_and_header() {
+    let key = AesKey::generate();
+    let id = key.id();
+    let keyring = Keyring::new(key);
+    let token = keyring.encrypt(b"hello", b"t.c").unwrap();
+    assert_eq!(&token[..HEADER_LEN], format!("mn1:{id}:"));
+    assert_eq!(inspect(&token), Format::Aes256Gcm { key_id: id });
+    assert_eq!(&*keyring.decrypt(&token, b"t.c").unwrap(), b"hello");
+    // Random nonces: two encryptions differ.
+    assert_ne!(token, keyring.encrypt(b"hello", b"t.c").unwrap());
+}
+
+#[test]
+fn wrong_aad_and_wrong_key_rejected() {
+    let a = Keyring::new(AesKey::from_bytes([1; 32]));
+    let token = a.encrypt(b"secret", b"aad").unwrap();
+    assert_eq!(
+        a.decrypt(&token, b"other"),
+        Err(DecryptError::Authentication)
+    );
+    let b = Keyring::new(AesKey::from_bytes([2; 32]));
+    match b.decrypt(&token, b"aad") {
+        Err(DecryptError::UnknownKey { key_id, configured }) => {
+            assert_eq!(key_id, a.primary_key_id());
+            assert_eq!(configured, vec![b.primary_key_id()]);
+        }
+        other => panic!("expected UnknownKey, got {other:?}"),
+    }
+}
+
+#[test]
+fn fernet_tokens_read_with_any_configured_key_in_order() {
+    let old = FernetKey::generate();
+    let new = FernetKey::generate();
+    let token = old.encrypt(b"legacy");
+    let keyring = Keyring::builder()
+        .primary(AesKey::generate())
+        .fernet(new.clone())
+        .fernet(old)
+        .build()
+        .unwrap();
+    assert_eq!(inspect(&token), Format::Fernet);
+    assert_eq!(&*keyring.decrypt(&token, b"ignored").unwrap(), b"legacy");
+    let rollback = keyring.encrypt_fernet(b"back").unwrap();
+    assert_eq!(&*new.decrypt(&rollback).unwrap(), b"back");
+
+    let no_fernet = Keyring::new(AesKey::generate());
+    assert_eq!(
+        no_fernet.decrypt(&token, b""),
+        Err(DecryptError::NoFernetKey)
+    );
+    assert_eq!(
+        no_fernet.encrypt_fernet(b"x"),
+        Err(CryptoError::NoFernetKey)
+    );
+    let wrong = Keyring::builder()
+        .primary(AesKey::generate())
+        .fernet(FernetKey::generate())
+        .build()
+        .unwrap();
+    assert_eq!(
+        wrong.decrypt(&token, b""),
+        Err(DecryptError::Authentication)
+    );
+}
+
+#[test]
+fn plaintext_only_when_accepted() {
+    let strict = Keyring::new(AesKey::generate());
+    assert_eq!(
+        strict.decrypt("hello", b""),
+        Err(DecryptError::PlaintextNotAccepted)
+    );
+    assert_eq!(
+        strict.decrypt("", b""),
+        Err(DecryptError::PlaintextNotAccepted)
+    );
+    let lenient = Keyring::builder()
+        .primary(AesKey::generate())
+        .accept_plaintext(true)
+        .build()
+        .unwrap();
+    assert_eq!(&*lenient.decrypt("hello", b"").unwrap(), b"hello");
+    // A damaged token is never taken for plaintext.
+    let token = lenient.encrypt(b"x", b"").unwrap();
+    assert_eq!(
+        lenient.decrypt(&token[..token.len() - 10], b""),
+        Err(DecryptError::UnknownFormat)
+    );
+    assert_eq!(
+        lenient.decrypt("gAAAAAbroken", b""),
+        Err(DecryptError::UnknownFormat)
+    );
+}
+
+#[test]
+fn builder_rejects_bad_configurations() {
+    assert_eq!(
+        Keyring::builder().build().unwrap_err(),
+        KeyError::NoPrimaryKey
+    );
+    let k = AesKey::from_bytes([5; 32]);
+    assert_eq!(
+        Keyring::builder()
+            .primary(k.clone())
+            .previous(k.clone())
+            .build()
+            .unwrap_err(),
+        KeyError::DuplicateKeyId { key_id: k.id() }
+    );
+    assert_eq!(
+        Keyring::builder()
+            .primary(k.clone())
+            .fernet(FernetKey::from_bytes([5; 32]))
+            .build()
+            .unwrap_err(),
+        KeyError::AesKeyUsedAsFernetKey { aes_key_id: k.id() }
+    );
+    let f = FernetKey::from_bytes([6; 32]);
+    assert!(matches!(
+        Keyring::builder()
+            .primary(k)
+            .fernet(f.clone())
+            .fernet(f)
+            .build(),
+        Err(KeyError::DuplicateKeyId { .. })
+    ));
+}
+
+#[test]
+fn rotation_scenario() {
+    let a = AesKey::generate();
+    let b = AesKey::generate();
+    let before = Keyring::new(a.clone());
+    let old_tokens: Vec<String> = (0..5)
+        .map(|i| {
+            before
+                .encrypt(format!("value {i}").as_bytes(), b"t.c")
+                .unwrap()
+        })
+        .collect();
+
+    let after = Keyring::builder()
+        .primary(b)
+        .previous(a.clone())
+        .build()
+        .unwrap();
+    let new_token = after.encrypt(b"fresh", b"t.c").unwrap();
+    for (i, t) in old_tokens.iter().enumerate() {
+        assert_eq!(
+            &*after.decrypt(t, b"t.c").unwrap(),
+            format!("value {i}").as_bytes()
+        );
+        assert!(after.needs_reencryption(t));
+        assert_eq!(after.inspect(t), Format::Aes256Gcm { key_id: a.id() });
+    }
+    assert!(!after.needs_reencryption(&new_token));
+    assert_eq!(after.status().decrypt_only_key_ids, vec![a.id()]);
+    // The old keyring alone cannot read the new key's tokens.
+    assert!(matches!(
+        before.decrypt(&new_token, b"t.c"),
+        Err(DecryptError::UnknownKey { .. })
+    ));
+}
+
+#[test]
+fn status_counts_encryptions_and_serializes() {
+    let keyring = Keyring::builder()
+        .primary(AesKey::generate())
+        .fernet(FernetKey::generate())
+        .build()
+        .unwrap();
+    let clone = keyring.clone();
+    for _ in 0..3 {
+        clone.encrypt(b"x", b"").unwrap();
+    }
+    let status = keyring.status();
+    assert!(status.initialized);
+    assert_eq!(status.keys[0].encryptions, 3);
+    let json = serde_json::to_value(&status).unwrap();
+    assert_eq!(json["algorithm"], "AES-256-GCM");
+    assert_eq!(json["primary_key_id"], keyring.primary_key_id().to_string());
+    assert_eq!(json["fernet_fallback"], true);
+    assert_eq!(json["keys"][0]["role"], "primary");
+}

@@ -1,0 +1,4 @@
+//! Integration tests of manna-crypto.
+#![allow(clippy::unwrap_used)]
+
+mod keyring;
