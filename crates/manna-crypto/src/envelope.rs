@@ -25,7 +25,13 @@ pub const TAG_LEN: usize = 16;
 pub(crate) const BODY_B64: base64::engine::GeneralPurpose =
     base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-/// Builds the 21-byte v1 header for a key id.
+/// Last header byte of the text form.
+pub(crate) const TEXT_TERMINATOR: u8 = b':';
+/// Last header byte of the binary form.
+pub(crate) const BINARY_TERMINATOR: u8 = b'.';
+
+/// Builds the 21-byte v1 header for a key id (text form; the binary form
+/// differs in its last byte).
 pub(crate) fn header_v1(key_id: KeyId) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[..4].copy_from_slice(PREFIX_V1.as_bytes());
@@ -43,6 +49,8 @@ pub(crate) enum Prefix<'a> {
         header: &'a [u8],
         key_id: KeyId,
         body: &'a [u8],
+        /// Binary form (raw body) rather than text (base64url body).
+        binary: bool,
     },
     /// `mn<digit>:` with a digit other than 1.
     OtherVersion(char),
@@ -58,14 +66,20 @@ pub(crate) fn parse_prefix(value: &[u8]) -> Prefix<'_> {
         if value[2] != b'1' {
             return Prefix::OtherVersion(char::from(value[2]));
         }
-        if value.len() < HEADER_LEN || value[HEADER_LEN - 1] != b':' {
+        if value.len() < HEADER_LEN {
             return Prefix::BrokenV1;
         }
+        let binary = match value[HEADER_LEN - 1] {
+            TEXT_TERMINATOR => false,
+            BINARY_TERMINATOR => true,
+            _ => return Prefix::BrokenV1,
+        };
         return match KeyId::parse_hex(&value[4..4 + KeyId::HEX_LEN]) {
             Some(key_id) => Prefix::V1 {
                 header: &value[..HEADER_LEN],
                 key_id,
                 body: &value[HEADER_LEN..],
+                binary,
             },
             None => Prefix::BrokenV1,
         };
@@ -195,14 +209,21 @@ impl fmt::Display for Format {
 /// ```
 pub fn inspect(value: &str) -> Format {
     match parse_prefix(value.as_bytes()) {
-        Prefix::V1 { key_id, body, .. } => {
+        Prefix::V1 {
+            key_id,
+            body,
+            binary: false,
+            ..
+        } => {
             if text_body_ok(body) {
                 Format::Aes256Gcm { key_id }
             } else {
                 Format::Unknown
             }
         }
-        Prefix::OtherVersion(_) | Prefix::BrokenV1 => Format::Unknown,
+        Prefix::V1 { binary: true, .. } | Prefix::OtherVersion(_) | Prefix::BrokenV1 => {
+            Format::Unknown
+        }
         Prefix::None => {
             if is_fernet_token(value) {
                 Format::Fernet
@@ -216,18 +237,26 @@ pub fn inspect(value: &str) -> Format {
 }
 
 /// Like [`inspect`], for a value stored as bytes (`BYTEA`/`BLOB`): a binary
-/// envelope (header followed by raw nonce, ciphertext and tag), or UTF-8 text
-/// inspected as by [`inspect`].
+/// envelope (header ending in `.`, then raw nonce, ciphertext and tag), or
+/// UTF-8 text inspected as by [`inspect`].
 pub fn inspect_bytes(value: &[u8]) -> Format {
     match parse_prefix(value) {
-        Prefix::V1 { key_id, body, .. } => {
+        Prefix::V1 {
+            key_id,
+            body,
+            binary: true,
+            ..
+        } => {
             if body.len() >= NONCE_LEN + TAG_LEN {
-                // Could also be a text envelope stored as bytes: both are fine.
                 Format::Aes256Gcm { key_id }
             } else {
                 Format::Unknown
             }
         }
+        Prefix::V1 { binary: false, .. } => match std::str::from_utf8(value) {
+            Ok(text) => inspect(text),
+            Err(_) => Format::Unknown,
+        },
         Prefix::OtherVersion(_) | Prefix::BrokenV1 => Format::Unknown,
         Prefix::None => match std::str::from_utf8(value) {
             Ok(text) => inspect(text),

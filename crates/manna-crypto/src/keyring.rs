@@ -43,6 +43,7 @@ struct AesEntry {
     id: KeyId,
     label: Arc<str>,
     header: [u8; HEADER_LEN],
+    header_binary: [u8; HEADER_LEN],
     cipher: Aes256Gcm,
     encryptions: AtomicU64,
     metadata: KeyMetadata,
@@ -51,10 +52,14 @@ struct AesEntry {
 impl AesEntry {
     fn new(key: &AesKey, metadata: KeyMetadata) -> Self {
         let id = key.id();
+        let header = envelope::header_v1(id);
+        let mut header_binary = header;
+        header_binary[HEADER_LEN - 1] = envelope::BINARY_TERMINATOR;
         AesEntry {
             id,
             label: Arc::from(id.to_string()),
-            header: envelope::header_v1(id),
+            header,
+            header_binary,
             cipher: Aes256Gcm::new(key.material().into()),
             encryptions: AtomicU64::new(0),
             metadata,
@@ -280,6 +285,38 @@ impl Keyring {
         nonce: [u8; NONCE_LEN],
     ) -> Result<String, CryptoError> {
         let entry = self.primary_entry();
+        let buf = self.seal(&entry.header, plaintext, aad, nonce)?;
+        let mut out = String::with_capacity(HEADER_LEN + (buf.len() * 4).div_ceil(3));
+        out.push_str(std::str::from_utf8(&entry.header).expect("the header is ASCII"));
+        BODY_B64.encode_string(&buf, &mut out);
+        Ok(out)
+    }
+
+    /// Encrypts under the primary key into the v1 binary form (for `BYTEA`
+    /// / `BLOB` columns): the 21-byte header ending in `.` instead of `:`,
+    /// then the raw `nonce ‖ ciphertext ‖ tag`. Read it with
+    /// [`Keyring::decrypt_bytes`].
+    pub fn encrypt_to_bytes(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let entry = self.primary_entry();
+        let body = self.seal(&entry.header_binary, plaintext, aad, nonce)?;
+        let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+        out.extend_from_slice(&entry.header_binary);
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    /// Encrypts with the primary key: returns `nonce ‖ ciphertext ‖ tag`
+    /// authenticated with `header ‖ aad`.
+    fn seal(
+        &self,
+        header: &[u8; HEADER_LEN],
+        plaintext: &[u8],
+        aad: &[u8],
+        nonce: [u8; NONCE_LEN],
+    ) -> Result<Vec<u8>, CryptoError> {
+        let entry = self.primary_entry();
         if plaintext.len() as u64 > MAX_PLAINTEXT {
             return Err(CryptoError::PlaintextTooLarge {
                 len: plaintext.len(),
@@ -292,7 +329,7 @@ impl Keyring {
         let mut buf = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
         buf.extend_from_slice(&nonce);
         buf.extend_from_slice(plaintext);
-        let tag = with_full_aad(&entry.header, aad, |full_aad| {
+        let tag = with_full_aad(header, aad, |full_aad| {
             entry
                 .cipher
                 .encrypt_in_place_detached((&nonce).into(), full_aad, &mut buf[NONCE_LEN..])
@@ -301,11 +338,8 @@ impl Keyring {
             len: plaintext.len(),
         })?;
         buf.extend_from_slice(&tag);
-        let mut out = String::with_capacity(HEADER_LEN + (buf.len() * 4).div_ceil(3));
-        out.push_str(std::str::from_utf8(&entry.header).expect("the header is ASCII"));
-        BODY_B64.encode_string(&buf, &mut out);
         metrics::encrypted(&entry.label, "aes256gcm");
-        Ok(out)
+        Ok(buf)
     }
 
     /// Decrypts a stored value:
@@ -335,16 +369,39 @@ impl Keyring {
                 header,
                 key_id,
                 body,
+                binary: false,
             } => {
                 let raw = BODY_B64
                     .decode(body)
                     .map_err(|_| DecryptError::UnknownFormat)?;
                 self.open_v1(header, key_id, Zeroizing::new(raw), aad)
             }
+            Prefix::V1 { binary: true, .. } | Prefix::BrokenV1 => Err(DecryptError::UnknownFormat),
             Prefix::OtherVersion(version) => Err(DecryptError::UnsupportedVersion { version }),
-            Prefix::BrokenV1 => Err(DecryptError::UnknownFormat),
             Prefix::None => self.decrypt_non_envelope(token),
         }
+    }
+
+    /// Decrypts a value stored as bytes: the binary envelope of
+    /// [`Keyring::encrypt_to_bytes`], or UTF-8 text (text envelope, Fernet
+    /// token, plaintext) handled as by [`Keyring::decrypt`].
+    pub fn decrypt_bytes(&self, value: &[u8], aad: &[u8]) -> Result<Plaintext, DecryptError> {
+        let result = match envelope::parse_prefix(value) {
+            Prefix::V1 {
+                header,
+                key_id,
+                body,
+                binary: true,
+            } => self.open_v1(header, key_id, Zeroizing::new(body.to_vec()), aad),
+            _ => match std::str::from_utf8(value) {
+                Ok(text) => return self.decrypt(text, aad),
+                Err(_) => Err(DecryptError::UnknownFormat),
+            },
+        };
+        if let Err(e) = &result {
+            metrics::failed(e.kind(), None);
+        }
+        result
     }
 
     fn decrypt_non_envelope(&self, token: &str) -> Result<Plaintext, DecryptError> {

@@ -1,4 +1,6 @@
 //! Integration tests of manna-crypto.
 #![allow(clippy::unwrap_used)]
 
+mod fernet_spec;
 mod keyring;
+mod python_tokens;
