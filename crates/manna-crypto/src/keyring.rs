@@ -299,6 +299,28 @@ impl Keyring {
     pub fn encrypt_to_bytes(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::thread_rng().fill_bytes(&mut nonce);
+        self.encrypt_to_bytes_inner(plaintext, aad, nonce)
+    }
+
+    /// [`Keyring::encrypt_to_bytes`] with a caller-chosen nonce, for test
+    /// vectors only (see [`Keyring::encrypt_with_nonce`]).
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn encrypt_to_bytes_with_nonce(
+        &self,
+        plaintext: &[u8],
+        aad: &[u8],
+        nonce: [u8; NONCE_LEN],
+    ) -> Result<Vec<u8>, CryptoError> {
+        self.encrypt_to_bytes_inner(plaintext, aad, nonce)
+    }
+
+    fn encrypt_to_bytes_inner(
+        &self,
+        plaintext: &[u8],
+        aad: &[u8],
+        nonce: [u8; NONCE_LEN],
+    ) -> Result<Vec<u8>, CryptoError> {
         let entry = self.primary_entry();
         let body = self.seal(&entry.header_binary, plaintext, aad, nonce)?;
         let mut out = Vec::with_capacity(HEADER_LEN + body.len());

@@ -2,5 +2,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod fernet_spec;
+mod format_vectors;
 mod keyring;
 mod python_tokens;
