@@ -7,6 +7,7 @@ mod key;
 mod keyring;
 pub mod metrics;
 mod plaintext;
+mod source;
 mod status;
 
 pub use envelope::{inspect, inspect_bytes, Format, HEADER_LEN, NONCE_LEN, PREFIX_V1, TAG_LEN};
@@ -15,6 +16,10 @@ pub use fernet::MAX_CLOCK_SKEW;
 pub use key::{AesKey, FernetKey, KeyId, ParseKeyIdError, KEY_ID_LEN, KEY_LEN};
 pub use keyring::{KeyMetadata, Keyring, KeyringBuilder, NONCE_LIMIT, NONCE_WARNING_THRESHOLD};
 pub use plaintext::Plaintext;
+pub use source::{
+    parse_key_file, EnvKeySource, FileKeySource, KeyFileFormat, KeySource, KeySourceError,
+    StaticKeySource, ENV_AES_KEY, ENV_AES_PREVIOUS, ENV_FERNET_KEYS,
+};
 pub use status::{KeyRole, KeyStatus, Status, EXPIRY_WARNING_BEFORE, ROTATION_DUE_AFTER};
 
 /// The algorithm name reported by [`Status`]: `"AES-256-GCM"`.

@@ -5,3 +5,4 @@ mod fernet_spec;
 mod format_vectors;
 mod keyring;
 mod python_tokens;
+mod sources;

@@ -1,0 +1,271 @@
+//! Key sources: environment (through a lookup, never the process env),
+//! static, key files (TOML and JSON) and the key-age warnings they enable.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use manna_crypto::{
+    parse_key_file, AesKey, EnvKeySource, FernetKey, FileKeySource, KeyError, KeyFileFormat,
+    KeyRole, KeySource, KeySourceError, Keyring, StaticKeySource, ENV_AES_KEY, ENV_AES_PREVIOUS,
+    ENV_FERNET_KEYS,
+};
+use time::macros::datetime;
+
+fn env(vars: &[(&str, String)]) -> EnvKeySource {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    EnvKeySource::from_lookup(move |name| map.get(name).cloned())
+}
+
+#[test]
+fn env_source_reads_all_three_variables() {
+    let primary = AesKey::generate();
+    let prev1 = AesKey::generate();
+    let prev2 = AesKey::generate();
+    let f1 = FernetKey::generate();
+    let f2 = FernetKey::generate();
+    let source = env(&[
+        (ENV_AES_KEY, primary.to_base64().to_string()),
+        (
+            ENV_AES_PREVIOUS,
+            format!(
+                " {} ,{},",
+                prev1.to_base64().as_str(),
+                prev2.to_base64().as_str()
+            ),
+        ),
+        (
+            ENV_FERNET_KEYS,
+            format!("{},{}", f1.to_base64().as_str(), f2.to_base64().as_str()),
+        ),
+    ]);
+    let keyring = source.load().unwrap();
+    assert_eq!(keyring.primary_key_id(), primary.id());
+    assert_eq!(keyring.decrypt_only_key_ids(), vec![prev1.id(), prev2.id()]);
+    assert_eq!(keyring.fernet_key_ids(), vec![f1.id(), f2.id()]);
+    assert!(!keyring.accepts_plaintext());
+    // The first Fernet key encrypts (rollback), the second still decrypts.
+    let rollback = keyring.encrypt_fernet(b"r").unwrap();
+    assert_eq!(&*f1.decrypt(&rollback).unwrap(), b"r");
+    assert_eq!(&*keyring.decrypt(&f2.encrypt(b"old"), b"").unwrap(), b"old");
+}
+
+#[test]
+fn env_source_errors_are_actionable_and_secret_free() {
+    match env(&[]).load() {
+        Err(e @ KeySourceError::MissingVariable { .. }) => {
+            assert!(e.to_string().contains(ENV_AES_KEY));
+            assert!(e.to_string().contains("keygen"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let a = AesKey::generate();
+    let b = AesKey::generate();
+    let two = format!("{},{}", a.to_base64().as_str(), b.to_base64().as_str());
+    let err = env(&[(ENV_AES_KEY, two.clone())]).load().unwrap_err();
+    assert!(matches!(err, KeySourceError::SeveralPrimaryKeys));
+    assert!(err.to_string().contains(ENV_AES_PREVIOUS));
+
+    let short = "AAAAAAAAAAAAAAAAAAAAAA==".to_owned();
+    let err = env(&[
+        (ENV_AES_KEY, a.to_base64().to_string()),
+        (
+            ENV_AES_PREVIOUS,
+            format!("{},{short}", b.to_base64().as_str()),
+        ),
+    ])
+    .load()
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("MANNA_ENCRYPTION_KEYS_AES256_PREVIOUS (entry 2)"),
+        "{msg}"
+    );
+    assert!(msg.contains("16 bytes"), "{msg}");
+    assert!(!msg.contains(b.to_base64().as_str()));
+
+    // The legacy Fernet key pasted into the AES variable too.
+    let shared = FernetKey::generate();
+    let err = env(&[
+        (ENV_AES_KEY, shared.to_base64().to_string()),
+        (ENV_FERNET_KEYS, shared.to_base64().to_string()),
+    ])
+    .load()
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            KeySourceError::Keyring(KeyError::AesKeyUsedAsFernetKey { .. })
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("MANNA_ENCRYPTION_KEY"));
+    assert!(!format!("{err} {err:?}").contains(shared.to_base64().as_str()));
+}
+
+#[test]
+fn env_source_can_accept_plaintext() {
+    let key = AesKey::generate();
+    let keyring = env(&[(ENV_AES_KEY, key.to_base64().to_string())])
+        .accept_plaintext(true)
+        .load()
+        .unwrap();
+    assert_eq!(&*keyring.decrypt("plain", b"").unwrap(), b"plain");
+}
+
+#[test]
+fn static_source_serves_its_keyring() {
+    let keyring = Keyring::new(AesKey::generate());
+    let source = StaticKeySource::new(keyring.clone());
+    let token = keyring.encrypt(b"v", b"").unwrap();
+    assert_eq!(&*source.load().unwrap().decrypt(&token, b"").unwrap(), b"v");
+    // A trait object works (the port).
+    let dynamic: Box<dyn KeySource> = Box::new(source);
+    assert_eq!(
+        dynamic.load().unwrap().primary_key_id(),
+        keyring.primary_key_id()
+    );
+}
+
+fn toml_file(primary: &AesKey, old: &AesKey, fernet: &FernetKey) -> String {
+    format!(
+        r#"
+[[keys]]
+key = "{}"
+id = "{}"
+status = "primary"
+created_at = 2025-01-01T00:00:00Z
+expires_at = "2025-06-01T00:00:00Z"
+
+[[keys]]
+key = "{}"
+status = "decrypt_only"
+created_at = "2024-06-01T00:00:00Z"
+
+[[keys]]
+key = "{}"
+algorithm = "fernet"
+status = "decrypt_only"
+
+[[keys]]
+key = "not even base64 but retired, so never parsed"
+status = "retired"
+"#,
+        primary.to_base64().as_str(),
+        primary.id(),
+        old.to_base64().as_str(),
+        fernet.to_base64().as_str(),
+    )
+}
+
+#[test]
+fn toml_key_file_with_ages_and_warnings() {
+    let (primary, old, fernet) = (
+        AesKey::generate(),
+        AesKey::generate(),
+        FernetKey::generate(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.toml");
+    std::fs::write(&path, toml_file(&primary, &old, &fernet)).unwrap();
+    let keyring = FileKeySource::new(&path).load().unwrap();
+    assert_eq!(keyring.primary_key_id(), primary.id());
+    assert_eq!(keyring.decrypt_only_key_ids(), vec![old.id()]);
+    assert_eq!(keyring.fernet_key_ids(), vec![fernet.id()]);
+
+    // 2025-03-01: primary is 59 days old, nothing due.
+    let early = keyring.status_at(datetime!(2025-03-01 0:00 UTC));
+    assert_eq!(early.keys[0].age_days, Some(59));
+    assert!(early.warnings.is_empty(), "{:?}", early.warnings);
+    // 2025-05-10: 129 days old (rotation due), expiry in 22 days.
+    let late = keyring.status_at(datetime!(2025-05-10 0:00 UTC));
+    let primary_status = &late.keys[0];
+    assert_eq!(primary_status.role, KeyRole::Primary);
+    assert_eq!(
+        primary_status.warnings.len(),
+        2,
+        "{:?}",
+        primary_status.warnings
+    );
+    assert!(primary_status.warnings[0].contains("rotation is due"));
+    assert!(primary_status.warnings[1].contains("expires on 2025-06-01 (in 22 days)"));
+    // Decrypt-only keys are not "due for rotation": they already were rotated.
+    assert!(late.keys[1].warnings.is_empty());
+    let json = serde_json::to_value(&late).unwrap();
+    assert_eq!(json["keys"][0]["created_at"], "2025-01-01T00:00:00Z");
+    assert_eq!(json["keys"][0]["age_days"], 129);
+    // After expiry it says so.
+    let after = keyring.status_at(datetime!(2025-06-02 0:00 UTC));
+    assert!(after
+        .warnings
+        .iter()
+        .any(|w| w.contains("expired on 2025-06-01")));
+}
+
+#[test]
+fn json_key_file() {
+    let primary = AesKey::generate();
+    let text = format!(
+        r#"{{"accept_plaintext": true, "keys": [{{"key": "{}", "status": "primary", "created_at": "2025-01-01T00:00:00Z"}}]}}"#,
+        primary.to_base64().as_str()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.json");
+    std::fs::write(&path, text).unwrap();
+    let keyring = FileKeySource::new(&path).load().unwrap();
+    assert_eq!(keyring.primary_key_id(), primary.id());
+    assert!(keyring.accepts_plaintext());
+}
+
+#[test]
+fn key_file_errors_never_quote_keys() {
+    let p = Path::new("keys.toml");
+    let key = AesKey::generate();
+    let key_text = key.to_base64().to_string();
+    let cases = [
+        // Syntax error on the line holding the key.
+        format!("[[keys]]\nkey = \"{key_text}\" status = \"primary\"\n"),
+        // No primary.
+        format!("[[keys]]\nkey = \"{key_text}\"\nstatus = \"decrypt_only\"\n"),
+        // Stated id does not match.
+        format!("[[keys]]\nkey = \"{key_text}\"\nid = \"0000000000000000\"\nstatus = \"primary\"\n"),
+        // Bad date.
+        format!("[[keys]]\nkey = \"{key_text}\"\nstatus = \"primary\"\ncreated_at = \"yesterday\"\n"),
+        // Two primaries.
+        format!("[[keys]]\nkey = \"{key_text}\"\nstatus = \"primary\"\n[[keys]]\nkey = \"{}\"\nstatus = \"primary\"\n",
+            AesKey::generate().to_base64().as_str()),
+        // Unknown status.
+        format!("[[keys]]\nkey = \"{key_text}\"\nstatus = \"active\"\n"),
+    ];
+    for text in &cases {
+        let err = parse_key_file(text, KeyFileFormat::Toml, p).unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains(&key_text), "{shown}");
+        assert!(!shown.contains(&key_text[..20]), "{shown}");
+        assert!(shown.contains("keys.toml"), "{shown}");
+    }
+    let err = parse_key_file(
+        &format!("{{\"keys\": [\"{key_text}\" x]}}"),
+        KeyFileFormat::Json,
+        p,
+    )
+    .unwrap_err();
+    assert!(matches!(
+        err,
+        KeySourceError::FileSyntax { format: "JSON", .. }
+    ));
+    assert!(!format!("{err} {err:?}").contains(&key_text));
+
+    let err = FileKeySource::new("/nonexistent/manna/keys.toml")
+        .load()
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        KeySourceError::FileRead {
+            kind: std::io::ErrorKind::NotFound,
+            ..
+        }
+    ));
+}
