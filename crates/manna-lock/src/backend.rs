@@ -125,7 +125,13 @@ impl ReleaseWatch {
 /// directly; the Redis backend forwards its pub/sub messages to it).
 #[derive(Clone, Debug)]
 pub struct ReleaseNotifier {
-    tx: broadcast::Sender<Arc<str>>,
+    tx: broadcast::Sender<Event>,
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Released(Arc<str>),
+    All,
 }
 
 impl Default for ReleaseNotifier {
@@ -145,19 +151,26 @@ impl ReleaseNotifier {
     /// Announces that lock `name` was released.
     pub fn notify(&self, name: &str) {
         // No receiver is not an error: nobody is waiting.
-        let _ = self.tx.send(Arc::from(name));
+        let _ = self.tx.send(Event::Released(Arc::from(name)));
+    }
+
+    /// Wakes every watch (for example after a notification channel was
+    /// interrupted and events may have been missed).
+    pub fn wake_all(&self) {
+        let _ = self.tx.send(Event::All);
     }
 
     /// A watch that resolves at the next [`ReleaseNotifier::notify`] for
-    /// `name` after this call.
+    /// `name` (or [`ReleaseNotifier::wake_all`]) after this call.
     pub fn watch(&self, name: &str) -> ReleaseWatch {
         let mut rx = self.tx.subscribe();
         let name: Arc<str> = Arc::from(name);
         ReleaseWatch::new(async move {
             loop {
                 match rx.recv().await {
-                    Ok(released) if *released == *name => return,
-                    Ok(_) => continue,
+                    Ok(Event::Released(released)) if *released == *name => return,
+                    Ok(Event::All) => return,
+                    Ok(Event::Released(_)) => continue,
                     Err(broadcast::error::RecvError::Lagged(_)) => return,
                     Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
                 }

@@ -16,6 +16,15 @@ pub enum LockError {
         /// What failed.
         reason: String,
     },
+    /// The backend answered, but with an error that is not about
+    /// reachability (a misconfigured server, a key of the wrong type).
+    #[error("distributed lock backend error: {backend}: {reason}")]
+    Backend {
+        /// Which backend (never containing credentials).
+        backend: String,
+        /// The backend's error.
+        reason: String,
+    },
     /// The lock stayed held by someone else for the whole wait.
     #[error("timed out after {waited:?} waiting for lock `{name}`")]
     Timeout {

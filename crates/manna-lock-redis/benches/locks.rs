@@ -1,0 +1,129 @@
+//! Lock benchmarks against the Redis at `REDIS_URL` (default
+//! `redis://127.0.0.1:6379/0`).
+//!
+//! - `lock_uncontended`: acquire + release with no contention, next to the
+//!   cost of one and two `PING` round trips on the same connection, and the
+//!   same loop with the `rslock` crate.
+//! - `lock_handoff`: time from a holder's release to a waiting acquirer
+//!   holding the lock.
+//!
+//! `cargo bench -p manna-lock-redis --bench locks`
+#![allow(missing_docs, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use manna_lock::{Attempt, LockBackend, LockManager};
+use manna_lock_redis::{RedisBackend, RedisLockConfig};
+
+fn url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+async fn backend() -> Arc<RedisBackend> {
+    let b = RedisBackend::connect(RedisLockConfig::new(url()))
+        .await
+        .expect("the benches need Redis: start redis-server on 127.0.0.1:6379 or set REDIS_URL");
+    assert!(b.wait_listening(Duration::from_secs(5)).await);
+    Arc::new(b)
+}
+
+fn uncontended(c: &mut Criterion) {
+    let rt = runtime();
+    let backend = rt.block_on(backend());
+    let manager = LockManager::new(backend.clone() as Arc<dyn LockBackend>);
+    let ttl = Duration::from_secs(10);
+    let rslock = rslock::LockManager::new(vec![url()]);
+
+    let mut g = c.benchmark_group("lock_uncontended");
+    g.bench_function("redis_ping", |b| {
+        b.to_async(&rt)
+            .iter(|| async { backend.ping().await.expect("ping") })
+    });
+    g.bench_function("redis_ping_x2", |b| {
+        b.to_async(&rt).iter(|| async {
+            backend.ping().await.expect("ping");
+            backend.ping().await.expect("ping");
+        })
+    });
+    g.bench_function("manna_backend_acquire_release", |b| {
+        b.to_async(&rt).iter(|| async {
+            let Ok(Attempt::Acquired(lease)) = backend.try_acquire("bench:port", ttl).await else {
+                panic!("lock is free")
+            };
+            assert!(backend.release(&lease).await.expect("release"));
+        })
+    });
+    g.bench_function("manna_manager_acquire_release", |b| {
+        b.to_async(&rt).iter(|| async {
+            let guard = manager
+                .acquire("bench:manager", ttl, Duration::from_secs(1))
+                .await
+                .expect("acquire");
+            assert!(guard.release().await.expect("release"));
+        })
+    });
+    g.bench_function("rslock_lock_unlock", |b| {
+        b.to_async(&rt).iter(|| async {
+            let lock = rslock.lock("bench:rslock", ttl).await.expect("rslock lock");
+            rslock.unlock(&lock).await;
+        })
+    });
+    g.finish();
+}
+
+fn handoff(c: &mut Criterion) {
+    let rt = runtime();
+    let holder = LockManager::new(rt.block_on(backend()) as Arc<dyn LockBackend>);
+    let waiter = LockManager::new(rt.block_on(backend()) as Arc<dyn LockBackend>);
+    let ttl = Duration::from_secs(30);
+    let mut g = c.benchmark_group("lock_handoff");
+    g.bench_function("release_to_waiter_acquired", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (holder, waiter) = (holder.clone(), waiter.clone());
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let guard = holder
+                        .acquire("bench:handoff", ttl, Duration::from_secs(5))
+                        .await
+                        .expect("holder");
+                    let w = waiter.clone();
+                    let task = tokio::spawn(async move {
+                        let g = w
+                            .acquire("bench:handoff", ttl, Duration::from_secs(5))
+                            .await
+                            .expect("waiter");
+                        let at = Instant::now();
+                        assert!(g.release().await.expect("release"));
+                        at
+                    });
+                    // Let the waiter find the lock held and block on its watch.
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                    let released = Instant::now();
+                    assert!(guard.release().await.expect("release"));
+                    let acquired = task.await.expect("waiter task");
+                    total += acquired - released;
+                }
+                total
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    targets = uncontended, handoff
+}
+criterion_main!(benches);
