@@ -1,0 +1,177 @@
+//! Key and envelope verbs: `keygen`, `info`, `inspect`, `encrypt`, `decrypt`.
+//!
+//! Thin wrappers: every decision is made by `manna-crypto`.
+
+use std::io::{Read, Write};
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use manna_crypto::{
+    AesKey, EnvKeySource, FileKeySource, KeyRole, KeySource, KeySourceError, Keyring, Status,
+    ENV_AES_KEY,
+};
+
+/// Where the keys come from: a keyring file (`--key-file` / `MANNA_KEY_FILE`)
+/// or the `MANNA_ENCRYPTION_*` environment variables.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KeyConfig {
+    /// Keyring file (TOML or JSON), if given.
+    pub(crate) key_file: Option<PathBuf>,
+    /// Accept never-encrypted values when decrypting (migrating plaintext
+    /// columns). Environment keys only: a key file says `accept_plaintext = true`.
+    pub(crate) accept_plaintext: bool,
+}
+
+impl KeyConfig {
+    fn source(&self) -> Box<dyn KeySource> {
+        match &self.key_file {
+            // A key file states `accept_plaintext` itself.
+            Some(path) => Box::new(FileKeySource::new(path)),
+            None => Box::new(EnvKeySource::new().accept_plaintext(self.accept_plaintext)),
+        }
+    }
+
+    fn origin(&self) -> String {
+        match &self.key_file {
+            Some(path) => format!("key file {}", show(path)),
+            None => "the environment".to_owned(),
+        }
+    }
+
+    /// Loads the keyring, with a message that says where from.
+    pub(crate) fn load(&self) -> Result<Keyring> {
+        self.source()
+            .load()
+            .with_context(|| format!("cannot load encryption keys from {}", self.origin()))
+    }
+}
+
+fn show(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// `keygen`: one new base64 AES-256 key on stdout.
+pub(crate) fn keygen() -> Result<()> {
+    let key = AesKey::generate();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", key.to_base64().as_str())?;
+    Ok(())
+}
+
+/// `info [--json]`: the keyring's status, without any key material.
+pub(crate) fn info(keys: &KeyConfig, json: bool) -> Result<()> {
+    let status = match keys.source().load() {
+        Ok(keyring) => keyring.status(),
+        // Not configured is a state worth reporting, not a failure of `info`;
+        // a malformed key is a failure.
+        Err(KeySourceError::MissingVariable {
+            variable: ENV_AES_KEY,
+        }) => Status::uninitialized(),
+        Err(err) => {
+            return Err(err)
+                .with_context(|| format!("cannot load encryption keys from {}", keys.origin()))
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &status)?;
+        writeln!(out)?;
+    } else {
+        write_status(&mut out, &status)?;
+    }
+    Ok(())
+}
+
+fn write_status(out: &mut impl Write, s: &Status) -> std::io::Result<()> {
+    let ids = |ids: &[manna_crypto::KeyId]| {
+        if ids.is_empty() {
+            "none".to_owned()
+        } else {
+            ids.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    writeln!(out, "initialized:        {}", s.initialized)?;
+    writeln!(
+        out,
+        "algorithm:          {} (envelope v{})",
+        s.algorithm, s.format_version
+    )?;
+    match s.primary_key_id {
+        Some(id) => writeln!(out, "primary key:        {id}")?,
+        None => writeln!(out, "primary key:        none")?,
+    }
+    writeln!(out, "decrypt-only keys:  {}", ids(&s.decrypt_only_key_ids))?;
+    let fernet = if s.fernet_fallback { "on" } else { "off" };
+    writeln!(
+        out,
+        "fernet fallback:    {fernet} ({})",
+        ids(&s.fernet_key_ids)
+    )?;
+    writeln!(out, "accept plaintext:   {}", s.accept_plaintext)?;
+    writeln!(
+        out,
+        "nonce budget:       warn at {} encryptions per key, refuse at {}",
+        s.nonce_warning_threshold, s.nonce_limit
+    )?;
+    for k in &s.keys {
+        let role = match k.role {
+            KeyRole::Primary => "primary",
+            KeyRole::DecryptOnly => "decrypt-only",
+            KeyRole::Fernet => "fernet",
+            _ => "other",
+        };
+        let age = k
+            .age_days
+            .map_or_else(|| "age unknown".to_owned(), |d| format!("{d} days old"));
+        writeln!(
+            out,
+            "  key {} {role:<12} {} encryptions, {age}",
+            k.key_id, k.encryptions
+        )?;
+    }
+    for w in &s.warnings {
+        writeln!(out, "warning: {w}")?;
+    }
+    Ok(())
+}
+
+/// `inspect TOKEN`: the format of a stored value, without decrypting it.
+pub(crate) fn inspect(token: &str) -> Result<()> {
+    let format = manna_crypto::inspect(token.trim());
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{format}")?;
+    Ok(())
+}
+
+/// `encrypt [--aad TEXT]`: raw bytes on stdin, one token on stdout.
+pub(crate) fn encrypt(keys: &KeyConfig, aad: Option<&str>) -> Result<()> {
+    let keyring = keys.load()?;
+    let mut plaintext = zeroize::Zeroizing::new(Vec::new());
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut plaintext)
+        .context("cannot read stdin")?;
+    let token = keyring.encrypt(&plaintext, aad.unwrap_or_default().as_bytes())?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{token}")?;
+    Ok(())
+}
+
+/// `decrypt [--aad TEXT]`: one token on stdin, raw bytes on stdout.
+pub(crate) fn decrypt(keys: &KeyConfig, aad: Option<&str>) -> Result<()> {
+    let keyring = keys.load()?;
+    let mut input = String::new();
+    std::io::stdin()
+        .lock()
+        .read_to_string(&mut input)
+        .context("cannot read stdin: expected one token as text")?;
+    let plaintext = keyring.decrypt(input.trim(), aad.unwrap_or_default().as_bytes())?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&plaintext)?;
+    out.flush()?;
+    Ok(())
+}

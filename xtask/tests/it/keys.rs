@@ -1,0 +1,191 @@
+//! `keygen`, `info`, `inspect`, `encrypt`, `decrypt`.
+
+use crate::{assert_one_line_error, stderr, stdout, xtask};
+
+fn keygen() -> String {
+    let o = xtask(&["keygen"], &[], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o).trim().to_owned()
+}
+
+#[test]
+fn keygen_prints_a_fresh_valid_key() {
+    let (a, b) = (keygen(), keygen());
+    assert_ne!(a, b);
+    let key = manna_crypto::AesKey::from_base64(&a).expect("keygen output is a valid AES-256 key");
+    assert_eq!(key.to_base64().as_str(), a);
+}
+
+#[test]
+fn encrypt_decrypt_round_trip_binary_stdin_with_aad() {
+    let key = keygen();
+    let env = [("MANNA_ENCRYPTION_KEY_AES256", key.as_str())];
+    let plaintext: Vec<u8> = (0..=255u8).chain([0, 10, 13]).collect();
+    let enc = xtask(
+        &["encrypt", "--aad", "plaid_items.access_token"],
+        &env,
+        &plaintext,
+    );
+    assert!(enc.status.success(), "{}", stderr(&enc));
+    let token = stdout(&enc);
+    assert!(token.starts_with("mn1:"), "{token}");
+
+    let dec = xtask(
+        &["decrypt", "--aad", "plaid_items.access_token"],
+        &env,
+        token.as_bytes(),
+    );
+    assert!(dec.status.success(), "{}", stderr(&dec));
+    assert_eq!(dec.stdout, plaintext);
+
+    // Wrong AAD: one opaque line, nothing of the plaintext or key.
+    let bad = xtask(
+        &["decrypt", "--aad", "users.api_key"],
+        &env,
+        token.as_bytes(),
+    );
+    let err = assert_one_line_error(&bad);
+    assert!(err.contains("not authentic"), "{err}");
+    assert!(!err.contains(&key), "{err}");
+    assert!(bad.stdout.is_empty());
+}
+
+#[test]
+fn decrypt_reads_previous_and_fernet_keys() {
+    let old = keygen();
+    let new = keygen();
+    let old_env = [("MANNA_ENCRYPTION_KEY_AES256", old.as_str())];
+    let token = stdout(&xtask(&["encrypt"], &old_env, b"secret"));
+
+    let rotated = [
+        ("MANNA_ENCRYPTION_KEY_AES256", new.as_str()),
+        ("MANNA_ENCRYPTION_KEYS_AES256_PREVIOUS", old.as_str()),
+    ];
+    let o = xtask(&["decrypt"], &rotated, token.as_bytes());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout, b"secret");
+
+    // Without the previous key the id in the header is unknown, and said so.
+    let only_new = [("MANNA_ENCRYPTION_KEY_AES256", new.as_str())];
+    let err = assert_one_line_error(&xtask(&["decrypt"], &only_new, token.as_bytes()));
+    let old_id = manna_crypto::AesKey::from_base64(&old)
+        .unwrap()
+        .id()
+        .to_string();
+    assert!(err.contains(&old_id), "{err}");
+
+    // A Fernet token from the Python vectors' key.
+    let fernet = manna_crypto::FernetKey::generate();
+    let ftoken = fernet.encrypt(b"legacy");
+    let fkey = fernet.to_base64();
+    let with_fernet = [
+        ("MANNA_ENCRYPTION_KEY_AES256", new.as_str()),
+        ("MANNA_ENCRYPTION_KEY", fkey.as_str()),
+    ];
+    let o = xtask(&["decrypt"], &with_fernet, ftoken.as_bytes());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout, b"legacy");
+    let err = assert_one_line_error(&xtask(&["decrypt"], &only_new, ftoken.as_bytes()));
+    assert!(err.contains("MANNA_ENCRYPTION_KEY"), "{err}");
+}
+
+#[test]
+fn inspect_tells_formats_without_keys() {
+    let key = keygen();
+    let env = [("MANNA_ENCRYPTION_KEY_AES256", key.as_str())];
+    let token = stdout(&xtask(&["encrypt"], &env, b"x"));
+    let id = manna_crypto::AesKey::from_base64(&key).unwrap().id();
+    let o = xtask(&["inspect", token.trim()], &[], b"");
+    assert_eq!(stdout(&o).trim(), format!("aes256gcm({id})"));
+
+    let ftoken = manna_crypto::FernetKey::generate().encrypt(b"x");
+    assert_eq!(
+        stdout(&xtask(&["inspect", &ftoken], &[], b"")).trim(),
+        "fernet"
+    );
+    assert_eq!(
+        stdout(&xtask(&["inspect", "hello world"], &[], b"")).trim(),
+        "plaintext"
+    );
+}
+
+#[test]
+fn info_reports_configuration_without_key_material() {
+    let o = xtask(&["info", "--json"], &[], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["initialized"], false);
+
+    let key = keygen();
+    let fkey = manna_crypto::FernetKey::generate().to_base64();
+    let env = [
+        ("MANNA_ENCRYPTION_KEY_AES256", key.as_str()),
+        ("MANNA_ENCRYPTION_KEY", fkey.as_str()),
+    ];
+    let o = xtask(&["info", "--json"], &env, b"");
+    let text = stdout(&o);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let id = manna_crypto::AesKey::from_base64(&key)
+        .unwrap()
+        .id()
+        .to_string();
+    assert_eq!(v["initialized"], true);
+    assert_eq!(v["algorithm"], "AES-256-GCM");
+    assert_eq!(v["primary_key_id"], id.as_str());
+    assert_eq!(v["fernet_fallback"], true);
+    assert!(!text.contains(&key) && !text.contains(fkey.as_str()));
+
+    let human = stdout(&xtask(&["info"], &env, b""));
+    assert!(
+        human.contains(&id) && human.contains("fernet fallback:    on"),
+        "{human}"
+    );
+    assert!(!human.contains(&key));
+}
+
+#[test]
+fn bad_key_configuration_is_one_clear_line() {
+    let err = assert_one_line_error(&xtask(&["encrypt"], &[], b"x"));
+    assert!(err.contains("MANNA_ENCRYPTION_KEY_AES256"), "{err}");
+
+    let err = assert_one_line_error(&xtask(
+        &["encrypt"],
+        &[("MANNA_ENCRYPTION_KEY_AES256", "not base64!")],
+        b"x",
+    ));
+    assert!(err.contains("MANNA_ENCRYPTION_KEY_AES256"), "{err}");
+    assert!(!err.contains("not base64!"), "key text echoed: {err}");
+
+    // Both kinds are 32 random bytes, so the mistake that can be caught is
+    // the legacy Fernet key copied into the AES variable as well.
+    let fkey = manna_crypto::FernetKey::generate().to_base64();
+    let err = assert_one_line_error(&xtask(
+        &["info"],
+        &[
+            ("MANNA_ENCRYPTION_KEY_AES256", fkey.as_str()),
+            ("MANNA_ENCRYPTION_KEY", fkey.as_str()),
+        ],
+        b"",
+    ));
+    assert!(err.contains("MANNA_ENCRYPTION_KEY"), "{err}");
+    assert!(!err.contains(fkey.as_str()), "{err}");
+
+    // A token pasted where a key belongs.
+    let token = manna_crypto::FernetKey::generate().encrypt(b"x");
+    let err = assert_one_line_error(&xtask(
+        &["info"],
+        &[("MANNA_ENCRYPTION_KEY_AES256", token.as_str())],
+        b"",
+    ));
+    assert!(err.contains("token"), "{err}");
+}
+
+#[test]
+fn decrypt_rejects_garbage_input_cleanly() {
+    let key = keygen();
+    let env = [("MANNA_ENCRYPTION_KEY_AES256", key.as_str())];
+    for input in [&b""[..], b"mn1:", b"mn1:zzzz:!!!", b"\xff\xfe", b"gAAAAA"] {
+        let o = xtask(&["decrypt"], &env, input);
+        assert_one_line_error(&o);
+    }
+}

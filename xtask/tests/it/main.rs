@@ -1,0 +1,48 @@
+//! End-to-end tests of the `cargo xtask` binary: exit codes, stdout/stderr
+//! contract, and that nothing secret is ever printed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod keys;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+/// Runs the xtask binary with a clean key environment plus `env`, feeding `stdin`.
+pub(crate) fn xtask(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(args)
+        .env_remove("MANNA_ENCRYPTION_KEY_AES256")
+        .env_remove("MANNA_ENCRYPTION_KEYS_AES256_PREVIOUS")
+        .env_remove("MANNA_ENCRYPTION_KEY")
+        .env_remove("MANNA_KEY_FILE")
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn xtask");
+    // The process may exit before reading stdin (e.g. a key error): ignore a broken pipe.
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    child.wait_with_output().unwrap()
+}
+
+pub(crate) fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+pub(crate) fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+/// A failed run: non-zero exit, exactly one line on stderr starting with
+/// `error:`, no panic or backtrace.
+pub(crate) fn assert_one_line_error(o: &Output) -> String {
+    assert!(!o.status.success(), "expected failure, got success");
+    let err = stderr(o);
+    assert_eq!(err.lines().count(), 1, "stderr should be one line: {err:?}");
+    assert!(err.starts_with("error: "), "{err:?}");
+    assert!(!err.contains("panicked"), "{err:?}");
+    err
+}
