@@ -1,1 +1,35 @@
 #![doc = include_str!("../README.md")]
+
+#[cfg(not(any(feature = "postgres", feature = "sqlite")))]
+compile_error!("manna-store-diesel needs a backend: enable the `postgres` and/or `sqlite` feature");
+
+mod column_store;
+mod conn;
+mod encrypted;
+mod error;
+mod fence;
+mod idempotent;
+mod pool;
+pub mod schema;
+mod sql;
+mod url;
+mod versioned;
+
+pub use column_store::DieselStore;
+pub use conn::{Dialect, StoreConnection};
+pub use encrypted::{
+    default_keyring, install_default_keyring, Encrypted, EncryptedColumn, Sealed,
+};
+pub use error::Error;
+pub use fence::Fence;
+pub use idempotent::{CasOutcome, IdempotentCas};
+#[cfg(feature = "postgres")]
+pub use pool::{pg_pool, PgPool};
+#[cfg(feature = "sqlite")]
+pub use pool::{sqlite_pool, SqlitePool};
+pub use pool::{DbConnection, DbPool, PoolOptions};
+pub use url::{redact_url, DatabaseUrl};
+pub use versioned::{Changes, Key, Value, VersionedTable};
+
+/// Diesel, re-exported so applications use the same version.
+pub use diesel;

@@ -1,0 +1,788 @@
+//! The migrator's [`ColumnStore`] port on PostgreSQL and SQLite.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use diesel::sql_types::{BigInt, Nullable, Text};
+use manna_migrate::{
+    Checkpoint, CheckpointKey, ColumnInfo, ColumnRef, ColumnStore, Counts, IdKind, IdRange,
+    Rewrite, Row, RowId, StoreError, WriteOptions,
+};
+
+use crate::conn::{AnyConn, Dialect, StoreConnection};
+use crate::error::Error;
+use crate::pool::{DbPool, PoolOptions};
+use crate::schema::{columns_of, ensure_checkpoint_table, CHECKPOINT_TABLE, VERSION_COLUMN};
+use crate::sql::{Bind, Sql};
+
+/// SQLite's statement-parameter budget per `IN (…)` list when reading ids.
+const SQLITE_IN_CHUNK: usize = 500;
+
+/// The [`ColumnStore`] the migrator scans and writes through, over a
+/// [`DbPool`] of either backend.
+///
+/// - `scan`: keyset pagination (`id > last ORDER BY id LIMIT n`) for integer,
+///   text and UUID keys. Text keys are ordered bytewise (`COLLATE "C"` on
+///   PostgreSQL), matching [`RowId`]'s order.
+/// - `write_batch`: PostgreSQL runs **one** `UPDATE … FROM unnest($1, $2, $3)
+///   … RETURNING id` per batch, comparing each row with the old ciphertext;
+///   SQLite runs one cached prepared `UPDATE` per row inside a single
+///   `BEGIN IMMEDIATE` transaction. Either way the checkpoint row in
+///   `manna_migration_checkpoints` is upserted in the same transaction.
+/// - `split`: integer keys by arithmetic on `MIN`/`MAX`, text and UUID keys
+///   by quantile boundaries.
+///
+/// ```
+/// use manna_migrate::{ColumnRef, ColumnStore, IdRange, Rewrite, RowId, WriteOptions};
+/// use manna_store_diesel::DieselStore;
+/// # use diesel::connection::SimpleConnection;
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = DieselStore::connect(dir.path().join("app.db").to_str().unwrap()).unwrap();
+/// store.pool().get().unwrap().batch_execute(
+///     "CREATE TABLE items (id INTEGER PRIMARY KEY, token TEXT);
+///      INSERT INTO items VALUES (1, 'old-1'), (2, 'old-2')").unwrap();
+/// let col = ColumnRef::parse("items.token", "id").unwrap();
+/// let rows = store.scan(&col, &IdRange::all(), 10).unwrap();
+/// assert_eq!(rows.len(), 2);
+/// let written = store.write_batch(&col, &[
+///     Rewrite { id: RowId::Int(1), old: "old-1".into(), new: "new-1".into() },
+///     Rewrite { id: RowId::Int(2), old: "changed meanwhile".into(), new: "new-2".into() },
+/// ], WriteOptions::default(), None).unwrap();
+/// assert_eq!(written, vec![RowId::Int(1)]); // row 2 is a conflict, left alone
+/// ```
+#[derive(Debug)]
+pub struct DieselStore {
+    pool: DbPool,
+    info: Mutex<HashMap<ColumnRef, ColumnInfo>>,
+    checkpoint_table_ready: AtomicBool,
+}
+
+#[derive(diesel::QueryableByName)]
+struct IntRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    value: Option<String>,
+}
+
+#[derive(diesel::QueryableByName)]
+struct TextRow {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    value: Option<String>,
+}
+
+#[derive(diesel::QueryableByName)]
+struct IntId {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+#[derive(diesel::QueryableByName)]
+struct TextId {
+    #[diesel(sql_type = Text)]
+    id: String,
+}
+
+#[derive(diesel::QueryableByName)]
+struct CountRow {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(diesel::QueryableByName)]
+struct MinMax {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    lo: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    hi: Option<i64>,
+}
+
+#[derive(diesel::QueryableByName)]
+struct CheckpointRow {
+    #[diesel(sql_type = Nullable<Text>)]
+    last_id: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    last_id_kind: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    scanned: i64,
+    #[diesel(sql_type = BigInt)]
+    migrated: i64,
+    #[diesel(sql_type = BigInt)]
+    unchanged: i64,
+    #[diesel(sql_type = BigInt)]
+    conflicts: i64,
+    #[diesel(sql_type = BigInt)]
+    failed: i64,
+}
+
+impl DieselStore {
+    /// A store over `pool`.
+    pub fn new(pool: DbPool) -> Self {
+        DieselStore {
+            pool,
+            info: Mutex::new(HashMap::new()),
+            checkpoint_table_ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Opens a pool for `url` with default [`PoolOptions`].
+    pub fn connect(url: &str) -> Result<Self, Error> {
+        Ok(DieselStore::new(DbPool::connect(url, &PoolOptions::default())?))
+    }
+
+    /// The pool (for schema set-up or application queries).
+    pub fn pool(&self) -> &DbPool {
+        &self.pool
+    }
+
+    fn describe(&self, conn: &mut AnyConn<'_>, column: &ColumnRef) -> Result<ColumnInfo, Error> {
+        let cols = columns_of(conn, &column.table)?;
+        let find = |name: &str| {
+            cols.iter()
+                .find(|c| c.name.eq_ignore_ascii_case(name))
+                .map(|c| c.sql_type.clone())
+        };
+        let id_type = find(column.id_column.as_str()).ok_or_else(|| {
+            Error::not_found(format!(
+                "column {}.{} does not exist",
+                column.table, column.id_column
+            ))
+        })?;
+        let value_type = find(column.column.as_str()).ok_or_else(|| {
+            Error::not_found(format!("column {column} does not exist"))
+        })?;
+        let dialect = conn.dialect();
+        let id_kind = id_kind(dialect, &id_type).ok_or_else(|| {
+            Error::unsupported(format!(
+                "key column {}.{} has type {id_type}: only integer, text and UUID keys are supported",
+                column.table, column.id_column
+            ))
+        })?;
+        if !is_text(dialect, &value_type) {
+            return Err(Error::unsupported(format!(
+                "column {column} has type {value_type}: encrypted values live in TEXT columns"
+            )));
+        }
+        Ok(ColumnInfo::new(id_kind, find(VERSION_COLUMN).is_some()))
+    }
+
+    fn info(&self, conn: &mut AnyConn<'_>, column: &ColumnRef) -> Result<ColumnInfo, Error> {
+        if let Some(i) = self.cache().get(column) {
+            return Ok(i.clone());
+        }
+        let info = self.describe(conn, column)?;
+        self.cache().insert(column.clone(), info.clone());
+        Ok(info)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<ColumnRef, ColumnInfo>> {
+        // A panic while holding the lock cannot leave the map half-updated.
+        self.info.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut AnyConn<'_>) -> Result<T, Error>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.pool.get()?;
+        f(&mut conn.any()).map_err(StoreError::from)
+    }
+
+    fn ensure_checkpoints(&self, conn: &mut AnyConn<'_>) -> Result<(), Error> {
+        if !self.checkpoint_table_ready.load(Ordering::Acquire) {
+            ensure_checkpoint_table(conn)?;
+            self.checkpoint_table_ready.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
+fn id_kind(dialect: Dialect, ty: &str) -> Option<IdKind> {
+    match dialect {
+        Dialect::Postgres => match ty {
+            "bigint" | "integer" | "smallint" => Some(IdKind::Int),
+            "uuid" => Some(IdKind::Uuid),
+            t if t == "text" || t.starts_with("character") => Some(IdKind::Text),
+            _ => None,
+        },
+        Dialect::Sqlite => {
+            if ty.contains("int") {
+                Some(IdKind::Int)
+            } else if ty.contains("uuid") {
+                Some(IdKind::Uuid)
+            } else if ty.contains("char") || ty.contains("clob") || ty.contains("text") {
+                Some(IdKind::Text)
+            } else {
+                None
+            }
+        }
+    }
+}
+
+fn is_text(dialect: Dialect, ty: &str) -> bool {
+    match dialect {
+        Dialect::Postgres => ty == "text" || ty.starts_with("character"),
+        Dialect::Sqlite => {
+            ty.is_empty() || ty.contains("char") || ty.contains("clob") || ty.contains("text")
+        }
+    }
+}
+
+/// The key as an ordering expression: bytewise for PostgreSQL text.
+fn push_id_expr(q: &mut Sql, prefix: &str, column: &ColumnRef, kind: IdKind) {
+    q.push(prefix).ident(&column.id_column);
+    if q.dialect() == Dialect::Postgres && kind == IdKind::Text {
+        q.push(" COLLATE \"C\"");
+    }
+}
+
+/// The key as a selected value named `id` (BIGINT or TEXT).
+fn push_id_select(q: &mut Sql, prefix: &str, column: &ColumnRef, kind: IdKind) {
+    let cast = match kind {
+        IdKind::Int => "BIGINT",
+        _ => "TEXT",
+    };
+    q.push("CAST(")
+        .push(prefix)
+        .ident(&column.id_column)
+        .push(" AS ")
+        .push(cast)
+        .push(") AS id");
+}
+
+/// A bound key value of the column's kind.
+fn push_id_value(q: &mut Sql, kind: IdKind, id: &RowId) -> Result<(), Error> {
+    match (kind, id) {
+        (IdKind::Int, RowId::Int(i)) => {
+            q.bind(Bind::Int(*i));
+        }
+        (IdKind::Uuid, RowId::Text(s)) if q.dialect() == Dialect::Postgres => {
+            q.push("CAST(").bind(Bind::Text(s.clone())).push(" AS uuid)");
+        }
+        (IdKind::Text | IdKind::Uuid, RowId::Text(s)) => {
+            q.bind(Bind::Text(s.clone()));
+        }
+        _ => {
+            return Err(Error::unsupported(format!(
+                "row id {id} does not match the key column's type ({kind:?})"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// ` WHERE …` for `range` (nothing when unbounded).
+fn push_range(q: &mut Sql, column: &ColumnRef, kind: IdKind, range: &IdRange) -> Result<(), Error> {
+    let mut first = true;
+    let mut clause = |q: &mut Sql| {
+        q.push(if first { " WHERE " } else { " AND " });
+        first = false;
+    };
+    if let Some(after) = &range.after {
+        clause(q);
+        push_id_expr(q, "", column, kind);
+        q.push(" > ");
+        push_id_value(q, kind, after)?;
+    }
+    if let Some(until) = &range.until {
+        clause(q);
+        push_id_expr(q, "", column, kind);
+        q.push(" <= ");
+        push_id_value(q, kind, until)?;
+    }
+    Ok(())
+}
+
+fn rows_from(
+    q: Sql,
+    conn: &mut AnyConn<'_>,
+    kind: IdKind,
+) -> Result<Vec<Row>, Error> {
+    Ok(match kind {
+        IdKind::Int => q
+            .load::<IntRow>(conn)?
+            .into_iter()
+            .map(|r| Row {
+                id: RowId::Int(r.id),
+                value: r.value,
+            })
+            .collect(),
+        _ => q
+            .load::<TextRow>(conn)?
+            .into_iter()
+            .map(|r| Row {
+                id: RowId::Text(r.id),
+                value: r.value,
+            })
+            .collect(),
+    })
+}
+
+fn ids_from(q: Sql, conn: &mut AnyConn<'_>, kind: IdKind) -> Result<Vec<RowId>, Error> {
+    Ok(match kind {
+        IdKind::Int => q
+            .load::<IntId>(conn)?
+            .into_iter()
+            .map(|r| RowId::Int(r.id))
+            .collect(),
+        _ => q
+            .load::<TextId>(conn)?
+            .into_iter()
+            .map(|r| RowId::Text(r.id))
+            .collect(),
+    })
+}
+
+fn count_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn count_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+impl ColumnStore for DieselStore {
+    fn check_column(&self, column: &ColumnRef) -> Result<ColumnInfo, StoreError> {
+        self.with_conn(|conn| {
+            let info = self.describe(conn, column)?;
+            self.cache().insert(column.clone(), info.clone());
+            Ok(info)
+        })
+    }
+
+    fn count(&self, column: &ColumnRef, range: &IdRange) -> Result<u64, StoreError> {
+        self.with_conn(|conn| {
+            let kind = self.info(conn, column)?.id_kind;
+            let mut q = Sql::new(conn.dialect());
+            q.push("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM ")
+                .ident(&column.table);
+            push_range(&mut q, column, kind, range)?;
+            let rows: Vec<CountRow> = q.load(conn)?;
+            Ok(rows.first().map_or(0, |r| count_u64(r.n)))
+        })
+    }
+
+    fn split(&self, column: &ColumnRef, parts: u32) -> Result<Vec<IdRange>, StoreError> {
+        self.with_conn(|conn| {
+            let kind = self.info(conn, column)?.id_kind;
+            if parts <= 1 {
+                return Ok(vec![IdRange::all()]);
+            }
+            let bounds: Vec<RowId> = match kind {
+                IdKind::Int => {
+                    let mut q = Sql::new(conn.dialect());
+                    q.push("SELECT CAST(MIN(")
+                        .ident(&column.id_column)
+                        .push(") AS BIGINT) AS lo, CAST(MAX(")
+                        .ident(&column.id_column)
+                        .push(") AS BIGINT) AS hi FROM ")
+                        .ident(&column.table);
+                    let mm: Vec<MinMax> = q.load(conn)?;
+                    match mm.first() {
+                        Some(MinMax {
+                            lo: Some(lo),
+                            hi: Some(hi),
+                        }) => int_bounds(*lo, *hi, parts)
+                            .into_iter()
+                            .map(RowId::Int)
+                            .collect(),
+                        _ => Vec::new(),
+                    }
+                }
+                _ => {
+                    let total = {
+                        let mut q = Sql::new(conn.dialect());
+                        q.push("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM ")
+                            .ident(&column.table);
+                        let rows: Vec<CountRow> = q.load(conn)?;
+                        rows.first().map_or(0, |r| r.n)
+                    };
+                    let mut bounds: Vec<RowId> = Vec::new();
+                    for i in 1..i64::from(parts) {
+                        let offset = total * i / i64::from(parts) - 1;
+                        if offset < 0 {
+                            continue;
+                        }
+                        let mut q = Sql::new(conn.dialect());
+                        q.push("SELECT ");
+                        push_id_select(&mut q, "", column, kind);
+                        q.push(" FROM ").ident(&column.table).push(" ORDER BY ");
+                        push_id_expr(&mut q, "", column, kind);
+                        q.push(" LIMIT 1 OFFSET ").bind(Bind::Int(offset));
+                        if let Some(b) = ids_from(q, conn, kind)?.into_iter().next() {
+                            if bounds.last().is_none_or(|last| &b > last) {
+                                bounds.push(b);
+                            }
+                        }
+                    }
+                    bounds
+                }
+            };
+            Ok(ranges_from_bounds(bounds))
+        })
+    }
+
+    fn scan(
+        &self,
+        column: &ColumnRef,
+        range: &IdRange,
+        limit: usize,
+    ) -> Result<Vec<Row>, StoreError> {
+        self.with_conn(|conn| {
+            let kind = self.info(conn, column)?.id_kind;
+            let mut q = Sql::new(conn.dialect());
+            q.push("SELECT ");
+            push_id_select(&mut q, "", column, kind);
+            q.push(", ")
+                .ident(&column.column)
+                .push(" AS value FROM ")
+                .ident(&column.table);
+            push_range(&mut q, column, kind, range)?;
+            q.push(" ORDER BY ");
+            push_id_expr(&mut q, "", column, kind);
+            q.push(" LIMIT ")
+                .bind(Bind::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+            rows_from(q, conn, kind)
+        })
+    }
+
+    fn read(&self, column: &ColumnRef, ids: &[RowId]) -> Result<Vec<Row>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.with_conn(|conn| {
+            let kind = self.info(conn, column)?.id_kind;
+            let mut out = Vec::with_capacity(ids.len());
+            let select = |q: &mut Sql| {
+                q.push("SELECT ");
+                push_id_select(q, "", column, kind);
+                q.push(", ")
+                    .ident(&column.column)
+                    .push(" AS value FROM ")
+                    .ident(&column.table)
+                    .push(" WHERE ")
+                    .ident(&column.id_column);
+            };
+            match conn.dialect() {
+                Dialect::Postgres => {
+                    let mut q = Sql::new(Dialect::Postgres);
+                    select(&mut q);
+                    q.push(" = ANY(");
+                    bind_id_array(&mut q, kind, ids)?;
+                    q.push(")");
+                    out.extend(rows_from(q, conn, kind)?);
+                }
+                Dialect::Sqlite => {
+                    for chunk in ids.chunks(SQLITE_IN_CHUNK) {
+                        let mut q = Sql::new(Dialect::Sqlite);
+                        select(&mut q);
+                        q.push(" IN (");
+                        for (i, id) in chunk.iter().enumerate() {
+                            if i > 0 {
+                                q.push(", ");
+                            }
+                            push_id_value(&mut q, kind, id)?;
+                        }
+                        q.push(")");
+                        out.extend(rows_from(q, conn, kind)?);
+                    }
+                }
+            }
+            out.sort_by(|a, b| a.id.cmp(&b.id));
+            out.dedup_by(|a, b| a.id == b.id);
+            Ok(out)
+        })
+    }
+
+    fn write_batch(
+        &self,
+        column: &ColumnRef,
+        rewrites: &[Rewrite],
+        options: WriteOptions,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<Vec<RowId>, StoreError> {
+        self.with_conn(|conn| {
+            let info = self.info(conn, column)?;
+            if options.bump_version && !info.has_version {
+                return Err(Error::NoVersionColumn {
+                    table: column.table.to_string(),
+                    column: VERSION_COLUMN.to_owned(),
+                });
+            }
+            if checkpoint.is_some() {
+                self.ensure_checkpoints(conn)?;
+            }
+            conn.write_transaction(|conn| {
+                let mut written = if rewrites.is_empty() {
+                    Vec::new()
+                } else {
+                    match conn.dialect() {
+                        Dialect::Postgres => write_pg(conn, column, info.id_kind, rewrites, options)?,
+                        Dialect::Sqlite => {
+                            write_sqlite(conn, column, info.id_kind, rewrites, options)?
+                        }
+                    }
+                };
+                if let Some(cp) = checkpoint {
+                    save_checkpoint(conn, cp)?;
+                }
+                written.sort();
+                written.dedup();
+                Ok(written)
+            })
+        })
+    }
+
+    fn load_checkpoint(&self, key: &CheckpointKey) -> Result<Option<Checkpoint>, StoreError> {
+        self.with_conn(|conn| {
+            self.ensure_checkpoints(conn)?;
+            let mut q = Sql::new(conn.dialect());
+            q.push(
+                "SELECT last_id, last_id_kind, scanned, migrated, unchanged, conflicts, failed FROM ",
+            )
+            .push(&format!("\"{CHECKPOINT_TABLE}\""));
+            push_key(&mut q, key);
+            let rows: Vec<CheckpointRow> = q.load(conn)?;
+            let Some(r) = rows.into_iter().next() else {
+                return Ok(None);
+            };
+            let last_id = match (r.last_id, r.last_id_kind.as_deref()) {
+                (Some(id), Some("int")) => Some(RowId::Int(id.parse().map_err(|_| {
+                    Error::other(format!("corrupt checkpoint for {}: bad integer last id", key.column))
+                })?)),
+                (Some(id), _) => Some(RowId::Text(id)),
+                (None, _) => None,
+            };
+            Ok(Some(Checkpoint {
+                key: key.clone(),
+                last_id,
+                counts: Counts {
+                    scanned: count_u64(r.scanned),
+                    migrated: count_u64(r.migrated),
+                    unchanged: count_u64(r.unchanged),
+                    conflicts: count_u64(r.conflicts),
+                    failed: count_u64(r.failed),
+                },
+            }))
+        })
+    }
+
+    fn clear_checkpoint(&self, key: &CheckpointKey) -> Result<(), StoreError> {
+        self.with_conn(|conn| {
+            self.ensure_checkpoints(conn)?;
+            let mut q = Sql::new(conn.dialect());
+            q.push("DELETE FROM ")
+                .push(&format!("\"{CHECKPOINT_TABLE}\""));
+            push_key(&mut q, key);
+            q.execute(conn)?;
+            Ok(())
+        })
+    }
+}
+
+fn bind_id_array(q: &mut Sql, kind: IdKind, ids: &[RowId]) -> Result<(), Error> {
+    let mismatch = || Error::unsupported(format!("row ids do not match the key column's type ({kind:?})"));
+    match kind {
+        IdKind::Int => {
+            let v = ids
+                .iter()
+                .map(|i| match i {
+                    RowId::Int(i) => Ok(*i),
+                    RowId::Text(_) => Err(mismatch()),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            q.push("CAST(").bind(Bind::IntArray(v)).push(" AS BIGINT[])");
+        }
+        _ => {
+            let v = ids
+                .iter()
+                .map(|i| match i {
+                    RowId::Text(s) => Ok(s.clone()),
+                    RowId::Int(_) => Err(mismatch()),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let cast = if kind == IdKind::Uuid { "UUID[]" } else { "TEXT[]" };
+            q.push("CAST(")
+                .bind(Bind::TextArray(v))
+                .push(" AS ")
+                .push(cast)
+                .push(")");
+        }
+    }
+    Ok(())
+}
+
+/// One statement for the whole batch:
+/// `UPDATE t SET c = v.new FROM unnest(ids, olds, news) v WHERE t.id = v.id AND t.c = v.old RETURNING t.id`.
+fn write_pg(
+    conn: &mut AnyConn<'_>,
+    column: &ColumnRef,
+    kind: IdKind,
+    rewrites: &[Rewrite],
+    options: WriteOptions,
+) -> Result<Vec<RowId>, Error> {
+    let ids: Vec<RowId> = rewrites.iter().map(|r| r.id.clone()).collect();
+    let olds: Vec<String> = rewrites.iter().map(|r| r.old.clone()).collect();
+    let news: Vec<String> = rewrites.iter().map(|r| r.new.clone()).collect();
+    let mut q = Sql::new(Dialect::Postgres);
+    q.push("UPDATE ")
+        .ident(&column.table)
+        .push(" AS manna_t SET ")
+        .ident(&column.column)
+        .push(" = manna_v.new");
+    if options.bump_version {
+        q.push(", \"version\" = manna_t.\"version\" + 1");
+    }
+    q.push(" FROM unnest(");
+    bind_id_array(&mut q, kind, &ids)?;
+    q.push(", CAST(")
+        .bind(Bind::TextArray(olds))
+        .push(" AS TEXT[]), CAST(")
+        .bind(Bind::TextArray(news))
+        .push(" AS TEXT[])) AS manna_v(id, old, new) WHERE manna_t.")
+        .ident(&column.id_column)
+        .push(" = manna_v.id AND manna_t.")
+        .ident(&column.column)
+        .push(" = manna_v.old RETURNING ");
+    push_id_select(&mut q, "manna_t.", column, kind);
+    ids_from(q, conn, kind)
+}
+
+/// One cached prepared `UPDATE … WHERE id = ? AND c = ?` per row, all inside
+/// the caller's `BEGIN IMMEDIATE` transaction.
+fn write_sqlite(
+    conn: &mut AnyConn<'_>,
+    column: &ColumnRef,
+    kind: IdKind,
+    rewrites: &[Rewrite],
+    options: WriteOptions,
+) -> Result<Vec<RowId>, Error> {
+    let mut written = Vec::new();
+    for r in rewrites {
+        let mut q = Sql::new(Dialect::Sqlite);
+        q.push("UPDATE ")
+            .ident(&column.table)
+            .push(" SET ")
+            .ident(&column.column)
+            .push(" = ")
+            .bind(Bind::Text(r.new.clone()));
+        if options.bump_version {
+            q.push(", \"version\" = \"version\" + 1");
+        }
+        q.push(" WHERE ").ident(&column.id_column).push(" = ");
+        push_id_value(&mut q, kind, &r.id)?;
+        q.push(" AND ")
+            .ident(&column.column)
+            .push(" = ")
+            .bind(Bind::Text(r.old.clone()));
+        if q.execute(conn)? > 0 {
+            written.push(r.id.clone());
+        }
+    }
+    Ok(written)
+}
+
+fn push_key(q: &mut Sql, key: &CheckpointKey) {
+    q.push(" WHERE column_name = ")
+        .bind(Bind::Text(key.column.clone()))
+        .push(" AND partition_name = ")
+        .bind(Bind::Text(key.partition.clone()))
+        .push(" AND target = ")
+        .bind(Bind::Text(key.target.clone()));
+}
+
+fn save_checkpoint(conn: &mut AnyConn<'_>, cp: &Checkpoint) -> Result<(), Error> {
+    let (last_id, kind) = match &cp.last_id {
+        Some(RowId::Int(i)) => (Some(i.to_string()), Some("int".to_owned())),
+        Some(RowId::Text(s)) => (Some(s.clone()), Some("text".to_owned())),
+        None => (None, None),
+    };
+    let c = &cp.counts;
+    let mut q = Sql::new(conn.dialect());
+    q.push(&format!("INSERT INTO \"{CHECKPOINT_TABLE}\" "))
+        .push(
+            "(column_name, partition_name, target, last_id, last_id_kind, \
+             scanned, migrated, unchanged, conflicts, failed, updated_at) VALUES (",
+        )
+        .bind(Bind::Text(cp.key.column.clone()))
+        .push(", ")
+        .bind(Bind::Text(cp.key.partition.clone()))
+        .push(", ")
+        .bind(Bind::Text(cp.key.target.clone()))
+        .push(", ")
+        .bind(Bind::OptText(last_id))
+        .push(", ")
+        .bind(Bind::OptText(kind));
+    for n in [c.scanned, c.migrated, c.unchanged, c.conflicts, c.failed] {
+        q.push(", ").bind(Bind::Int(count_i64(n)));
+    }
+    q.push(
+        ", CURRENT_TIMESTAMP) ON CONFLICT (column_name, partition_name, target) DO UPDATE SET \
+         last_id = excluded.last_id, last_id_kind = excluded.last_id_kind, \
+         scanned = excluded.scanned, migrated = excluded.migrated, \
+         unchanged = excluded.unchanged, conflicts = excluded.conflicts, \
+         failed = excluded.failed, updated_at = CURRENT_TIMESTAMP",
+    );
+    q.execute(conn)?;
+    Ok(())
+}
+
+/// Upper bounds splitting `lo..=hi` into `parts` near-equal spans
+/// (strictly increasing, each below `hi`).
+fn int_bounds(lo: i64, hi: i64, parts: u32) -> Vec<i64> {
+    let span = i128::from(hi) - i128::from(lo) + 1;
+    let mut out: Vec<i64> = Vec::new();
+    for i in 1..i128::from(parts) {
+        let b = i128::from(lo) - 1 + span * i / i128::from(parts);
+        let Ok(b) = i64::try_from(b) else { continue };
+        if b >= lo && b < hi && out.last().is_none_or(|l| b > *l) {
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// `(-∞, b1], (b1, b2], …, (bk, +∞)`: disjoint, covering every key.
+fn ranges_from_bounds(bounds: Vec<RowId>) -> Vec<IdRange> {
+    let mut out = Vec::with_capacity(bounds.len() + 1);
+    let mut after = None;
+    for b in bounds {
+        out.push(IdRange {
+            after: after.clone(),
+            until: Some(b.clone()),
+        });
+        after = Some(b);
+    }
+    out.push(IdRange { after, until: None });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn int_split_covers_and_is_disjoint(lo in -1_000_000i64..1_000_000, len in 0i64..100_000, parts in 2u32..17, probe in any::<i64>()) {
+            let hi = lo + len;
+            let ranges = ranges_from_bounds(int_bounds(lo, hi, parts).into_iter().map(RowId::Int).collect());
+            prop_assert!(ranges.len() <= parts as usize);
+            let hits = ranges.iter().filter(|r| r.contains(&RowId::Int(probe))).count();
+            prop_assert_eq!(hits, 1);
+            let inside = lo + (probe.rem_euclid(len + 1));
+            prop_assert_eq!(ranges.iter().filter(|r| r.contains(&RowId::Int(inside))).count(), 1);
+        }
+    }
+
+    #[test]
+    fn int_split_is_even() {
+        assert_eq!(int_bounds(1, 100, 4), vec![25, 50, 75]);
+        assert_eq!(int_bounds(1, 2, 4), vec![1]);
+        assert!(int_bounds(5, 5, 4).is_empty());
+        assert_eq!(int_bounds(i64::MIN, i64::MAX, 2), vec![-1]);
+    }
+}

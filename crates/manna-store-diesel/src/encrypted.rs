@@ -1,0 +1,412 @@
+//! Encrypted column types: AES-256-GCM on write, transparent reading of
+//! legacy Fernet and older AES keys, AAD bound to the column at compile time.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::{Arc, OnceLock};
+
+use diesel::deserialize::{self, FromSql, FromSqlRow};
+use diesel::expression::AsExpression;
+use diesel::serialize::{self, ToSql};
+use diesel::sql_types::Text;
+use manna_crypto::{Keyring, Plaintext};
+use zeroize::Zeroizing;
+
+use crate::error::Error;
+use crate::versioned::Value;
+
+static DEFAULT_KEYRING: OnceLock<Arc<Keyring>> = OnceLock::new();
+
+/// Installs the process-wide keyring used by [`Encrypted`] columns, once, at
+/// start-up (like rustls' `CryptoProvider::install_default`).
+///
+/// There is no implicit default: until this is called, reading or writing an
+/// [`Encrypted`] value fails with [`Error::NoDefaultKeyring`]. A second call
+/// fails with [`Error::KeyringAlreadyInstalled`] and leaves the first keyring
+/// in place. Code that must not rely on process state uses [`Sealed`] with an
+/// explicit keyring instead.
+pub fn install_default_keyring(keyring: Keyring) -> Result<(), Error> {
+    DEFAULT_KEYRING
+        .set(Arc::new(keyring))
+        .map_err(|_| Error::KeyringAlreadyInstalled)
+}
+
+/// The installed default keyring, if any.
+pub fn default_keyring() -> Option<Arc<Keyring>> {
+    DEFAULT_KEYRING.get().cloned()
+}
+
+fn installed() -> Result<&'static Keyring, Error> {
+    DEFAULT_KEYRING
+        .get()
+        .map(|k| &**k)
+        .ok_or(Error::NoDefaultKeyring)
+}
+
+/// Names the column an encrypted value belongs to. Its [`AAD`](Self::AAD)
+/// (`TABLE.COLUMN`) is authenticated with every value, so a ciphertext
+/// copied into another column does not decrypt.
+///
+/// Declare implementations with [`encrypted_column!`](crate::encrypted_column).
+pub trait EncryptedColumn: Send + Sync + 'static {
+    /// `TABLE.COLUMN`, the additional authenticated data of the column.
+    const AAD: &'static str;
+
+    /// The row-bound AAD `TABLE.COLUMN:ID` (the migrator's `--aad row`).
+    fn row_aad(id: impl fmt::Display) -> String {
+        format!("{}:{id}", Self::AAD)
+    }
+}
+
+/// Declares a marker type binding encrypted values to one column.
+///
+/// With a Diesel column path the compiler also checks that the column exists
+/// in your `table!` declaration; the AAD is `TABLE.COLUMN`:
+///
+/// ```
+/// diesel::table! { plaid_items (id) { id -> BigInt, access_token -> Text, version -> Integer } }
+/// manna_store_diesel::encrypted_column!(
+///     /// Plaid access tokens.
+///     pub PlaidAccessToken => plaid_items::access_token
+/// );
+/// use manna_store_diesel::EncryptedColumn;
+/// assert_eq!(PlaidAccessToken::AAD, "plaid_items.access_token");
+/// assert_eq!(PlaidAccessToken::row_aad(7), "plaid_items.access_token:7");
+/// ```
+///
+/// Without a `table!` declaration, give the names directly:
+/// `encrypted_column!(pub Notes = "users"."notes");`
+#[macro_export]
+macro_rules! encrypted_column {
+    ($(#[$meta:meta])* $vis:vis $name:ident => $table:ident :: $column:ident) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+        $vis struct $name;
+        impl $crate::EncryptedColumn for $name {
+            const AAD: &'static str = concat!(stringify!($table), ".", stringify!($column));
+        }
+        const _: fn() = || {
+            // Fails to compile when the Diesel column does not exist.
+            let _ = $table::$column;
+        };
+    };
+    ($(#[$meta:meta])* $vis:vis $name:ident = $table:literal . $column:literal) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+        $vis struct $name;
+        impl $crate::EncryptedColumn for $name {
+            const AAD: &'static str = concat!($table, ".", $column);
+        }
+    };
+}
+
+/// A secret stored encrypted in a TEXT column, decrypted on read with the
+/// installed default keyring ([`install_default_keyring`]) and encrypted on
+/// write with its primary key. Reads legacy Fernet tokens and values under
+/// decrypt-only previous keys transparently.
+///
+/// Use it as the Rust type of a `Text` column in Diesel models; `C` binds
+/// the values to their column (see [`encrypted_column!`](crate::encrypted_column)).
+/// There is no `Display`; `Debug` shows only the length; the bytes are
+/// zeroized on drop.
+///
+/// ```
+/// use diesel::prelude::*;
+/// use manna_crypto::{AesKey, Keyring};
+/// use manna_store_diesel::{install_default_keyring, Encrypted};
+///
+/// diesel::table! { plaid_items (id) { id -> Integer, access_token -> Text } }
+/// manna_store_diesel::encrypted_column!(PlaidAccessToken => plaid_items::access_token);
+///
+/// #[derive(Queryable, Insertable)]
+/// #[diesel(table_name = plaid_items)]
+/// struct Item { id: i32, access_token: Encrypted<PlaidAccessToken> }
+///
+/// install_default_keyring(Keyring::new(AesKey::generate())).unwrap();
+/// let mut conn = SqliteConnection::establish(":memory:").unwrap();
+/// diesel::sql_query("CREATE TABLE plaid_items (id INTEGER PRIMARY KEY, access_token TEXT NOT NULL)")
+///     .execute(&mut conn).unwrap();
+/// diesel::insert_into(plaid_items::table)
+///     .values(Item { id: 1, access_token: Encrypted::new("access-sandbox-123") })
+///     .execute(&mut conn).unwrap();
+/// // Stored as ciphertext…
+/// let raw: String = plaid_items::table.select(plaid_items::access_token).first(&mut conn).unwrap();
+/// assert!(!raw.contains("access-sandbox"));
+/// // …read back as plaintext.
+/// let item: Item = plaid_items::table.first(&mut conn).unwrap();
+/// assert_eq!(item.access_token.expose_str(), Some("access-sandbox-123"));
+/// assert_eq!(format!("{:?}", item.access_token), "Encrypted<plaid_items.access_token>(<18 bytes redacted>)");
+/// ```
+#[derive(AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
+pub struct Encrypted<C: EncryptedColumn> {
+    plaintext: Zeroizing<Vec<u8>>,
+    column: PhantomData<fn() -> C>,
+}
+
+impl<C: EncryptedColumn> Encrypted<C> {
+    /// Wraps a plaintext (taken by value so no copy is left behind).
+    pub fn new(plaintext: impl Into<Vec<u8>>) -> Self {
+        Encrypted {
+            plaintext: Zeroizing::new(plaintext.into()),
+            column: PhantomData,
+        }
+    }
+
+    /// The plaintext bytes.
+    pub fn expose(&self) -> &[u8] {
+        &self.plaintext
+    }
+
+    /// The plaintext as UTF-8, if it is.
+    pub fn expose_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.plaintext).ok()
+    }
+
+    /// Takes the plaintext out, still zeroizing.
+    pub fn into_inner(self) -> Zeroizing<Vec<u8>> {
+        self.plaintext
+    }
+
+    /// Encrypts with an explicit keyring instead of the default one.
+    pub fn seal_with(&self, keyring: &Keyring) -> Result<Sealed<C>, Error> {
+        Sealed::seal(keyring, &self.plaintext)
+    }
+
+    fn encrypt_default(&self) -> Result<String, Error> {
+        installed()?
+            .encrypt(&self.plaintext, C::AAD.as_bytes())
+            .map_err(|source| Error::Encrypt {
+                column: C::AAD.to_owned(),
+                source,
+            })
+    }
+
+    fn decrypt_default(token: &str) -> Result<Self, Error> {
+        let pt = installed()?
+            .decrypt(token, C::AAD.as_bytes())
+            .map_err(|source| Error::Decrypt {
+                column: C::AAD.to_owned(),
+                source,
+            })?;
+        Ok(Encrypted::from(pt))
+    }
+}
+
+impl<C: EncryptedColumn> From<Plaintext> for Encrypted<C> {
+    fn from(p: Plaintext) -> Self {
+        Encrypted {
+            plaintext: p.into_inner(),
+            column: PhantomData,
+        }
+    }
+}
+
+impl<C: EncryptedColumn> Clone for Encrypted<C> {
+    fn clone(&self) -> Self {
+        Encrypted {
+            plaintext: self.plaintext.clone(),
+            column: PhantomData,
+        }
+    }
+}
+
+impl<C: EncryptedColumn> PartialEq for Encrypted<C> {
+    fn eq(&self, other: &Self) -> bool {
+        *self.plaintext == *other.plaintext
+    }
+}
+
+impl<C: EncryptedColumn> Eq for Encrypted<C> {}
+
+impl<C: EncryptedColumn> fmt::Debug for Encrypted<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Encrypted<{}>(<{} bytes redacted>)",
+            C::AAD,
+            self.plaintext.len()
+        )
+    }
+}
+
+/// A ciphertext bound to column `C`, handled with an explicit keyring.
+///
+/// Loading a `Sealed` value does no cryptography; [`open`](Self::open)
+/// decrypts it with the keyring you pass. Row-bound AAD (`TABLE.COLUMN:ID`)
+/// is available through [`seal_for_row`](Self::seal_for_row) and
+/// [`open_for_row`](Self::open_for_row) for code that has the id.
+///
+/// ```
+/// use manna_crypto::{AesKey, Keyring};
+/// use manna_store_diesel::Sealed;
+/// manna_store_diesel::encrypted_column!(Token = "plaid_items"."access_token");
+/// manna_store_diesel::encrypted_column!(Other = "plaid_items"."public_token");
+///
+/// let keyring = Keyring::new(AesKey::generate());
+/// let sealed = Sealed::<Token>::seal_for_row(&keyring, b"secret", 7).unwrap();
+/// assert_eq!(&*sealed.open_for_row(&keyring, 7).unwrap(), b"secret");
+/// assert!(sealed.open_for_row(&keyring, 8).is_err());          // another row
+/// let moved = Sealed::<Other>::from_ciphertext(sealed.as_str());
+/// assert!(moved.open_for_row(&keyring, 7).is_err());          // another column
+/// ```
+#[derive(Clone, PartialEq, Eq, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
+pub struct Sealed<C: EncryptedColumn> {
+    ciphertext: String,
+    column: PhantomData<fn() -> C>,
+}
+
+impl<C: EncryptedColumn> Sealed<C> {
+    /// Encrypts `plaintext` for column `C` with the keyring's primary key.
+    pub fn seal(keyring: &Keyring, plaintext: &[u8]) -> Result<Self, Error> {
+        Self::seal_aad(keyring, plaintext, C::AAD)
+    }
+
+    /// Encrypts `plaintext` bound to column `C` *and* row `id`.
+    pub fn seal_for_row(
+        keyring: &Keyring,
+        plaintext: &[u8],
+        id: impl fmt::Display,
+    ) -> Result<Self, Error> {
+        Self::seal_aad(keyring, plaintext, &C::row_aad(id))
+    }
+
+    fn seal_aad(keyring: &Keyring, plaintext: &[u8], aad: &str) -> Result<Self, Error> {
+        let ciphertext = keyring
+            .encrypt(plaintext, aad.as_bytes())
+            .map_err(|source| Error::Encrypt {
+                column: C::AAD.to_owned(),
+                source,
+            })?;
+        Ok(Sealed::from_ciphertext(ciphertext))
+    }
+
+    /// Wraps a stored ciphertext (or legacy token) without checking it.
+    pub fn from_ciphertext(ciphertext: impl Into<String>) -> Self {
+        Sealed {
+            ciphertext: ciphertext.into(),
+            column: PhantomData,
+        }
+    }
+
+    /// Decrypts with `keyring` (any of its AES keys, or Fernet).
+    pub fn open(&self, keyring: &Keyring) -> Result<Plaintext, Error> {
+        keyring
+            .decrypt(&self.ciphertext, C::AAD.as_bytes())
+            .map_err(|source| Error::Decrypt {
+                column: C::AAD.to_owned(),
+                source,
+            })
+    }
+
+    /// Decrypts a value sealed with [`seal_for_row`](Self::seal_for_row).
+    pub fn open_for_row(&self, keyring: &Keyring, id: impl fmt::Display) -> Result<Plaintext, Error> {
+        let aad = C::row_aad(&id);
+        keyring
+            .decrypt(&self.ciphertext, aad.as_bytes())
+            .map_err(|source| Error::Decrypt {
+                column: aad,
+                source,
+            })
+    }
+
+    /// The stored text (ciphertext: safe to log by length or format, not secret
+    /// by itself, but there is no reason to print it).
+    pub fn as_str(&self) -> &str {
+        &self.ciphertext
+    }
+
+    /// Takes the stored text out.
+    pub fn into_ciphertext(self) -> String {
+        self.ciphertext
+    }
+}
+
+impl<C: EncryptedColumn> fmt::Debug for Sealed<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sealed<{}>(<{} chars>)", C::AAD, self.ciphertext.len())
+    }
+}
+
+impl<C: EncryptedColumn> From<Sealed<C>> for Value {
+    fn from(s: Sealed<C>) -> Self {
+        Value::Text(s.ciphertext)
+    }
+}
+
+fn boxed(e: Error) -> Box<dyn std::error::Error + Send + Sync> {
+    Box::new(e)
+}
+
+#[cfg(feature = "postgres")]
+mod pg {
+    use super::*;
+    use diesel::pg::{Pg, PgValue};
+    use std::io::Write;
+
+    impl<C: EncryptedColumn> ToSql<Text, Pg> for Encrypted<C> {
+        fn to_sql<'b>(&'b self, out: &mut serialize::Output<'b, '_, Pg>) -> serialize::Result {
+            let token = self.encrypt_default().map_err(boxed)?;
+            out.write_all(token.as_bytes())?;
+            Ok(serialize::IsNull::No)
+        }
+    }
+
+    impl<C: EncryptedColumn> FromSql<Text, Pg> for Encrypted<C> {
+        fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+            let token = <String as FromSql<Text, Pg>>::from_sql(bytes)?;
+            Encrypted::decrypt_default(&token).map_err(boxed)
+        }
+    }
+
+    impl<C: EncryptedColumn> ToSql<Text, Pg> for Sealed<C> {
+        fn to_sql<'b>(&'b self, out: &mut serialize::Output<'b, '_, Pg>) -> serialize::Result {
+            <str as ToSql<Text, Pg>>::to_sql(&self.ciphertext, out)
+        }
+    }
+
+    impl<C: EncryptedColumn> FromSql<Text, Pg> for Sealed<C> {
+        fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+            Ok(Sealed::from_ciphertext(
+                <String as FromSql<Text, Pg>>::from_sql(bytes)?,
+            ))
+        }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use super::*;
+    use diesel::sqlite::{Sqlite, SqliteValue};
+
+    impl<C: EncryptedColumn> ToSql<Text, Sqlite> for Encrypted<C> {
+        fn to_sql<'b>(&'b self, out: &mut serialize::Output<'b, '_, Sqlite>) -> serialize::Result {
+            let token = self.encrypt_default().map_err(boxed)?;
+            out.set_value(token);
+            Ok(serialize::IsNull::No)
+        }
+    }
+
+    impl<C: EncryptedColumn> FromSql<Text, Sqlite> for Encrypted<C> {
+        fn from_sql(value: SqliteValue<'_, '_, '_>) -> deserialize::Result<Self> {
+            let token = <String as FromSql<Text, Sqlite>>::from_sql(value)?;
+            Encrypted::decrypt_default(&token).map_err(boxed)
+        }
+    }
+
+    impl<C: EncryptedColumn> ToSql<Text, Sqlite> for Sealed<C> {
+        fn to_sql<'b>(&'b self, out: &mut serialize::Output<'b, '_, Sqlite>) -> serialize::Result {
+            out.set_value(self.ciphertext.as_str());
+            Ok(serialize::IsNull::No)
+        }
+    }
+
+    impl<C: EncryptedColumn> FromSql<Text, Sqlite> for Sealed<C> {
+        fn from_sql(value: SqliteValue<'_, '_, '_>) -> deserialize::Result<Self> {
+            Ok(Sealed::from_ciphertext(
+                <String as FromSql<Text, Sqlite>>::from_sql(value)?,
+            ))
+        }
+    }
+}

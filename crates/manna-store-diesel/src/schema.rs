@@ -1,0 +1,217 @@
+//! Idempotent schema helpers: version columns and the tables manna keeps
+//! (operations, fences, migration checkpoints).
+//!
+//! Every name is validated with [`manna_migrate::Ident`] before any SQL is
+//! built and quoted in the SQL; each helper can run at every start-up.
+
+use diesel::sql_types::Text;
+use manna_migrate::Ident;
+
+use crate::conn::{AnyConn, Dialect, StoreConnection};
+use crate::error::Error;
+use crate::sql::{Bind, Sql};
+
+/// Default name of the operations table ([`create_operations_table`]).
+pub const OPERATIONS_TABLE: &str = "manna_operations";
+/// Default name of the fence table ([`create_fence_table`]).
+pub const FENCE_TABLE: &str = "manna_fences";
+/// Name of the migration checkpoint table ([`create_checkpoint_table`]).
+pub const CHECKPOINT_TABLE: &str = "manna_migration_checkpoints";
+/// Default name of the version column.
+pub const VERSION_COLUMN: &str = "version";
+
+/// A column of a table, as the catalog describes it.
+#[derive(Debug, Clone, PartialEq, Eq, diesel::QueryableByName)]
+pub struct ColumnDescription {
+    /// Column name.
+    #[diesel(sql_type = Text)]
+    pub name: String,
+    /// Declared type, lower-case (`bigint`, `text`, `uuid`, `integer`…).
+    #[diesel(sql_type = Text)]
+    pub sql_type: String,
+}
+
+/// The columns of `table` in declaration order; [`Error::Database`] with kind
+/// `NotFound` when the table does not exist.
+pub fn table_columns<C: StoreConnection>(
+    conn: &mut C,
+    table: &str,
+) -> Result<Vec<ColumnDescription>, Error> {
+    let table = Ident::new(table)?;
+    columns_of(&mut conn.any(), &table)
+}
+
+pub(crate) fn columns_of(
+    conn: &mut AnyConn<'_>,
+    table: &Ident,
+) -> Result<Vec<ColumnDescription>, Error> {
+    let mut q = Sql::new(conn.dialect());
+    match conn.dialect() {
+        Dialect::Postgres => {
+            q.push(
+                "SELECT a.attname::text AS name, lower(format_type(a.atttypid, a.atttypmod)) AS sql_type \
+                 FROM pg_attribute a WHERE a.attrelid = to_regclass(",
+            )
+            .bind(Bind::Text(table.quoted()))
+            .push(") AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum");
+        }
+        Dialect::Sqlite => {
+            q.push("SELECT name, lower(type) AS sql_type FROM pragma_table_info(")
+                .bind(Bind::Text(table.as_str().to_owned()))
+                .push(") ORDER BY cid");
+        }
+    }
+    let cols: Vec<ColumnDescription> = q.load(conn)?;
+    if cols.is_empty() {
+        return Err(Error::not_found(format!("table {table} does not exist")));
+    }
+    Ok(cols)
+}
+
+/// Adds `COLUMN INTEGER NOT NULL DEFAULT 1` to `table` unless it already has
+/// the column; returns whether it was added. Existing rows get version 1.
+///
+/// ```
+/// # use diesel::{Connection, SqliteConnection, connection::SimpleConnection};
+/// use manna_store_diesel::schema::add_version_column;
+/// let mut conn = SqliteConnection::establish(":memory:").unwrap();
+/// conn.batch_execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance BIGINT)").unwrap();
+/// assert!(add_version_column(&mut conn, "accounts", "version").unwrap());
+/// assert!(!add_version_column(&mut conn, "accounts", "version").unwrap()); // idempotent
+/// assert!(add_version_column(&mut conn, "accounts; DROP TABLE x", "version").is_err());
+/// ```
+pub fn add_version_column<C: StoreConnection>(
+    conn: &mut C,
+    table: &str,
+    column: &str,
+) -> Result<bool, Error> {
+    let table = Ident::new(table)?;
+    let column = Ident::new(column)?;
+    let mut conn = conn.any();
+    let conn = &mut conn;
+    ddl_transaction(conn, |conn| {
+        let exists = columns_of(conn, &table)?
+            .iter()
+            .any(|c| c.name.eq_ignore_ascii_case(column.as_str()));
+        if exists {
+            return Ok(false);
+        }
+        let mut q = Sql::new(conn.dialect());
+        q.push("ALTER TABLE ")
+            .ident(&table)
+            .push(" ADD COLUMN ")
+            .ident(&column)
+            .push(" INTEGER NOT NULL DEFAULT 1");
+        q.execute(conn)?;
+        Ok(true)
+    })
+}
+
+/// [`add_version_column`] with the column `version` for each of `tables`;
+/// every name is validated before anything runs. Returns the tables changed.
+pub fn add_version_columns<C: StoreConnection>(
+    conn: &mut C,
+    tables: &[&str],
+) -> Result<Vec<String>, Error> {
+    for t in tables {
+        Ident::new(t)?;
+    }
+    let mut added = Vec::new();
+    for t in tables {
+        if add_version_column(conn, t, VERSION_COLUMN)? {
+            added.push((*t).to_owned());
+        }
+    }
+    Ok(added)
+}
+
+/// Creates the operations table used by idempotent compare-and-set
+/// ([`crate::IdempotentCas`]) if it does not exist.
+pub fn create_operations_table<C: StoreConnection>(conn: &mut C, name: &str) -> Result<(), Error> {
+    let name = Ident::new(name)?;
+    ensure_operations_table(&mut conn.any(), &name)
+}
+
+pub(crate) fn ensure_operations_table(conn: &mut AnyConn<'_>, name: &Ident) -> Result<(), Error> {
+    let ddl = format!(
+        "CREATE TABLE IF NOT EXISTS {} (\
+           operation_id TEXT PRIMARY KEY, \
+           entity TEXT NOT NULL, \
+           row_id TEXT NOT NULL, \
+           version BIGINT, \
+           applied_at TIMESTAMPTZ NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+        name.quoted()
+    );
+    run_ddl(conn, &ddl)
+}
+
+/// Creates the fence table used by fenced writes ([`crate::Fence`]) if it
+/// does not exist: one row per resource with the highest token seen.
+pub fn create_fence_table<C: StoreConnection>(conn: &mut C, name: &str) -> Result<(), Error> {
+    let name = Ident::new(name)?;
+    ensure_fence_table(&mut conn.any(), &name)
+}
+
+pub(crate) fn ensure_fence_table(conn: &mut AnyConn<'_>, name: &Ident) -> Result<(), Error> {
+    let ddl = format!(
+        "CREATE TABLE IF NOT EXISTS {} (\
+           resource TEXT PRIMARY KEY, \
+           token BIGINT NOT NULL, \
+           updated_at TIMESTAMPTZ NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+        name.quoted()
+    );
+    run_ddl(conn, &ddl)
+}
+
+/// Creates `manna_migration_checkpoints` if it does not exist: one row per
+/// (column, partition, target) with the last id processed, the counts and
+/// `updated_at`.
+pub fn create_checkpoint_table<C: StoreConnection>(conn: &mut C) -> Result<(), Error> {
+    ensure_checkpoint_table(&mut conn.any())
+}
+
+pub(crate) fn ensure_checkpoint_table(conn: &mut AnyConn<'_>) -> Result<(), Error> {
+    let ddl = format!(
+        "CREATE TABLE IF NOT EXISTS \"{CHECKPOINT_TABLE}\" (\
+           column_name TEXT NOT NULL, \
+           partition_name TEXT NOT NULL, \
+           target TEXT NOT NULL, \
+           last_id TEXT, \
+           last_id_kind TEXT, \
+           scanned BIGINT NOT NULL DEFAULT 0, \
+           migrated BIGINT NOT NULL DEFAULT 0, \
+           unchanged BIGINT NOT NULL DEFAULT 0, \
+           conflicts BIGINT NOT NULL DEFAULT 0, \
+           failed BIGINT NOT NULL DEFAULT 0, \
+           updated_at TIMESTAMPTZ NOT NULL DEFAULT CURRENT_TIMESTAMP, \
+           PRIMARY KEY (column_name, partition_name, target))"
+    );
+    run_ddl(conn, &ddl)
+}
+
+fn run_ddl(conn: &mut AnyConn<'_>, ddl: &str) -> Result<(), Error> {
+    ddl_transaction(conn, |conn| {
+        let mut q = Sql::new(conn.dialect());
+        q.push(ddl);
+        q.execute(conn)?;
+        Ok(())
+    })
+}
+
+/// Runs schema changes in a transaction; on PostgreSQL under a transaction
+/// advisory lock, because concurrent `CREATE TABLE IF NOT EXISTS` can still
+/// collide in the catalog.
+fn ddl_transaction<T>(
+    conn: &mut AnyConn<'_>,
+    f: impl FnOnce(&mut AnyConn<'_>) -> Result<T, Error>,
+) -> Result<T, Error> {
+    conn.write_transaction(|conn| {
+        if conn.dialect() == Dialect::Postgres {
+            let mut q = Sql::new(Dialect::Postgres);
+            // An arbitrary constant key: "manna" in ASCII.
+            q.push("SELECT pg_advisory_xact_lock(478560349793)");
+            q.execute(conn)?;
+        }
+        f(conn)
+    })
+}

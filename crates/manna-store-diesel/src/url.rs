@@ -1,0 +1,193 @@
+//! Database URLs: which backend, and how to show one without its password.
+
+use std::fmt;
+
+use crate::conn::Dialect;
+use crate::error::Error;
+
+/// A parsed `DATABASE_URL`.
+///
+/// - `postgres://…` / `postgresql://…` — PostgreSQL (libpq URI, passed as is);
+/// - `sqlite://PATH`, `sqlite:PATH` or a plain path — SQLite
+///   (`sqlite:///abs/path.db` is the absolute path `/abs/path.db`);
+/// - `sqlite::memory:` or `:memory:` — a private in-memory SQLite database.
+///
+/// `Debug` and `Display` show the URL with its password replaced by `***`.
+///
+/// ```
+/// use manna_store_diesel::DatabaseUrl;
+/// let u = DatabaseUrl::parse("postgres://app:s3cret@db:5432/prod").unwrap();
+/// assert_eq!(u.to_string(), "postgres://app:***@db:5432/prod");
+/// let s = DatabaseUrl::parse("sqlite:///var/lib/app.db").unwrap();
+/// assert_eq!(s.sqlite_path(), Some("/var/lib/app.db"));
+/// assert_eq!(DatabaseUrl::parse("data/app.db").unwrap().sqlite_path(), Some("data/app.db"));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl {
+    dialect: Dialect,
+    /// What the driver gets.
+    target: String,
+    /// What people see.
+    shown: String,
+}
+
+impl DatabaseUrl {
+    /// Parses a URL or path. Only the shape is checked; nothing is connected.
+    pub fn parse(url: &str) -> Result<Self, Error> {
+        let url = url.trim();
+        let shown = redact_url(url);
+        if url.is_empty() {
+            return Err(Error::BadUrl {
+                url: shown,
+                reason: "empty database URL".into(),
+            });
+        }
+        let lower = url.to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            return Ok(DatabaseUrl {
+                dialect: Dialect::Postgres,
+                target: url.to_owned(),
+                shown,
+            });
+        }
+        let path = if let Some(rest) = strip_prefix_ci(url, "sqlite://") {
+            rest
+        } else if let Some(rest) = strip_prefix_ci(url, "sqlite:") {
+            rest
+        } else if url.contains("://") {
+            return Err(Error::BadUrl {
+                url: shown,
+                reason: "expected postgres://…, sqlite://PATH or a file path".into(),
+            });
+        } else {
+            url
+        };
+        let target = match path {
+            ":memory:" | "" => ":memory:".to_owned(),
+            p => p.to_owned(),
+        };
+        Ok(DatabaseUrl {
+            dialect: Dialect::Sqlite,
+            target,
+            shown,
+        })
+    }
+
+    /// The backend this URL names.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The SQLite file path (`:memory:` for in-memory), or `None` for PostgreSQL.
+    pub fn sqlite_path(&self) -> Option<&str> {
+        (self.dialect == Dialect::Sqlite).then_some(self.target.as_str())
+    }
+
+    /// Whether this is an in-memory SQLite database.
+    pub fn is_memory(&self) -> bool {
+        self.dialect == Dialect::Sqlite && self.target == ":memory:"
+    }
+
+    /// The URL with its password redacted.
+    pub fn redacted(&self) -> &str {
+        &self.shown
+    }
+
+    /// What the driver is given (contains the password, if any).
+    pub(crate) fn target(&self) -> &str {
+        &self.target
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("DatabaseUrl").field(&self.shown).finish()
+    }
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &s[prefix.len()..])
+}
+
+/// Replaces the password of a URL (`scheme://user:PASSWORD@host`) and any
+/// `password=` parameter with `***`.
+///
+/// ```
+/// use manna_store_diesel::redact_url;
+/// assert_eq!(redact_url("postgres://u:p%40ss@h/db"), "postgres://u:***@h/db");
+/// assert_eq!(redact_url("postgres://h/db?user=u&password=x&sslmode=require"),
+///            "postgres://h/db?user=u&password=***&sslmode=require");
+/// assert_eq!(redact_url("sqlite://app.db"), "sqlite://app.db");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let mut out = match url.find("://") {
+        Some(i) => {
+            let (scheme, rest) = url.split_at(i + 3);
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let (authority, tail) = rest.split_at(authority_end);
+            match authority.rfind('@') {
+                Some(at) => {
+                    let userinfo = &authority[..at];
+                    let host = &authority[at..];
+                    let user = match userinfo.find(':') {
+                        Some(c) => format!("{}:***", &userinfo[..c]),
+                        None => userinfo.to_owned(),
+                    };
+                    format!("{scheme}{user}{host}{tail}")
+                }
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
+    };
+    // key=value forms: URL query parameters and libpq conninfo strings.
+    let mut search_from = 0;
+    while let Some(pos) = out[search_from..].to_ascii_lowercase().find("password=") {
+        let start = search_from + pos + "password=".len();
+        let end = out[start..]
+            .find(['&', ' ', '#'])
+            .map_or(out.len(), |e| start + e);
+        out.replace_range(start..end, "***");
+        search_from = start + 3;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn dialects() {
+        for (u, d) in [
+            ("postgres://root@127.0.0.1:5432/test", Dialect::Postgres),
+            ("postgresql://x/y", Dialect::Postgres),
+            ("sqlite://a.db", Dialect::Sqlite),
+            ("sqlite:a.db", Dialect::Sqlite),
+            ("/tmp/a.db", Dialect::Sqlite),
+            (":memory:", Dialect::Sqlite),
+        ] {
+            assert_eq!(DatabaseUrl::parse(u).unwrap().dialect(), d, "{u}");
+        }
+        assert!(DatabaseUrl::parse("mysql://x/y").is_err());
+        assert!(DatabaseUrl::parse("").is_err());
+        assert!(DatabaseUrl::parse("sqlite::memory:").unwrap().is_memory());
+    }
+
+    #[test]
+    fn passwords_never_shown() {
+        let u = DatabaseUrl::parse("postgres://app:hunter2@db/x?password=hunter3").unwrap();
+        let shown = format!("{u} {u:?}");
+        assert!(!shown.contains("hunter"), "{shown}");
+        assert_eq!(redact_url("host=db password=pw user=u"), "host=db password=*** user=u");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,382 @@
+//! Optimistic locking on a version column (the seed's `OptimisticLockMixin`).
+
+use std::fmt;
+
+use diesel::sql_types::BigInt;
+use manna_lock::ConflictError;
+use manna_migrate::{Ident, RowId};
+
+use crate::conn::{AnyConn, Dialect, StoreConnection};
+use crate::error::Error;
+use crate::schema::VERSION_COLUMN;
+use crate::sql::{Bind, Sql};
+
+/// A primary-key value.
+#[derive(Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Key {
+    /// Integer key.
+    Int(i64),
+    /// Text key.
+    Text(String),
+    /// UUID key, as text (`CAST(… AS uuid)` on PostgreSQL; text on SQLite).
+    Uuid(String),
+}
+
+impl Key {
+    /// A UUID key from anything that prints as a UUID.
+    pub fn uuid(u: impl fmt::Display) -> Self {
+        Key::Uuid(u.to_string().to_ascii_lowercase())
+    }
+
+    pub(crate) fn push(&self, q: &mut Sql) {
+        match self {
+            Key::Int(i) => {
+                q.bind(Bind::Int(*i));
+            }
+            Key::Text(s) => {
+                q.bind(Bind::Text(s.clone()));
+            }
+            Key::Uuid(s) if q.dialect() == Dialect::Postgres => {
+                q.push("CAST(").bind(Bind::Text(s.clone())).push(" AS uuid)");
+            }
+            Key::Uuid(s) => {
+                q.bind(Bind::Text(s.clone()));
+            }
+        }
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Int(i) => write!(f, "{i}"),
+            Key::Text(s) | Key::Uuid(s) => f.write_str(s),
+        }
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Key({self})")
+    }
+}
+
+impl From<i64> for Key {
+    fn from(i: i64) -> Self {
+        Key::Int(i)
+    }
+}
+impl From<i32> for Key {
+    fn from(i: i32) -> Self {
+        Key::Int(i.into())
+    }
+}
+impl From<&str> for Key {
+    fn from(s: &str) -> Self {
+        Key::Text(s.to_owned())
+    }
+}
+impl From<String> for Key {
+    fn from(s: String) -> Self {
+        Key::Text(s)
+    }
+}
+impl From<RowId> for Key {
+    fn from(r: RowId) -> Self {
+        match r {
+            RowId::Int(i) => Key::Int(i),
+            RowId::Text(s) => Key::Text(s),
+        }
+    }
+}
+
+/// A value written by a versioned update. Always bound, never formatted
+/// into SQL.
+#[derive(Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Value {
+    /// An integer (binds as `BIGINT`).
+    Int(i64),
+    /// Text (binds as `TEXT`); use [`crate::Sealed`] to store ciphertext.
+    Text(String),
+    /// SQL `NULL`.
+    Null,
+}
+
+impl fmt::Debug for Value {
+    /// Only the kind: values may be secrets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Int(_) => f.write_str("Int(..)"),
+            Value::Text(s) => write!(f, "Text(<{} bytes>)", s.len()),
+            Value::Null => f.write_str("Null"),
+        }
+    }
+}
+
+impl From<i64> for Value {
+    fn from(i: i64) -> Self {
+        Value::Int(i)
+    }
+}
+impl From<i32> for Value {
+    fn from(i: i32) -> Self {
+        Value::Int(i.into())
+    }
+}
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::Text(s.to_owned())
+    }
+}
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value::Text(s)
+    }
+}
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(o: Option<T>) -> Self {
+        o.map_or(Value::Null, Into::into)
+    }
+}
+
+/// The columns a versioned update sets. Column names are validated when
+/// added, before any SQL exists.
+///
+/// ```
+/// use manna_store_diesel::Changes;
+/// let c = Changes::new().set("balance", 10).unwrap().set("note", "hi").unwrap();
+/// assert_eq!(c.len(), 2);
+/// assert!(Changes::new().set("balance = 0 --", 1).is_err());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    columns: Vec<(Ident, Value)>,
+}
+
+impl Changes {
+    /// No changes yet.
+    pub fn new() -> Self {
+        Changes::default()
+    }
+
+    /// Adds `column = value`.
+    pub fn set(mut self, column: &str, value: impl Into<Value>) -> Result<Self, Error> {
+        self.columns.push((Ident::new(column)?, value.into()));
+        Ok(self)
+    }
+
+    /// Number of columns set.
+    pub fn len(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        self.columns.is_empty()
+    }
+
+    pub(crate) fn push_assignments(&self, q: &mut Sql) {
+        for (i, (col, value)) in self.columns.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.ident(col).push(" = ");
+            match value {
+                Value::Int(v) => q.bind(Bind::Int(*v)),
+                Value::Text(v) => q.bind(Bind::Text(v.clone())),
+                Value::Null => q.push("NULL"),
+            };
+        }
+    }
+}
+
+/// A table under optimistic locking: an id column and a version column
+/// managed by this crate. No caller increments the version by hand.
+///
+/// ```
+/// # use diesel::{Connection, SqliteConnection, connection::SimpleConnection};
+/// use manna_store_diesel::{Changes, Error, VersionedTable};
+/// use manna_lock::ConflictKind;
+/// let mut conn = SqliteConnection::establish(":memory:").unwrap();
+/// conn.batch_execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance BIGINT NOT NULL,
+///                     version INTEGER NOT NULL DEFAULT 1);
+///                     INSERT INTO accounts (id, balance) VALUES (1, 100)").unwrap();
+/// let accounts = VersionedTable::new("accounts").unwrap();
+/// let v = accounts.update(&mut conn, 1, 1, &Changes::new().set("balance", 90).unwrap()).unwrap();
+/// assert_eq!(v, 2);
+/// // A writer that read version 1 is refused:
+/// match accounts.update(&mut conn, 1, 1, &Changes::new().set("balance", 80).unwrap()) {
+///     Err(Error::Conflict(c)) => assert_eq!(c.kind(), ConflictKind::RowChanged),
+///     other => panic!("{other:?}"),
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VersionedTable {
+    table: Ident,
+    id_column: Ident,
+    version_column: Ident,
+}
+
+#[derive(diesel::QueryableByName)]
+struct VersionRow {
+    #[diesel(sql_type = BigInt)]
+    version: i64,
+}
+
+impl VersionedTable {
+    /// `table` with id column `id` and version column `version`.
+    pub fn new(table: &str) -> Result<Self, Error> {
+        Ok(VersionedTable {
+            table: Ident::new(table)?,
+            id_column: Ident::new("id")?,
+            version_column: Ident::new(VERSION_COLUMN)?,
+        })
+    }
+
+    /// Uses another id column.
+    pub fn with_id_column(mut self, column: &str) -> Result<Self, Error> {
+        self.id_column = Ident::new(column)?;
+        Ok(self)
+    }
+
+    /// Uses another version column.
+    pub fn with_version_column(mut self, column: &str) -> Result<Self, Error> {
+        self.version_column = Ident::new(column)?;
+        Ok(self)
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &Ident {
+        &self.table
+    }
+
+    /// The id column.
+    pub fn id_column(&self) -> &Ident {
+        &self.id_column
+    }
+
+    /// The version column.
+    pub fn version_column(&self) -> &Ident {
+        &self.version_column
+    }
+
+    /// Sets `changes` and `version = version + 1` on row `id` if its version is
+    /// still `expected`, in one statement; returns the new version.
+    ///
+    /// Zero rows matched is [`Error::Conflict`] with the table and id:
+    /// [`RowGone`](manna_lock::ConflictKind::RowGone) when the row no longer
+    /// exists, [`RowChanged`](manna_lock::ConflictKind::RowChanged) otherwise.
+    /// A table without the version column is [`Error::NoVersionColumn`].
+    pub fn update<C: StoreConnection>(
+        &self,
+        conn: &mut C,
+        id: impl Into<Key>,
+        expected: i64,
+        changes: &Changes,
+    ) -> Result<i64, Error> {
+        self.update_any(&mut conn.any(), &id.into(), expected, changes)
+    }
+
+    pub(crate) fn update_any(
+        &self,
+        conn: &mut AnyConn<'_>,
+        id: &Key,
+        expected: i64,
+        changes: &Changes,
+    ) -> Result<i64, Error> {
+        let mut q = Sql::new(conn.dialect());
+        q.push("UPDATE ").ident(&self.table).push(" SET ");
+        changes.push_assignments(&mut q);
+        if !changes.is_empty() {
+            q.push(", ");
+        }
+        q.ident(&self.version_column)
+            .push(" = ")
+            .ident(&self.version_column)
+            .push(" + 1 WHERE ")
+            .ident(&self.id_column)
+            .push(" = ");
+        id.push(&mut q);
+        q.push(" AND ")
+            .ident(&self.version_column)
+            .push(" = ")
+            .bind(Bind::Int(expected))
+            .push(" RETURNING CAST(")
+            .ident(&self.version_column)
+            .push(" AS BIGINT) AS version");
+        let rows: Vec<VersionRow> = q.load(conn).map_err(|e| self.map_err(e.into()))?;
+        match rows.first() {
+            Some(r) => Ok(r.version),
+            None => Err(self.conflict(conn, id)?.into()),
+        }
+    }
+
+    /// Deletes row `id` if its version is still `expected`; zero rows is
+    /// [`Error::Conflict`] exactly as for [`update`](Self::update).
+    pub fn delete<C: StoreConnection>(
+        &self,
+        conn: &mut C,
+        id: impl Into<Key>,
+        expected: i64,
+    ) -> Result<(), Error> {
+        let conn = &mut conn.any();
+        let id = id.into();
+        let mut q = Sql::new(conn.dialect());
+        q.push("DELETE FROM ")
+            .ident(&self.table)
+            .push(" WHERE ")
+            .ident(&self.id_column)
+            .push(" = ");
+        id.push(&mut q);
+        q.push(" AND ")
+            .ident(&self.version_column)
+            .push(" = ")
+            .bind(Bind::Int(expected));
+        let n = q.execute(conn).map_err(|e| self.map_err(e.into()))?;
+        if n == 0 {
+            return Err(self.conflict(conn, &id)?.into());
+        }
+        Ok(())
+    }
+
+    /// The current version of row `id`, `None` if the row does not exist.
+    pub fn version<C: StoreConnection>(
+        &self,
+        conn: &mut C,
+        id: impl Into<Key>,
+    ) -> Result<Option<i64>, Error> {
+        self.version_any(&mut conn.any(), &id.into())
+    }
+
+    pub(crate) fn version_any(
+        &self,
+        conn: &mut AnyConn<'_>,
+        id: &Key,
+    ) -> Result<Option<i64>, Error> {
+        let mut q = Sql::new(conn.dialect());
+        q.push("SELECT CAST(")
+            .ident(&self.version_column)
+            .push(" AS BIGINT) AS version FROM ")
+            .ident(&self.table)
+            .push(" WHERE ")
+            .ident(&self.id_column)
+            .push(" = ");
+        id.push(&mut q);
+        let rows: Vec<VersionRow> = q.load(conn).map_err(|e| self.map_err(e.into()))?;
+        Ok(rows.first().map(|r| r.version))
+    }
+
+    /// Why a guarded statement matched no row.
+    pub(crate) fn conflict(&self, conn: &mut AnyConn<'_>, id: &Key) -> Result<ConflictError, Error> {
+        Ok(match self.version_any(conn, id)? {
+            None => ConflictError::row_gone(self.table.as_str(), id.to_string()),
+            Some(_) => ConflictError::row_changed(self.table.as_str(), id.to_string()),
+        })
+    }
+
+    fn map_err(&self, e: Error) -> Error {
+        e.or_no_version(self.table.as_str(), self.version_column.as_str())
+    }
+}

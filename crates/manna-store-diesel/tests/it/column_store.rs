@@ -1,0 +1,228 @@
+//! The migrator's ColumnStore port on both backends.
+
+use manna_migrate::{
+    Checkpoint, CheckpointKey, ColumnRef, ColumnStore, Counts, IdKind, IdRange, Rewrite, RowId,
+    StoreErrorKind, WriteOptions,
+};
+use manna_store_diesel::DieselStore;
+
+use crate::support::TestDb;
+
+fn store(db: &TestDb) -> DieselStore {
+    DieselStore::new(db.pool().clone())
+}
+
+fn int_table(db: &TestDb, n: i64) -> ColumnRef {
+    db.exec(&format!(
+        "CREATE TABLE items (id {}, token TEXT CHECK (length(token) < 200), \
+         version INTEGER NOT NULL DEFAULT 1)",
+        db.serial()
+    ));
+    let values: Vec<String> = (1..=n).map(|i| format!("('old-{i}')")).collect();
+    if n > 0 {
+        db.exec(&format!("INSERT INTO items (token) VALUES {}", values.join(", ")));
+    }
+    ColumnRef::parse("items.token", "id").unwrap()
+}
+
+fn scan_all(s: &DieselStore, col: &ColumnRef, range: &IdRange, page: usize) -> Vec<manna_migrate::Row> {
+    let mut out = Vec::new();
+    let mut r = range.clone();
+    loop {
+        let rows = s.scan(col, &r, page).unwrap();
+        if rows.is_empty() {
+            return out;
+        }
+        assert!(rows.len() <= page);
+        r = r.resumed_after(rows.last().map(|x| x.id.clone()));
+        out.extend(rows);
+    }
+}
+
+fn key(partition: &str) -> CheckpointKey {
+    CheckpointKey {
+        column: "items.token".into(),
+        partition: partition.into(),
+        target: "aes256gcm".into(),
+    }
+}
+
+both_backends! {
+    fn check_column_describes_or_refuses(db: &TestDb) {
+        let col = int_table(db, 0);
+        db.exec("CREATE TABLE nums (id BIGINT PRIMARY KEY, n BIGINT)");
+        let s = store(db);
+        let info = s.check_column(&col).unwrap();
+        assert_eq!(info.id_kind, IdKind::Int);
+        assert!(info.has_version);
+        let kind = |c: &str, id: &str| s.check_column(&ColumnRef::parse(c, id).unwrap()).unwrap_err().kind();
+        assert_eq!(kind("nope.token", "id"), StoreErrorKind::NotFound);
+        assert_eq!(kind("items.nope", "id"), StoreErrorKind::NotFound);
+        assert_eq!(kind("items.token", "nope"), StoreErrorKind::NotFound);
+        assert_eq!(kind("nums.n", "id"), StoreErrorKind::Unsupported);
+        let no_version = s.check_column(&ColumnRef::parse("nums.id", "id").unwrap());
+        assert!(no_version.is_err(), "id is not text");
+    }
+}
+
+both_backends! {
+    fn keyset_scan_count_read_and_split_on_integer_keys(db: &TestDb) {
+        let col = int_table(db, 103);
+        let s = store(db);
+        let all = scan_all(&s, &col, &IdRange::all(), 7);
+        assert_eq!(all.len(), 103);
+        assert!(all.windows(2).all(|w| w[0].id < w[1].id), "ascending keys");
+        assert_eq!(all[0].value.as_deref(), Some("old-1"));
+        assert_eq!(s.count(&col, &IdRange::all()).unwrap(), 103);
+        let mid = IdRange { after: Some(RowId::Int(10)), until: Some(RowId::Int(20)) };
+        assert_eq!(s.count(&col, &mid).unwrap(), 10);
+        assert_eq!(scan_all(&s, &col, &mid, 3).len(), 10);
+        let got = s.read(&col, &[RowId::Int(5), RowId::Int(1), RowId::Int(999)]).unwrap();
+        assert_eq!(got.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![RowId::Int(1), RowId::Int(5)]);
+        for parts in [1, 2, 4, 7, 200] {
+            let ranges = s.split(&col, parts).unwrap();
+            assert!(!ranges.is_empty() && ranges.len() <= parts as usize);
+            let total: u64 = ranges.iter().map(|r| s.count(&col, r).unwrap()).sum();
+            assert_eq!(total, 103, "{parts} parts cover every row once");
+            for row in &all {
+                assert_eq!(ranges.iter().filter(|r| r.contains(&row.id)).count(), 1);
+            }
+            // Future rows (beyond MAX) fall in the last range.
+            assert!(ranges.last().unwrap().contains(&RowId::Int(i64::MAX)));
+        }
+    }
+}
+
+both_backends! {
+    fn text_keys_scan_in_byte_order(db: &TestDb) {
+        db.exec("CREATE TABLE users (handle TEXT PRIMARY KEY, secret TEXT)");
+        let handles = ["alice", "Bob", "bob", "Zed", "_x", "émile", "a", "B1", "zz", "0"];
+        for h in handles {
+            db.exec(&format!("INSERT INTO users VALUES ('{h}', 'v')"));
+        }
+        let col = ColumnRef::parse("users.secret", "handle").unwrap();
+        let s = store(db);
+        assert_eq!(s.check_column(&col).unwrap().id_kind, IdKind::Text);
+        let got: Vec<RowId> = scan_all(&s, &col, &IdRange::all(), 3).into_iter().map(|r| r.id).collect();
+        let mut want: Vec<RowId> = handles.iter().map(|h| RowId::from(*h)).collect();
+        want.sort();
+        assert_eq!(got, want, "bytewise order, whatever the database collation");
+        let ranges = s.split(&col, 3).unwrap();
+        assert_eq!(ranges.len(), 3);
+        let total: u64 = ranges.iter().map(|r| s.count(&col, r).unwrap()).sum();
+        assert_eq!(total, handles.len() as u64);
+        for id in &want {
+            assert_eq!(ranges.iter().filter(|r| r.contains(id)).count(), 1, "{id}");
+        }
+        let rows = s.read(&col, &[RowId::from("bob"), RowId::from("nobody")]).unwrap();
+        assert_eq!(rows.len(), 1);
+    }
+}
+
+both_backends! {
+    fn uuid_keys(db: &TestDb) {
+        db.exec("CREATE TABLE devices (id UUID PRIMARY KEY, token TEXT)");
+        let mut ids: Vec<String> = (0..25).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+        for id in &ids {
+            db.exec(&format!("INSERT INTO devices VALUES ('{id}', 'old')"));
+        }
+        ids.sort();
+        let col = ColumnRef::parse("devices.token", "id").unwrap();
+        let s = store(db);
+        assert_eq!(s.check_column(&col).unwrap().id_kind, IdKind::Uuid);
+        let got: Vec<String> = scan_all(&s, &col, &IdRange::all(), 4)
+            .into_iter()
+            .map(|r| r.id.to_string())
+            .collect();
+        assert_eq!(got, ids);
+        let ranges = s.split(&col, 4).unwrap();
+        let total: u64 = ranges.iter().map(|r| s.count(&col, r).unwrap()).sum();
+        assert_eq!(total, 25);
+        let rw: Vec<Rewrite> = ids[..3]
+            .iter()
+            .map(|id| Rewrite { id: RowId::Text(id.clone()), old: "old".into(), new: "new".into() })
+            .collect();
+        let written = s.write_batch(&col, &rw, WriteOptions::default(), None).unwrap();
+        assert_eq!(written.len(), 3);
+        assert_eq!(s.read(&col, &written).unwrap().iter().filter(|r| r.value.as_deref() == Some("new")).count(), 3);
+    }
+}
+
+both_backends! {
+    fn batch_cas_reports_exactly_the_rows_changed_underneath(db: &TestDb) {
+        let col = int_table(db, 50);
+        let s = store(db);
+        let rows = s.scan(&col, &IdRange::all(), 50).unwrap();
+        // Concurrent application writes to 3 rows, and deletes one.
+        db.exec("UPDATE items SET token = 'app-wrote' WHERE id IN (3, 17, 42); DELETE FROM items WHERE id = 9");
+        let rewrites: Vec<Rewrite> = rows
+            .iter()
+            .map(|r| Rewrite { id: r.id.clone(), old: r.value.clone().unwrap(), new: format!("new-{}", r.id) })
+            .collect();
+        let cp = Checkpoint {
+            key: key("shard 0/1 worker 0/1"),
+            last_id: Some(RowId::Int(50)),
+            counts: Counts { scanned: 50, migrated: 46, unchanged: 0, conflicts: 4, failed: 0 },
+        };
+        let written = s.write_batch(&col, &rewrites, WriteOptions::bump_version(true), Some(&cp)).unwrap();
+        let expected: Vec<RowId> = (1..=50).filter(|i| ![3, 9, 17, 42].contains(i)).map(RowId::Int).collect();
+        assert_eq!(written, expected);
+        // The concurrent writes survived; everything else was rewritten once.
+        assert_eq!(db.scalar_i64("SELECT COUNT(*) AS v FROM items WHERE token = 'app-wrote'"), 3);
+        assert_eq!(db.scalar_i64("SELECT COUNT(*) AS v FROM items WHERE token LIKE 'new-%'"), 46);
+        assert_eq!(db.scalar_i64("SELECT COUNT(*) AS v FROM items WHERE version = 2"), 46);
+        assert_eq!(s.load_checkpoint(&cp.key).unwrap(), Some(cp.clone()));
+        // Replaying the same batch writes nothing: every old value is gone.
+        assert!(s.write_batch(&col, &rewrites, WriteOptions::default(), None).unwrap().is_empty());
+    }
+}
+
+both_backends! {
+    fn checkpoint_commits_with_its_batch_or_not_at_all(db: &TestDb) {
+        let col = int_table(db, 5);
+        let s = store(db);
+        let k = key("p");
+        assert_eq!(s.load_checkpoint(&k).unwrap(), None);
+        let first = Checkpoint { key: k.clone(), last_id: Some(RowId::Int(2)), counts: Counts { scanned: 2, ..Counts::default() } };
+        let ok = [Rewrite { id: RowId::Int(1), old: "old-1".into(), new: "n1".into() }];
+        assert_eq!(s.write_batch(&col, &ok, WriteOptions::default(), Some(&first)).unwrap(), vec![RowId::Int(1)]);
+        // A batch that violates the table's CHECK constraint fails as a whole:
+        // neither its rows nor its checkpoint are written.
+        let second = Checkpoint { key: k.clone(), last_id: Some(RowId::Int(5)), counts: Counts { scanned: 5, ..Counts::default() } };
+        let bad = [
+            Rewrite { id: RowId::Int(3), old: "old-3".into(), new: "n3".into() },
+            Rewrite { id: RowId::Int(4), old: "old-4".into(), new: "x".repeat(300) },
+        ];
+        let err = s.write_batch(&col, &bad, WriteOptions::default(), Some(&second)).unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Constraint, "{err}");
+        assert_eq!(s.load_checkpoint(&k).unwrap(), Some(first.clone()));
+        assert_eq!(db.scalar_text("SELECT token AS v FROM items WHERE id = 3").as_deref(), Some("old-3"));
+        // A checkpoint alone (an empty batch) is saved; partitions are separate.
+        let other = Checkpoint { key: key("q"), last_id: None, counts: Counts::default() };
+        assert!(s.write_batch(&col, &[], WriteOptions::default(), Some(&other)).unwrap().is_empty());
+        assert_eq!(s.load_checkpoint(&other.key).unwrap(), Some(other.clone()));
+        s.clear_checkpoint(&k).unwrap();
+        assert_eq!(s.load_checkpoint(&k).unwrap(), None);
+        assert_eq!(s.load_checkpoint(&other.key).unwrap(), Some(other));
+        // Text ids round-trip through the checkpoint too.
+        let t = Checkpoint { key: key("t"), last_id: Some(RowId::from("42")), counts: Counts::default() };
+        s.write_batch(&col, &[], WriteOptions::default(), Some(&t)).unwrap();
+        assert_eq!(s.load_checkpoint(&t.key).unwrap(), Some(t));
+    }
+}
+
+both_backends! {
+    fn bump_version_needs_the_column(db: &TestDb) {
+        db.exec("CREATE TABLE plain (id BIGINT PRIMARY KEY, token TEXT); INSERT INTO plain VALUES (1, 'a')");
+        let col = ColumnRef::parse("plain.token", "id").unwrap();
+        let s = store(db);
+        assert!(!s.check_column(&col).unwrap().has_version);
+        let rw = [Rewrite { id: RowId::Int(1), old: "a".into(), new: "b".into() }];
+        let err = s.write_batch(&col, &rw, WriteOptions::bump_version(true), None).unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Unsupported);
+        assert!(err.to_string().contains("version"), "{err}");
+        assert_eq!(s.write_batch(&col, &rw, WriteOptions::default(), None).unwrap(), vec![RowId::Int(1)]);
+        let wrong = [Rewrite { id: RowId::from("1"), old: "b".into(), new: "c".into() }];
+        assert_eq!(s.write_batch(&col, &wrong, WriteOptions::default(), None).unwrap_err().kind(), StoreErrorKind::Unsupported);
+    }
+}

@@ -1,0 +1,168 @@
+//! Encrypted column types through Diesel on both backends.
+
+use diesel::prelude::*;
+use manna_store_diesel::{encrypted_column, Encrypted, EncryptedColumn, Error, Sealed};
+
+use crate::support::{keys, TestDb, SPEC_FERNET_TOKEN};
+
+diesel::table! {
+    secrets (id) {
+        id -> BigInt,
+        token -> Text,
+        other -> Nullable<Text>,
+    }
+}
+
+encrypted_column!(
+    /// `secrets.token`
+    SecretToken => secrets::token
+);
+encrypted_column!(
+    /// `secrets.other`
+    SecretOther => secrets::other
+);
+
+#[derive(Queryable, Insertable, Debug)]
+#[diesel(table_name = secrets)]
+struct Secret {
+    id: i64,
+    token: Encrypted<SecretToken>,
+    other: Option<Encrypted<SecretOther>>,
+}
+
+fn setup(db: &TestDb) {
+    keys();
+    db.exec("CREATE TABLE secrets (id BIGINT PRIMARY KEY, token TEXT NOT NULL, other TEXT)");
+}
+
+fn raw_insert(db: &TestDb, id: i64, token: &str) {
+    on_conn!(db, |c| diesel::insert_into(secrets::table)
+        .values((secrets::id.eq(id), secrets::token.eq(token)))
+        .execute(c)
+        .unwrap());
+}
+
+fn raw_token(db: &TestDb, id: i64) -> String {
+    on_conn!(db, |c| secrets::table
+        .find(id)
+        .select(secrets::token)
+        .first::<String>(c)
+        .unwrap())
+}
+
+fn load(db: &TestDb, id: i64) -> QueryResult<Secret> {
+    on_conn!(db, |c| secrets::table.find(id).first::<Secret>(c))
+}
+
+both_backends! {
+    fn round_trip_stores_ciphertext_bound_to_the_column(db: &TestDb) {
+        setup(db);
+        let row = Secret {
+            id: 1,
+            token: Encrypted::new("access-sandbox-1"),
+            other: Some(Encrypted::new("other-secret")),
+        };
+        on_conn!(db, |c| diesel::insert_into(secrets::table).values(&row).execute(c).unwrap());
+        let stored = raw_token(db, 1);
+        assert!(!stored.contains("access-sandbox"), "stored encrypted");
+        assert_eq!(keys().keyring.inspect(&stored).label(), "aes256gcm");
+        let back = load(db, 1).unwrap();
+        assert_eq!(back.token.expose_str(), Some("access-sandbox-1"));
+        assert_eq!(back.other.as_ref().and_then(|o| o.expose_str()), Some("other-secret"));
+        // Debug never shows the plaintext.
+        let dbg = format!("{back:?}");
+        assert!(!dbg.contains("access-sandbox") && !dbg.contains("other-secret"), "{dbg}");
+        // NULL stays None.
+        on_conn!(db, |c| diesel::insert_into(secrets::table)
+            .values(&Secret { id: 2, token: Encrypted::new(""), other: None })
+            .execute(c)
+            .unwrap());
+        let empty = load(db, 2).unwrap();
+        assert!(empty.other.is_none());
+        assert_eq!(empty.token.expose(), b"");
+    }
+}
+
+both_backends! {
+    fn reads_legacy_fernet_and_previous_key_values(db: &TestDb) {
+        setup(db);
+        raw_insert(db, 1, SPEC_FERNET_TOKEN);
+        let old = keys().old.encrypt(b"before-rotation", SecretToken::AAD.as_bytes()).unwrap();
+        raw_insert(db, 2, &old);
+        assert_eq!(load(db, 1).unwrap().token.expose_str(), Some("hello"));
+        assert_eq!(load(db, 2).unwrap().token.expose_str(), Some("before-rotation"));
+        // Writing back re-encrypts under the primary key.
+        on_conn!(db, |c| diesel::update(secrets::table.find(2))
+            .set(secrets::token.eq(Encrypted::<SecretToken>::new("after")))
+            .execute(c)
+            .unwrap());
+        let stored = raw_token(db, 2);
+        assert!(!keys().keyring.needs_reencryption(&stored));
+        assert_ne!(stored, old);
+    }
+}
+
+both_backends! {
+    fn ciphertext_moved_to_another_column_does_not_decrypt(db: &TestDb) {
+        setup(db);
+        on_conn!(db, |c| diesel::insert_into(secrets::table)
+            .values(&Secret { id: 1, token: Encrypted::new("top-secret-value"), other: None })
+            .execute(c)
+            .unwrap());
+        let ct = raw_token(db, 1);
+        on_conn!(db, |c| diesel::update(secrets::table.find(1))
+            .set(secrets::other.eq(Some(ct)))
+            .execute(c)
+            .unwrap());
+        let err = load(db, 1).unwrap_err();
+        // Diesel wraps our error ("Error deserializing field 'other'"): walk the chain.
+        let mut msg = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(s) = source {
+            msg.push_str(" / ");
+            msg.push_str(&s.to_string());
+            source = s.source();
+        }
+        assert!(msg.contains("secrets.other"), "{msg}");
+        assert!(!msg.contains("top-secret-value"), "{msg}");
+        // The intact column still reads.
+        let token: Encrypted<SecretToken> = on_conn!(db, |c| secrets::table
+            .find(1)
+            .select(secrets::token)
+            .first(c)
+            .unwrap());
+        assert_eq!(token.expose_str(), Some("top-secret-value"));
+    }
+}
+
+both_backends! {
+    fn sealed_values_with_an_explicit_keyring_and_row_aad(db: &TestDb) {
+        setup(db);
+        let k = &keys().keyring;
+        let sealed = Sealed::<SecretToken>::seal_for_row(k, b"row-bound", 5).unwrap();
+        on_conn!(db, |c| diesel::insert_into(secrets::table)
+            .values((secrets::id.eq(5_i64), secrets::token.eq(&sealed)))
+            .execute(c)
+            .unwrap());
+        let loaded: Sealed<SecretToken> = on_conn!(db, |c| secrets::table
+            .find(5)
+            .select(secrets::token)
+            .first(c)
+            .unwrap());
+        assert_eq!(&*loaded.open_for_row(k, 5).unwrap(), b"row-bound");
+        assert!(matches!(loaded.open_for_row(k, 6), Err(Error::Decrypt { .. })));
+        assert!(matches!(loaded.open(k), Err(Error::Decrypt { .. })), "column-only AAD differs");
+        // Loading it as a column-bound Encrypted fails too (row-bound AAD).
+        assert!(load(db, 5).is_err());
+    }
+}
+
+#[test]
+fn second_install_is_refused() {
+    keys();
+    let again = manna_store_diesel::install_default_keyring(manna_crypto::Keyring::new(
+        manna_crypto::AesKey::generate(),
+    ));
+    assert!(matches!(again, Err(Error::KeyringAlreadyInstalled)));
+    assert!(manna_store_diesel::default_keyring().is_some());
+}

@@ -1,0 +1,82 @@
+//! Pools, URLs and driver errors.
+
+use manna_migrate::StoreErrorKind;
+use manna_store_diesel::{DbPool, Dialect, Error, PoolOptions};
+
+use crate::support::TestDb;
+
+#[test]
+fn unreachable_postgres_names_the_url_without_its_password() {
+    // Port 9 (discard) on loopback: nothing listens there.
+    let err = DbPool::connect(
+        "postgres://app:hunter2@127.0.0.1:9/prod",
+        &PoolOptions::default(),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert_eq!(err.kind(), StoreErrorKind::Unavailable);
+    assert!(msg.contains("postgres://app:***@127.0.0.1:9/prod"), "{msg}");
+    assert!(!msg.contains("hunter2"), "{msg}");
+    assert!(!format!("{err:?}").contains("hunter2"));
+}
+
+#[test]
+fn unknown_scheme_is_refused() {
+    assert!(matches!(
+        DbPool::connect("mysql://u:pw@h/db", &PoolOptions::default()),
+        Err(Error::BadUrl { .. })
+    ));
+}
+
+#[test]
+fn sqlite_connections_get_wal_busy_timeout_and_foreign_keys() {
+    let db = TestDb::sqlite();
+    assert_eq!(db.pool().dialect(), Dialect::Sqlite);
+    assert_eq!(
+        db.scalar_text("SELECT journal_mode AS v FROM pragma_journal_mode").as_deref(),
+        Some("wal")
+    );
+    assert_eq!(db.scalar_i64("SELECT foreign_keys AS v FROM pragma_foreign_keys"), 1);
+    assert_eq!(db.scalar_i64("SELECT timeout AS v FROM pragma_busy_timeout"), 5000);
+}
+
+#[test]
+fn sqlite_url_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    for url in [
+        path.display().to_string(),
+        format!("sqlite://{}", path.display()),
+        format!("sqlite:{}", path.display()),
+    ] {
+        let pool = DbPool::connect(&url, &PoolOptions::default()).unwrap();
+        assert_eq!(pool.url(), url);
+        pool.get().unwrap();
+    }
+    assert!(path.exists());
+    let mem = DbPool::connect("sqlite::memory:", &PoolOptions::default()).unwrap();
+    mem.get().unwrap();
+}
+
+#[test]
+fn postgres_pool_reports_its_dialect() {
+    let db = TestDb::postgres();
+    assert_eq!(db.pool().dialect(), Dialect::Postgres);
+    assert!(db.pool().url().starts_with("postgres://"));
+}
+
+both_backends! {
+    fn driver_errors_are_classified(db: &TestDb) {
+        use manna_store_diesel::{Changes, VersionedTable};
+        db.exec("CREATE TABLE u (id BIGINT PRIMARY KEY, email TEXT UNIQUE, version INTEGER NOT NULL DEFAULT 1); \
+                 INSERT INTO u (id, email) VALUES (1, 'a@x'), (2, 'b@x')");
+        let t = VersionedTable::new("u").unwrap();
+        let mut c = db.conn();
+        let err = t.update(&mut c, 2, 1, &Changes::new().set("email", "a@x").unwrap()).unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Constraint, "{err}");
+        assert!(!err.to_string().contains("a@x"), "no values in messages: {err}");
+        let err = VersionedTable::new("missing").unwrap().update(&mut c, 1, 1, &Changes::new()).unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::NotFound, "{err}");
+    }
+}
