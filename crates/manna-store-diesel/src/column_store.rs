@@ -130,7 +130,10 @@ impl DieselStore {
 
     /// Opens a pool for `url` with default [`PoolOptions`].
     pub fn connect(url: &str) -> Result<Self, Error> {
-        Ok(DieselStore::new(DbPool::connect(url, &PoolOptions::default())?))
+        Ok(DieselStore::new(DbPool::connect(
+            url,
+            &PoolOptions::default(),
+        )?))
     }
 
     /// The pool (for schema set-up or application queries).
@@ -151,9 +154,8 @@ impl DieselStore {
                 column.table, column.id_column
             ))
         })?;
-        let value_type = find(column.column.as_str()).ok_or_else(|| {
-            Error::not_found(format!("column {column} does not exist"))
-        })?;
+        let value_type = find(column.column.as_str())
+            .ok_or_else(|| Error::not_found(format!("column {column} does not exist")))?;
         let dialect = conn.dialect();
         let id_kind = id_kind(dialect, &id_type).ok_or_else(|| {
             Error::unsupported(format!(
@@ -260,7 +262,9 @@ fn push_id_value(q: &mut Sql, kind: IdKind, id: &RowId) -> Result<(), Error> {
             q.bind(Bind::Int(*i));
         }
         (IdKind::Uuid, RowId::Text(s)) if q.dialect() == Dialect::Postgres => {
-            q.push("CAST(").bind(Bind::Text(s.clone())).push(" AS uuid)");
+            q.push("CAST(")
+                .bind(Bind::Text(s.clone()))
+                .push(" AS uuid)");
         }
         (IdKind::Text | IdKind::Uuid, RowId::Text(s)) => {
             q.bind(Bind::Text(s.clone()));
@@ -296,11 +300,7 @@ fn push_range(q: &mut Sql, column: &ColumnRef, kind: IdKind, range: &IdRange) ->
     Ok(())
 }
 
-fn rows_from(
-    q: Sql,
-    conn: &mut AnyConn<'_>,
-    kind: IdKind,
-) -> Result<Vec<Row>, Error> {
+fn rows_from(q: Sql, conn: &mut AnyConn<'_>, kind: IdKind) -> Result<Vec<Row>, Error> {
     Ok(match kind {
         IdKind::Int => q
             .load::<IntRow>(conn)?
@@ -520,7 +520,9 @@ impl ColumnStore for DieselStore {
                     Vec::new()
                 } else {
                     match conn.dialect() {
-                        Dialect::Postgres => write_pg(conn, column, info.id_kind, rewrites, options)?,
+                        Dialect::Postgres => {
+                            write_pg(conn, column, info.id_kind, rewrites, options)?
+                        }
                         Dialect::Sqlite => {
                             write_sqlite(conn, column, info.id_kind, rewrites, options)?
                         }
@@ -584,7 +586,11 @@ impl ColumnStore for DieselStore {
 }
 
 fn bind_id_array(q: &mut Sql, kind: IdKind, ids: &[RowId]) -> Result<(), Error> {
-    let mismatch = || Error::unsupported(format!("row ids do not match the key column's type ({kind:?})"));
+    let mismatch = || {
+        Error::unsupported(format!(
+            "row ids do not match the key column's type ({kind:?})"
+        ))
+    };
     match kind {
         IdKind::Int => {
             let v = ids
@@ -594,7 +600,9 @@ fn bind_id_array(q: &mut Sql, kind: IdKind, ids: &[RowId]) -> Result<(), Error> 
                     RowId::Text(_) => Err(mismatch()),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            q.push("CAST(").bind(Bind::IntArray(v)).push(" AS BIGINT[])");
+            q.push("CAST(")
+                .bind(Bind::IntArray(v))
+                .push(" AS BIGINT[])");
         }
         _ => {
             let v = ids
@@ -604,7 +612,11 @@ fn bind_id_array(q: &mut Sql, kind: IdKind, ids: &[RowId]) -> Result<(), Error> 
                     RowId::Int(_) => Err(mismatch()),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let cast = if kind == IdKind::Uuid { "UUID[]" } else { "TEXT[]" };
+            let cast = if kind == IdKind::Uuid {
+                "UUID[]"
+            } else {
+                "TEXT[]"
+            };
             q.push("CAST(")
                 .bind(Bind::TextArray(v))
                 .push(" AS ")

@@ -73,8 +73,7 @@ impl AnyConn<'_> {
             AnyConn::Pg(c) => Tm::begin_transaction(&mut **c),
             #[cfg(feature = "sqlite")]
             AnyConn::Sqlite(c) => {
-                let depth = Tm::transaction_manager_status_mut(&mut **c)
-                    .transaction_depth()?;
+                let depth = Tm::transaction_manager_status_mut(&mut **c).transaction_depth()?;
                 if depth.is_none() {
                     Tm::begin_transaction_sql(&mut **c, "BEGIN IMMEDIATE")
                 } else {

@@ -301,7 +301,11 @@ impl<C: EncryptedColumn> Sealed<C> {
     }
 
     /// Decrypts a value sealed with [`seal_for_row`](Self::seal_for_row).
-    pub fn open_for_row(&self, keyring: &Keyring, id: impl fmt::Display) -> Result<Plaintext, Error> {
+    pub fn open_for_row(
+        &self,
+        keyring: &Keyring,
+        id: impl fmt::Display,
+    ) -> Result<Plaintext, Error> {
         let aad = C::row_aad(&id);
         keyring
             .decrypt(&self.ciphertext, aad.as_bytes())
@@ -404,9 +408,10 @@ mod sqlite {
 
     impl<C: EncryptedColumn> FromSql<Text, Sqlite> for Sealed<C> {
         fn from_sql(value: SqliteValue<'_, '_, '_>) -> deserialize::Result<Self> {
-            Ok(Sealed::from_ciphertext(
-                <String as FromSql<Text, Sqlite>>::from_sql(value)?,
-            ))
+            Ok(Sealed::from_ciphertext(<String as FromSql<
+                Text,
+                Sqlite,
+            >>::from_sql(value)?))
         }
     }
 }

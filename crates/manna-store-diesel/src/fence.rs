@@ -137,8 +137,6 @@ impl Fence {
             .push(" WHERE resource = ")
             .bind(Bind::Text(resource.to_owned()));
         let rows: Vec<TokenRow> = q.load(conn)?;
-        Ok(rows
-            .first()
-            .map(|r| u64::try_from(r.token).unwrap_or(0)))
+        Ok(rows.first().map(|r| u64::try_from(r.token).unwrap_or(0)))
     }
 }

@@ -1,7 +1,7 @@
 //! Idempotent compare-and-set keyed by an operation id (the seed's
 //! `safe_cursor_update`).
 
-use diesel::sql_types::{Nullable, Text, BigInt};
+use diesel::sql_types::{BigInt, Nullable, Text};
 use manna_lock::ConflictError;
 use manna_migrate::Ident;
 
@@ -90,7 +90,8 @@ impl IdempotentCas {
     pub fn new(table: VersionedTable) -> Self {
         IdempotentCas {
             table,
-            operations: Ident::new(OPERATIONS_TABLE).expect("the default name is a valid identifier"),
+            operations: Ident::new(OPERATIONS_TABLE)
+                .expect("the default name is a valid identifier"),
         }
     }
 
@@ -127,7 +128,8 @@ impl IdempotentCas {
     ) -> Result<CasOutcome, Error> {
         let id = id.into();
         let conn = &mut conn.any();
-        let res = conn.write_transaction(|c| self.apply_in(c, operation_id, &id, expected, changes));
+        let res =
+            conn.write_transaction(|c| self.apply_in(c, operation_id, &id, expected, changes));
         match res {
             Ok(outcome) => Ok(outcome),
             Err(TxError::Conflict(c)) => Ok(CasOutcome::Conflict(c)),
@@ -162,9 +164,10 @@ impl IdempotentCas {
                 .push(" WHERE operation_id = ")
                 .bind(Bind::Text(operation_id.to_owned()));
             let rows: Vec<OperationRow> = sel.load(c)?;
-            let row = rows.into_iter().next().ok_or_else(|| {
-                Error::other("operation record vanished while being read")
-            })?;
+            let row = rows
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::other("operation record vanished while being read"))?;
             if row.entity != entity || row.row_id != row_id {
                 return Err(Error::OperationReused {
                     operation_id: operation_id.to_owned(),

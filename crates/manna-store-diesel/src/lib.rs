@@ -17,9 +17,7 @@ mod versioned;
 
 pub use column_store::DieselStore;
 pub use conn::{Dialect, StoreConnection};
-pub use encrypted::{
-    default_keyring, install_default_keyring, Encrypted, EncryptedColumn, Sealed,
-};
+pub use encrypted::{default_keyring, install_default_keyring, Encrypted, EncryptedColumn, Sealed};
 pub use error::Error;
 pub use fence::Fence;
 pub use idempotent::{CasOutcome, IdempotentCas};

@@ -292,9 +292,9 @@ impl crate::conn::StoreConnection for DbConnection {
     fn any(&mut self) -> AnyConn<'_> {
         match self {
             #[cfg(feature = "postgres")]
-            DbConnection::Postgres(c) => AnyConn::Pg(&mut **c),
+            DbConnection::Postgres(c) => AnyConn::Pg(c),
             #[cfg(feature = "sqlite")]
-            DbConnection::Sqlite(c) => AnyConn::Sqlite(&mut **c),
+            DbConnection::Sqlite(c) => AnyConn::Sqlite(c),
         }
     }
 }

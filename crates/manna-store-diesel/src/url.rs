@@ -187,7 +187,10 @@ mod tests {
         let u = DatabaseUrl::parse("postgres://app:hunter2@db/x?password=hunter3").unwrap();
         let shown = format!("{u} {u:?}");
         assert!(!shown.contains("hunter"), "{shown}");
-        assert_eq!(redact_url("host=db password=pw user=u"), "host=db password=*** user=u");
+        assert_eq!(
+            redact_url("host=db password=pw user=u"),
+            "host=db password=*** user=u"
+        );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

@@ -38,7 +38,9 @@ impl Key {
                 q.bind(Bind::Text(s.clone()));
             }
             Key::Uuid(s) if q.dialect() == Dialect::Postgres => {
-                q.push("CAST(").bind(Bind::Text(s.clone())).push(" AS uuid)");
+                q.push("CAST(")
+                    .bind(Bind::Text(s.clone()))
+                    .push(" AS uuid)");
             }
             Key::Uuid(s) => {
                 q.bind(Bind::Text(s.clone()));
@@ -369,7 +371,11 @@ impl VersionedTable {
     }
 
     /// Why a guarded statement matched no row.
-    pub(crate) fn conflict(&self, conn: &mut AnyConn<'_>, id: &Key) -> Result<ConflictError, Error> {
+    pub(crate) fn conflict(
+        &self,
+        conn: &mut AnyConn<'_>,
+        id: &Key,
+    ) -> Result<ConflictError, Error> {
         Ok(match self.version_any(conn, id)? {
             None => ConflictError::row_gone(self.table.as_str(), id.to_string()),
             Some(_) => ConflictError::row_changed(self.table.as_str(), id.to_string()),

@@ -20,12 +20,20 @@ fn int_table(db: &TestDb, n: i64) -> ColumnRef {
     ));
     let values: Vec<String> = (1..=n).map(|i| format!("('old-{i}')")).collect();
     if n > 0 {
-        db.exec(&format!("INSERT INTO items (token) VALUES {}", values.join(", ")));
+        db.exec(&format!(
+            "INSERT INTO items (token) VALUES {}",
+            values.join(", ")
+        ));
     }
     ColumnRef::parse("items.token", "id").unwrap()
 }
 
-fn scan_all(s: &DieselStore, col: &ColumnRef, range: &IdRange, page: usize) -> Vec<manna_migrate::Row> {
+fn scan_all(
+    s: &DieselStore,
+    col: &ColumnRef,
+    range: &IdRange,
+    page: usize,
+) -> Vec<manna_migrate::Row> {
     let mut out = Vec::new();
     let mut r = range.clone();
     loop {

@@ -3,7 +3,6 @@
 use manna_lock::FencingToken;
 use manna_store_diesel::{Changes, Error, Fence, StoreConnection, VersionedTable};
 
-
 both_backends! {
     fn stale_token_is_refused_and_writes_nothing(db: &TestDb) {
         db.exec("CREATE TABLE jobs (id BIGINT PRIMARY KEY, owner TEXT, version INTEGER NOT NULL DEFAULT 1); \

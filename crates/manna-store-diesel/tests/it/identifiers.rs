@@ -4,7 +4,6 @@ use manna_migrate::{ColumnRef, IdentError};
 use manna_store_diesel::schema::{add_version_column, add_version_columns, table_columns};
 use manna_store_diesel::{Changes, Error, Fence, IdempotentCas, VersionedTable};
 
-
 const ATTACKS: [&str; 6] = [
     "victim; DROP TABLE victim",
     "victim\"; DROP TABLE victim; --",

@@ -9,7 +9,7 @@ mod support;
 mod column_store;
 mod encrypted;
 mod fence;
-mod identifiers;
 mod idempotent;
+mod identifiers;
 mod pool;
 mod versioned;

@@ -34,11 +34,18 @@ fn sqlite_connections_get_wal_busy_timeout_and_foreign_keys() {
     let db = TestDb::sqlite();
     assert_eq!(db.pool().dialect(), Dialect::Sqlite);
     assert_eq!(
-        db.scalar_text("SELECT journal_mode AS v FROM pragma_journal_mode").as_deref(),
+        db.scalar_text("SELECT journal_mode AS v FROM pragma_journal_mode")
+            .as_deref(),
         Some("wal")
     );
-    assert_eq!(db.scalar_i64("SELECT foreign_keys AS v FROM pragma_foreign_keys"), 1);
-    assert_eq!(db.scalar_i64("SELECT timeout AS v FROM pragma_busy_timeout"), 5000);
+    assert_eq!(
+        db.scalar_i64("SELECT foreign_keys AS v FROM pragma_foreign_keys"),
+        1
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT timeout AS v FROM pragma_busy_timeout"),
+        5000
+    );
 }
 
 #[test]

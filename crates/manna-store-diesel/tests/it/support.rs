@@ -56,8 +56,14 @@ macro_rules! on_conn {
 
 /// A database for one test; dropped (PostgreSQL schema / SQLite file) at the end.
 pub(crate) enum TestDb {
-    Pg { pool: DbPool, schema: String },
-    Sqlite { pool: DbPool, _dir: tempfile::TempDir },
+    Pg {
+        pool: DbPool,
+        schema: String,
+    },
+    Sqlite {
+        pool: DbPool,
+        _dir: tempfile::TempDir,
+    },
 }
 
 impl TestDb {
@@ -115,7 +121,11 @@ impl TestDb {
             #[diesel(sql_type = diesel::sql_types::BigInt)]
             v: i64,
         }
-        let rows: Vec<R> = on_conn!(self, |c| diesel::RunQueryDsl::load(diesel::sql_query(sql), c).unwrap());
+        let rows: Vec<R> = on_conn!(self, |c| diesel::RunQueryDsl::load(
+            diesel::sql_query(sql),
+            c
+        )
+        .unwrap());
         rows[0].v
     }
 
@@ -125,7 +135,11 @@ impl TestDb {
             #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
             v: Option<String>,
         }
-        let rows: Vec<R> = on_conn!(self, |c| diesel::RunQueryDsl::load(diesel::sql_query(sql), c).unwrap());
+        let rows: Vec<R> = on_conn!(self, |c| diesel::RunQueryDsl::load(
+            diesel::sql_query(sql),
+            c
+        )
+        .unwrap());
         rows.into_iter().next().and_then(|r| r.v)
     }
 }

@@ -22,7 +22,11 @@ fn read_account(db: &TestDb, id: i64) -> Account {
     let sql = format!(
         "SELECT CAST(balance AS BIGINT) AS balance, CAST(version AS BIGINT) AS version FROM accounts WHERE id = {id}"
     );
-    let rows: Vec<Account> = on_conn!(db, |c| diesel::RunQueryDsl::load(diesel::sql_query(&sql), c).unwrap());
+    let rows: Vec<Account> = on_conn!(db, |c| diesel::RunQueryDsl::load(
+        diesel::sql_query(&sql),
+        c
+    )
+    .unwrap());
     rows.into_iter().next().unwrap()
 }
 
