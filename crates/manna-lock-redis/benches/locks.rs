@@ -6,6 +6,10 @@
 //!   same loop with the `rslock` crate.
 //! - `lock_handoff`: time from a holder's release to a waiting acquirer
 //!   holding the lock.
+//! - `lock_contended`: two contenders (separate connections) each take and
+//!   release the same lock; one iteration = one acquisition by each. manna
+//!   waits on release notifications; rslock retries after a random delay
+//!   (default: up to 200 ms; also measured with 5 ms).
 //!
 //! `cargo bench -p manna-lock-redis --bench locks`
 #![allow(missing_docs, clippy::expect_used)]
@@ -121,9 +125,92 @@ fn handoff(c: &mut Criterion) {
     g.finish();
 }
 
+fn contended(c: &mut Criterion) {
+    let rt = runtime();
+    let managers = [
+        LockManager::new(rt.block_on(backend()) as Arc<dyn LockBackend>),
+        LockManager::new(rt.block_on(backend()) as Arc<dyn LockBackend>),
+    ];
+    let ttl = Duration::from_secs(10);
+    let mut g = c.benchmark_group("lock_contended");
+    g.sample_size(10);
+    g.bench_function("manna_2_contenders", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let managers = managers.clone();
+            async move {
+                let started = Instant::now();
+                let tasks: Vec<_> = managers
+                    .into_iter()
+                    .map(|m| {
+                        tokio::spawn(async move {
+                            for _ in 0..iters {
+                                let g = m
+                                    .acquire("bench:contended", ttl, Duration::from_secs(30))
+                                    .await
+                                    .expect("acquire");
+                                tokio::task::yield_now().await;
+                                assert!(g.release().await.expect("release"));
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.expect("contender");
+                }
+                started.elapsed()
+            }
+        })
+    });
+    for (label, delay) in [
+        ("rslock_default_2_contenders", None),
+        (
+            "rslock_retry_5ms_2_contenders",
+            Some(Duration::from_millis(5)),
+        ),
+    ] {
+        let locks: Vec<Arc<rslock::LockManager>> = (0..2)
+            .map(|_| {
+                let mut m = rslock::LockManager::new(vec![url()]);
+                if let Some(d) = delay {
+                    m.set_retry(3, d);
+                }
+                Arc::new(m)
+            })
+            .collect();
+        g.bench_function(label, |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let locks = locks.clone();
+                async move {
+                    let started = Instant::now();
+                    let tasks: Vec<_> = locks
+                        .into_iter()
+                        .map(|m| {
+                            tokio::spawn(async move {
+                                for _ in 0..iters {
+                                    let guard = m
+                                        .acquire("bench:rslock-contended", ttl)
+                                        .await
+                                        .expect("rslock acquire");
+                                    tokio::task::yield_now().await;
+                                    guard.release().await;
+                                }
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.expect("contender");
+                    }
+                    started.elapsed()
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
-    targets = uncontended, handoff
+    targets = uncontended, handoff, contended
 }
 criterion_main!(benches);

@@ -24,3 +24,9 @@ pub async fn lock_manager_from_env() -> Result<LockManager, LockError> {
         None => LockManager::in_memory(),
     })
 }
+
+/// The locking guide (`docs/locking.md`): when to use optimistic locking or
+/// a distributed lock, why fencing tokens, and what Redis can guarantee. Its
+/// examples run as doctests of this crate.
+#[doc = include_str!("../../../docs/locking.md")]
+pub mod guide {}
