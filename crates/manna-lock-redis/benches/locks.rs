@@ -122,6 +122,39 @@ fn handoff(c: &mut Criterion) {
             }
         })
     });
+    let rs_holder = Arc::new(rslock::LockManager::new(vec![url()]));
+    let rs_waiter = Arc::new(rslock::LockManager::new(vec![url()]));
+    g.sample_size(10);
+    g.bench_function("rslock_release_to_waiter_acquired", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (holder, waiter) = (rs_holder.clone(), rs_waiter.clone());
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let guard = holder
+                        .acquire("bench:rslock-handoff", ttl)
+                        .await
+                        .expect("holder");
+                    let w = waiter.clone();
+                    let task = tokio::spawn(async move {
+                        let g = w
+                            .acquire("bench:rslock-handoff", ttl)
+                            .await
+                            .expect("waiter");
+                        let at = Instant::now();
+                        g.release().await;
+                        at
+                    });
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                    let released = Instant::now();
+                    guard.release().await;
+                    let acquired = task.await.expect("waiter task");
+                    total += acquired - released;
+                }
+                total
+            }
+        })
+    });
     g.finish();
 }
 

@@ -1,5 +1,6 @@
 //! The Redis implementation of the lock port.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use manna_lock::{
     async_trait, validate_request, Attempt, FencingToken, Lease, LockBackend, LockError,
     ReleaseNotifier, ReleaseWatch,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::{Client, RedisError};
 use tokio::task::JoinHandle;
 
@@ -20,15 +21,16 @@ use crate::RedisLockConfig;
 ///
 /// - One multiplexed, auto-reconnecting connection (`ConnectionManager`) for
 ///   all commands, shared by every task using this backend, plus one pub/sub
-///   connection that listens for releases.
+///   connection on which waiters subscribe to the locks they wait for.
 /// - Acquire is one round trip: a Lua script does `SET key owner NX PX ttl`
 ///   and, if it succeeded, `INCR`s the lock's fencing counter. Release and
 ///   extend are compare-and-act scripts on the random owner value; release
 ///   publishes the lock name so waiters wake at once (no polling).
 /// - Keys, with the default namespace: `manna:lock:{NAME}` (the lease) and
-///   `manna:lock:{NAME}:fence` (the fencing counter, no TTL); channel
-///   `manna:lock:released`. The braces are a Redis Cluster hash tag: both
-///   keys of a lock live in the same slot.
+///   `manna:lock:{NAME}:fence` (the fencing counter, no TTL); releases are
+///   published on `manna:lock:{NAME}:released`, to which only waiters
+///   subscribe (an uncontended release is delivered to nobody). The braces
+///   are a Redis Cluster hash tag: both keys of a lock live in the same slot.
 /// - Unreachable or silent Redis: calls fail with
 ///   [`LockError::Unavailable`] naming the URL (password redacted) after at
 ///   most the response timeout.
@@ -48,12 +50,75 @@ pub struct RedisBackend {
     conn: ConnectionManager,
     scripts: Scripts,
     namespace: String,
-    channel: String,
     describe: String,
     secret: Option<String>,
+    response_timeout: Duration,
     notifier: ReleaseNotifier,
-    listening: Arc<AtomicBool>,
+    subs: Arc<Subscriptions>,
     listener: JoinHandle<()>,
+}
+
+/// The per-lock release channels this backend's waiters are subscribed to,
+/// and the sink of the pub/sub connection (`None` while disconnected).
+#[derive(Default)]
+struct Subscriptions {
+    counts: std::sync::Mutex<HashMap<String, usize>>,
+    sink: tokio::sync::Mutex<Option<PubSubSink>>,
+    listening: AtomicBool,
+}
+
+impl Subscriptions {
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        // Updates are single inserts/removes: a poisoned map is still sound.
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Ends a watch's share of a channel subscription; the last one out
+/// unsubscribes.
+struct SubscriptionShare {
+    subs: Arc<Subscriptions>,
+    channel: String,
+    timeout: Duration,
+}
+
+impl Drop for SubscriptionShare {
+    fn drop(&mut self) {
+        let last = {
+            let mut counts = self.subs.counts();
+            match counts.get_mut(&self.channel) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                _ => {
+                    counts.remove(&self.channel);
+                    true
+                }
+            }
+        };
+        if !last {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (subs, channel, timeout) = (
+            Arc::clone(&self.subs),
+            std::mem::take(&mut self.channel),
+            self.timeout,
+        );
+        drop(handle.spawn(async move {
+            let mut sink = subs.sink.lock().await;
+            // Re-check under the sink lock: a new watch may have subscribed.
+            if subs.counts().contains_key(&channel) {
+                return;
+            }
+            if let Some(sink) = sink.as_mut() {
+                let _ = tokio::time::timeout(timeout, sink.unsubscribe(&channel)).await;
+            }
+        }));
+    }
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -61,7 +126,7 @@ impl std::fmt::Debug for RedisBackend {
         f.debug_struct("RedisBackend")
             .field("backend", &self.describe)
             .field("namespace", &self.namespace)
-            .field("listening", &self.listening.load(Ordering::Relaxed))
+            .field("listening", &self.is_listening())
             .finish()
     }
 }
@@ -108,25 +173,23 @@ impl RedisBackend {
                 )))
             }
         };
-        let channel = format!("{}released", config.namespace);
         let notifier = ReleaseNotifier::new();
-        let listening = Arc::new(AtomicBool::new(false));
+        let subs = Arc::new(Subscriptions::default());
         let listener = tokio::spawn(listen(
             client,
-            channel.clone(),
             notifier.clone(),
-            Arc::clone(&listening),
+            Arc::clone(&subs),
             config.connect_timeout,
         ));
         Ok(Self {
             conn,
             scripts: Scripts::new(),
             namespace: config.namespace,
-            channel,
             describe,
             secret,
+            response_timeout: config.response_timeout,
             notifier,
-            listening,
+            subs,
             listener,
         })
     }
@@ -153,7 +216,7 @@ impl RedisBackend {
     /// Whether the release listener is subscribed (waiters are woken by
     /// notification rather than backoff).
     pub fn is_listening(&self) -> bool {
-        self.listening.load(Ordering::Acquire)
+        self.subs.listening.load(Ordering::Acquire)
     }
 
     /// Waits up to `timeout` for the release listener to subscribe; `true`
@@ -177,6 +240,11 @@ impl RedisBackend {
     /// The key holding the fencing counter of lock `name`.
     pub fn fence_key(&self, name: &str) -> String {
         format!("{}{{{name}}}:fence", self.namespace)
+    }
+
+    /// The channel on which releases of lock `name` are published.
+    pub fn release_channel(&self, name: &str) -> String {
+        format!("{}{{{name}}}:released", self.namespace)
     }
 
     fn map_err(&self, e: RedisError) -> LockError {
@@ -257,7 +325,7 @@ impl LockBackend for RedisBackend {
             .release
             .key(self.lock_key(lease.name()))
             .arg(lease.owner())
-            .arg(&self.channel)
+            .arg(self.release_channel(lease.name()))
             .arg(lease.name())
             .invoke_async(&mut conn)
             .await
@@ -297,46 +365,72 @@ impl LockBackend for RedisBackend {
     }
 
     fn watch(&self, name: &str) -> ReleaseWatch {
-        if self.is_listening() {
-            self.notifier.watch(name)
-        } else {
-            ReleaseWatch::unsupported()
+        if !self.is_listening() {
+            return ReleaseWatch::unsupported();
         }
+        let channel = self.release_channel(name);
+        *self.subs.counts().entry(channel.clone()).or_insert(0) += 1;
+        let share = SubscriptionShare {
+            subs: Arc::clone(&self.subs),
+            channel: channel.clone(),
+            timeout: self.response_timeout,
+        };
+        let subs = Arc::clone(&self.subs);
+        let timeout = self.response_timeout;
+        self.notifier
+            .watch(name)
+            .when_ready(async move {
+                let mut sink = subs.sink.lock().await;
+                match sink.as_mut() {
+                    // SUBSCRIBE is idempotent; its confirmation means every
+                    // later release on the channel reaches us.
+                    Some(sink) => matches!(
+                        tokio::time::timeout(timeout, sink.subscribe(&channel)).await,
+                        Ok(Ok(()))
+                    ),
+                    None => false,
+                }
+            })
+            .on_drop(share)
     }
 }
 
-/// Keeps a pub/sub connection subscribed to the release channel, forwarding
-/// each released name to the notifier; reconnects with backoff.
+/// Keeps a pub/sub connection open, subscribed to the release channels that
+/// waiters need, forwarding each released name to the notifier; reconnects
+/// with backoff and resubscribes.
 async fn listen(
     client: Client,
-    channel: String,
     notifier: ReleaseNotifier,
-    listening: Arc<AtomicBool>,
+    subs: Arc<Subscriptions>,
     connect_timeout: Duration,
 ) {
     let mut delay = Duration::from_millis(20);
     loop {
         let connected = tokio::time::timeout(connect_timeout, async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, RedisError>(pubsub)
+            let (mut sink, stream) = client.get_async_pubsub().await?.split();
+            let channels: Vec<String> = subs.counts().keys().cloned().collect();
+            if !channels.is_empty() {
+                sink.subscribe(channels).await?;
+            }
+            Ok::<_, RedisError>((sink, stream))
         })
         .await;
         match connected {
-            Ok(Ok(pubsub)) => {
+            Ok(Ok((sink, mut messages))) => {
                 delay = Duration::from_millis(20);
-                listening.store(true, Ordering::Release);
+                *subs.sink.lock().await = Some(sink);
+                subs.listening.store(true, Ordering::Release);
                 // Releases may have been missed while we were away.
                 notifier.wake_all();
-                let mut messages = pubsub.into_on_message();
                 while let Some(msg) = messages.next().await {
                     if let Ok(name) = msg.get_payload::<String>() {
                         notifier.notify(&name);
                     }
                 }
-                listening.store(false, Ordering::Release);
+                subs.listening.store(false, Ordering::Release);
+                *subs.sink.lock().await = None;
                 notifier.wake_all();
-                tracing::warn!(%channel, "lock release listener disconnected; reconnecting");
+                tracing::warn!("lock release listener disconnected; reconnecting");
             }
             Ok(Err(e)) => tracing::debug!(error = %e, "lock release listener cannot connect"),
             Err(_) => tracing::debug!("lock release listener connect timed out"),

@@ -12,11 +12,13 @@ use redis::Script;
 /// fewer than a million locks per second were taken on that name.
 const ACQUIRE: &str = r"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  if redis.call('EXISTS', KEYS[2]) == 0 then
+  local token = redis.call('INCR', KEYS[2])
+  if token == 1 then
     local now = redis.call('TIME')
     redis.call('SET', KEYS[2], now[1] .. string.format('%06d', tonumber(now[2])))
+    token = redis.call('INCR', KEYS[2])
   end
-  return {1, redis.call('INCR', KEYS[2])}
+  return {1, token}
 end
 return {0, redis.call('PTTL', KEYS[1])}
 ";

@@ -74,48 +74,89 @@ pub enum Attempt {
     },
 }
 
-/// A one-shot wake-up that resolves when a lock *may* have become free (it was
-/// released). Obtain it with [`LockBackend::watch`] **before** the
-/// acquisition attempt it follows, so a release in between is not missed.
+/// A subscription to the release events of one lock name, used by a waiter.
 ///
-/// A watch may resolve spuriously (callers simply try again). A backend that
+/// Obtain it with [`LockBackend::watch`]; await [`ReleaseWatch::ready`]
+/// (the backend confirms the subscription), then *try again* before waiting:
+/// a release that happened before the subscription took effect is then seen
+/// by that attempt, and every later one wakes [`ReleaseWatch::released`].
+/// Wake-ups may be spurious (callers simply try again). A backend that
 /// cannot notify returns [`ReleaseWatch::unsupported`], and the
 /// [`LockManager`](crate::LockManager) falls back to backoff with jitter.
 pub struct ReleaseWatch {
-    fut: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    name: Arc<str>,
+    rx: Option<broadcast::Receiver<Event>>,
+    ready: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
+    _guard: Option<Box<dyn Send>>,
 }
 
 impl fmt::Debug for ReleaseWatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReleaseWatch")
+            .field("name", &self.name)
             .field("supported", &self.is_supported())
+            .field("ready", &self.ready.is_none())
             .finish()
     }
 }
 
 impl ReleaseWatch {
-    /// A watch that resolves when `fut` does.
-    pub fn new(fut: impl Future<Output = ()> + Send + 'static) -> Self {
+    /// A watch for a backend that cannot notify: it never wakes.
+    pub fn unsupported() -> Self {
         Self {
-            fut: Some(Box::pin(fut)),
+            name: Arc::from(""),
+            rx: None,
+            ready: None,
+            _guard: None,
         }
     }
 
-    /// A watch for a backend that cannot notify: it never resolves.
-    pub fn unsupported() -> Self {
-        Self { fut: None }
+    /// Makes [`ReleaseWatch::ready`] wait for `fut`, which confirms the
+    /// backend subscription (`false`: it failed, and the watch becomes
+    /// unsupported).
+    pub fn when_ready(mut self, fut: impl Future<Output = bool> + Send + 'static) -> Self {
+        self.ready = Some(Box::pin(fut));
+        self
     }
 
-    /// Whether this watch can resolve at all.
+    /// Keeps `guard` alive as long as the watch, and drops it with the watch
+    /// (backends use this to end their subscription).
+    pub fn on_drop(mut self, guard: impl Send + 'static) -> Self {
+        self._guard = Some(Box::new(guard));
+        self
+    }
+
+    /// Whether this watch can wake at all.
     pub fn is_supported(&self) -> bool {
-        self.fut.is_some()
+        self.rx.is_some()
     }
 
-    /// Waits for the wake-up (forever for an unsupported watch).
-    pub async fn wait(self) {
-        match self.fut {
-            Some(fut) => fut.await,
-            None => std::future::pending().await,
+    /// Waits until the subscription is in effect; returns whether the watch
+    /// is supported.
+    pub async fn ready(&mut self) -> bool {
+        if let Some(fut) = self.ready.take() {
+            if !fut.await {
+                self.rx = None;
+            }
+        }
+        self.is_supported()
+    }
+
+    /// Waits for the next release of the lock (forever for an unsupported
+    /// watch). Call [`ReleaseWatch::ready`] first.
+    pub async fn released(&mut self) {
+        self.ready().await;
+        let Some(rx) = self.rx.as_mut() else {
+            return std::future::pending().await;
+        };
+        loop {
+            match rx.recv().await {
+                Ok(Event::Released(released)) if *released == *self.name => return,
+                Ok(Event::All) => return,
+                Ok(Event::Released(_)) => continue,
+                Err(broadcast::error::RecvError::Lagged(_)) => return,
+                Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+            }
         }
     }
 }
@@ -160,25 +201,19 @@ impl ReleaseNotifier {
         let _ = self.tx.send(Event::All);
     }
 
-    /// A watch that resolves at the next [`ReleaseNotifier::notify`] for
-    /// `name` (or [`ReleaseNotifier::wake_all`]) after this call.
+    /// A watch on `name`, receiving every [`ReleaseNotifier::notify`] for it
+    /// (and every [`ReleaseNotifier::wake_all`]) from now on. Ready at once
+    /// unless the backend adds [`ReleaseWatch::when_ready`].
     pub fn watch(&self, name: &str) -> ReleaseWatch {
-        let mut rx = self.tx.subscribe();
-        let name: Arc<str> = Arc::from(name);
-        ReleaseWatch::new(async move {
-            loop {
-                match rx.recv().await {
-                    Ok(Event::Released(released)) if *released == *name => return,
-                    Ok(Event::All) => return,
-                    Ok(Event::Released(_)) => continue,
-                    Err(broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
-                }
-            }
-        })
+        ReleaseWatch {
+            name: Arc::from(name),
+            rx: Some(self.tx.subscribe()),
+            ready: None,
+            _guard: None,
+        }
     }
 
-    /// How many watches are waiting (for tests and diagnostics).
+    /// How many watches exist (for tests and diagnostics).
     pub fn watchers(&self) -> usize {
         self.tx.receiver_count()
     }
@@ -237,10 +272,11 @@ pub trait LockBackend: Send + Sync {
     /// Errors: [`LockError::Unavailable`].
     async fn is_held(&self, lease: &Lease) -> Result<bool, LockError>;
 
-    /// A wake-up for the next release of `name`. Must be called before the
-    /// attempt it follows; see [`ReleaseWatch`]. Infallible and cheap: a
-    /// backend that cannot notify right now returns
-    /// [`ReleaseWatch::unsupported`].
+    /// A subscription to the releases of `name`, for a waiter; see
+    /// [`ReleaseWatch`] for the protocol (ready, try again, then wait).
+    /// Infallible and cheap to create (any I/O happens in
+    /// [`ReleaseWatch::ready`]); a backend that cannot notify right now
+    /// returns [`ReleaseWatch::unsupported`].
     fn watch(&self, name: &str) -> ReleaseWatch;
 }
 

@@ -12,7 +12,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::backend::validate_request;
-use crate::{metric_names, Attempt, FencingToken, Lease, LockBackend, LockError, MemoryBackend};
+use crate::{
+    metric_names, Attempt, FencingToken, Lease, LockBackend, LockError, MemoryBackend, ReleaseWatch,
+};
 
 /// Default lease TTL for [`LockManager::lock_resource`]: 30 s, renewed every
 /// 10 s while held.
@@ -130,8 +132,8 @@ impl LockManager {
             .without_max_times()
             .build();
         let mut contended = false;
+        let mut watch: Option<ReleaseWatch> = None;
         loop {
-            let watch = self.backend.watch(name);
             let attempt_started = Instant::now();
             let budget = deadline.saturating_duration_since(attempt_started);
             let attempt = self
@@ -165,10 +167,19 @@ impl LockManager {
                             waited: now - started,
                         });
                     }
+                    let Some(w) = watch.as_mut() else {
+                        // Subscribe, then try again at once: a release that
+                        // happened before the subscription took effect is
+                        // seen by that attempt, every later one wakes us.
+                        let mut w = self.backend.watch(name);
+                        let _ = tokio::time::timeout(deadline - now, w.ready()).await;
+                        watch = Some(w);
+                        continue;
+                    };
                     // Retry just after the holder's lease would expire (a
                     // crashed holder never releases), or on a release event.
                     let at_expiry = expires_in.map(|e| e + Duration::from_millis(1));
-                    let nap = if watch.is_supported() {
+                    let nap = if w.is_supported() {
                         at_expiry.unwrap_or(Duration::MAX)
                     } else {
                         let step = backoff.next().unwrap_or(Duration::from_millis(250));
@@ -176,7 +187,7 @@ impl LockManager {
                     };
                     let nap = nap.min(deadline - now);
                     tokio::select! {
-                        () = watch.wait() => {}
+                        () = w.released() => {}
                         () = tokio::time::sleep(nap) => {}
                     }
                 }

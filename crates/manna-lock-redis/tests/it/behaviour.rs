@@ -161,6 +161,11 @@ async fn waiters_are_woken_by_pubsub_not_by_polling() {
         // The waiter sits blocked for a while; then the holder releases.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert!(!task.is_finished());
+        assert_eq!(
+            numsub(&mut admin, "manna:lock:{wake}:released").await,
+            1,
+            "the waiter subscribes to the lock's channel"
+        );
         let token = g.token();
         assert!(g.release().await.unwrap());
         let got = task.await.unwrap().unwrap();
@@ -189,6 +194,26 @@ async fn waiters_are_woken_by_pubsub_not_by_polling() {
         // made dozens in 1.5 s.
         assert!(evals <= 5, "waiter polled: {evals} scripts ran\n{stats}");
         assert!(got.release().await.unwrap());
+        // The subscription ends with the wait: releases nobody waits for are
+        // delivered to nobody.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while numsub(&mut admin, "manna:lock:{wake}:released").await != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "waiter never unsubscribed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     })
     .await;
+}
+
+async fn numsub(admin: &mut redis::aio::MultiplexedConnection, channel: &str) -> u64 {
+    let (_, n): (String, u64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query_async(admin)
+        .await
+        .unwrap();
+    n
 }

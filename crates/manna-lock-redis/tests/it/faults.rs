@@ -92,10 +92,12 @@ async fn redis_paused_past_the_ttl() {
 async fn redis_killed_then_restarted() {
     let mut server = PrivateRedis::start(&[]);
     let url = server.url();
-    let backend = bounded(10, RedisBackend::connect(RedisLockConfig::new(&url)))
-        .await
-        .unwrap();
-    let m = LockManager::new(Arc::new(backend));
+    let backend = Arc::new(
+        bounded(10, RedisBackend::connect(RedisLockConfig::new(&url)))
+            .await
+            .unwrap(),
+    );
+    let m = LockManager::new(backend.clone());
     let g = bounded(
         10,
         m.acquire("killed", Duration::from_secs(5), Duration::from_secs(1)),
@@ -145,6 +147,10 @@ async fn redis_killed_then_restarted() {
     assert!(
         after.token() > before,
         "tokens must keep increasing across a restart that lost the data"
+    );
+    assert!(
+        bounded(20, backend.wait_listening(Duration::from_secs(15))).await,
+        "the release listener must reconnect after the restart"
     );
     assert!(bounded(10, after.release()).await.unwrap());
 }
