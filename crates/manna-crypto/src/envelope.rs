@@ -138,7 +138,40 @@ pub(crate) fn is_fernet_token(value: &str) -> bool {
     else {
         return false;
     };
-    raw.len() >= FERNET_MIN_LEN && raw[0] == 0x80 && (raw.len() - (1 + 8 + 16 + 32)) % 16 == 0
+    raw.len() >= FERNET_MIN_LEN
+        && raw[0] == 0x80
+        && (raw.len() - (1 + 8 + 16 + 32)).is_multiple_of(16)
+}
+
+/// A v1 envelope with a damaged `mn1:` prefix: key-id-shaped bytes 4–19
+/// and a terminator at byte 20. Never taken for plaintext.
+fn envelope_shaped(v: &[u8]) -> bool {
+    v.len() > HEADER_LEN
+        && matches!(v[HEADER_LEN - 1], TEXT_TERMINATOR | BINARY_TERMINATOR)
+        && v[4..HEADER_LEN - 1].iter().all(u8::is_ascii_hexdigit)
+}
+
+/// A damaged Fernet token: the length of a Fernet token (padded or not) and
+/// base64url characters but at most one. Never taken for plaintext.
+fn fernet_shaped(v: &str) -> bool {
+    let total = v.len();
+    if total < 97 {
+        return false;
+    }
+    let odd = v
+        .bytes()
+        .filter(|c| !(c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'=')))
+        .count();
+    if odd > 1 {
+        return false;
+    }
+    let stripped = v.trim_end_matches('=').len();
+    let approx = total * 3 / 4;
+    (approx.saturating_sub(4)..=approx + 1).any(|n| {
+        n >= FERNET_MIN_LEN
+            && (n - (1 + 8 + 16 + 32)).is_multiple_of(16)
+            && (4 * n.div_ceil(3) == total || (4 * n).div_ceil(3) == stripped)
+    })
 }
 
 /// Whether a value that is not a token can be taken for plain text: no
@@ -227,7 +260,11 @@ pub fn inspect(value: &str) -> Format {
         Prefix::None => {
             if is_fernet_token(value) {
                 Format::Fernet
-            } else if value.starts_with("gAAAAA") || !looks_like_text(value) {
+            } else if value.starts_with("gAAAAA")
+                || envelope_shaped(value.as_bytes())
+                || fernet_shaped(value)
+                || !looks_like_text(value)
+            {
                 Format::Unknown
             } else {
                 Format::Plaintext

@@ -9,6 +9,8 @@ pub mod metrics;
 mod plaintext;
 mod source;
 mod status;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use envelope::{inspect, inspect_bytes, Format, HEADER_LEN, NONCE_LEN, PREFIX_V1, TAG_LEN};
 pub use error::{CryptoError, DecryptError, KeyError, KeyKind};

@@ -4,5 +4,7 @@
 mod fernet_spec;
 mod format_vectors;
 mod keyring;
+mod metrics;
+mod props;
 mod python_tokens;
 mod sources;
