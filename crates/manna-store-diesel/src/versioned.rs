@@ -304,14 +304,12 @@ impl VersionedTable {
         q.push(" AND ")
             .ident(&self.version_column)
             .push(" = ")
-            .bind(Bind::Int(expected))
-            .push(" RETURNING CAST(")
-            .ident(&self.version_column)
-            .push(" AS BIGINT) AS version");
-        let rows: Vec<VersionRow> = q.load(conn).map_err(|e| self.map_err(e.into()))?;
-        match rows.first() {
-            Some(r) => Ok(r.version),
-            None => Err(self.conflict(conn, id)?.into()),
+            .bind(Bind::Int(expected));
+        // The statement matched `version = expected` and set it one higher,
+        // so the new version is known without a RETURNING round of decoding.
+        match q.execute(conn).map_err(|e| self.map_err(e.into()))? {
+            0 => Err(self.conflict(conn, id)?.into()),
+            _ => Ok(expected + 1),
         }
     }
 
