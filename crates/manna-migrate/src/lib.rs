@@ -1,9 +1,28 @@
 #![doc = include_str!("../README.md")]
 
+mod engine;
+mod error;
 mod ident;
+mod lock;
+mod options;
+mod plan;
+mod preflight;
+mod progress;
+mod report;
+mod retire;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
+pub use engine::{metric_names, Migrator};
+pub use error::MigrateError;
 pub use ident::{Ident, IdentError, MAX_IDENT_LEN};
+pub use lock::{migration_lock_name, BlockingLocks, HeldLock, MigrationLocks};
+pub use options::{AadMode, CancelToken, Mode, Options, Target};
+pub use preflight::PreflightError;
+pub use progress::{BatchProgress, LogProgress, NoProgress, Progress};
+pub use report::{Census, CensusKind, ColumnReport, Report, Status};
+pub use retire::{key_usage, ColumnKeyUsage, KeyUsage, RetiringKey};
 pub use store::{
     Checkpoint, CheckpointKey, ColumnInfo, ColumnRef, ColumnStore, Counts, IdKind, IdRange,
     Rewrite, Row, RowId, Shard, StoreError, StoreErrorKind, WriteOptions,

@@ -343,12 +343,15 @@ impl StoreError {
 ///   them, and always bind values.
 /// - [`scan`](ColumnStore::scan) returns rows of `range` in ascending key
 ///   order, at most `limit` of them (keyset pagination: `id > after ORDER BY
-///   id LIMIT limit`).
+///   id LIMIT limit`). Text keys are ordered by their bytes (PostgreSQL:
+///   `COLLATE "C"`), as [`RowId`]'s `Ord` is; otherwise pagination skips rows.
 /// - [`write_batch`](ColumnStore::write_batch) writes each [`Rewrite`] only if
 ///   the row still holds `old` (compare-and-set), in one transaction that also
 ///   stores `checkpoint`, and returns exactly the ids it wrote; the others were
 ///   changed concurrently and are conflicts. It never touches other columns
-///   (except `version` when asked).
+///   (except `version` when asked; without a version column that request is
+///   [`StoreErrorKind::Unsupported`]). With no rewrites it still saves the
+///   checkpoint (the engine also stores shard layouts this way).
 /// - Errors carry a [`StoreErrorKind`]; no driver type leaks through.
 pub trait ColumnStore: Send + Sync {
     /// Checks that the table and both columns exist and describes them.
@@ -364,8 +367,12 @@ pub trait ColumnStore: Send + Sync {
     fn split(&self, column: &ColumnRef, parts: u32) -> Result<Vec<IdRange>, StoreError>;
 
     /// Up to `limit` rows of `range` in ascending key order.
-    fn scan(&self, column: &ColumnRef, range: &IdRange, limit: usize)
-        -> Result<Vec<Row>, StoreError>;
+    fn scan(
+        &self,
+        column: &ColumnRef,
+        range: &IdRange,
+        limit: usize,
+    ) -> Result<Vec<Row>, StoreError>;
 
     /// The current rows for `ids` (missing rows are left out), in key order.
     fn read(&self, column: &ColumnRef, ids: &[RowId]) -> Result<Vec<Row>, StoreError>;

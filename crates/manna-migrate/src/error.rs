@@ -1,0 +1,81 @@
+//! Errors of a run. Messages name tables, columns, row ids and key ids, never
+//! values or keys.
+
+use manna_lock::LockError;
+
+use crate::preflight::PreflightError;
+use crate::store::StoreError;
+
+/// Why a run (or a check) could not be carried out.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MigrateError {
+    /// The options are inconsistent (one line saying what is wrong).
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
+    /// The store failed; the checkpoint of the last committed batch is kept,
+    /// so the next run continues from there.
+    #[error("{column}: {source}")]
+    Store {
+        /// `TABLE.COLUMN`.
+        column: String,
+        /// The store's error.
+        #[source]
+        source: StoreError,
+    },
+    /// Another migrator holds the column's lock.
+    #[error("{column}: another migrator is running (lock `{lock}` is held); wait for it to finish or stop it")]
+    Locked {
+        /// `TABLE.COLUMN`.
+        column: String,
+        /// The lock name.
+        lock: String,
+    },
+    /// The lock backend failed (for Redis: check `REDIS_URL` and that Redis
+    /// is running).
+    #[error("{column}: distributed lock error: {source}")]
+    Lock {
+        /// `TABLE.COLUMN`.
+        column: String,
+        /// The lock error.
+        #[source]
+        source: LockError,
+    },
+    /// `--to fernet` without a Fernet key.
+    #[error("the Fernet target needs a Fernet key: set MANNA_ENCRYPTION_KEY")]
+    NoFernetKey,
+    /// Bumping versions was asked for but the table has no version column.
+    #[error("{column}: no `version` column; add it (INTEGER NOT NULL DEFAULT 1) or do not bump versions")]
+    NoVersionColumn {
+        /// `TABLE.COLUMN`.
+        column: String,
+    },
+    /// A shard layout saved in the checkpoint table is incomplete.
+    #[error("{column}: the saved shard layout for {shards} shards is damaged: {reason}")]
+    Layout {
+        /// `TABLE.COLUMN`.
+        column: String,
+        /// Number of shards.
+        shards: u32,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Preflight found problems (one line each).
+    #[error("preflight failed:\n{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Preflight(Vec<PreflightError>),
+    /// A worker thread panicked (a bug); the checkpoint is kept.
+    #[error("{column}: a migration worker panicked")]
+    WorkerPanicked {
+        /// `TABLE.COLUMN`.
+        column: String,
+    },
+}
+
+impl MigrateError {
+    pub(crate) fn store(column: &impl ToString, source: StoreError) -> Self {
+        MigrateError::Store {
+            column: column.to_string(),
+            source,
+        }
+    }
+}

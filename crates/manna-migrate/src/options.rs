@@ -1,0 +1,290 @@
+//! What a run does and how: mode, target format, AAD binding, batching,
+//! parallelism, sharding, cancellation.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{ColumnRef, RowId, Shard};
+
+/// What a run does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Mode {
+    /// Re-encrypt every value not yet in the target format (writes).
+    #[default]
+    Migrate,
+    /// Scan and plan every value (decrypting those that would be
+    /// re-encrypted) and take a census; write nothing.
+    DryRun,
+    /// Decrypt every value, take a census by format and key id and list the
+    /// rows that fail; write nothing.
+    VerifyOnly,
+}
+
+impl Mode {
+    /// `"migrate"`, `"dry-run"` or `"verify-only"` (the report's `mode`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Mode::Migrate => "migrate",
+            Mode::DryRun => "dry-run",
+            Mode::VerifyOnly => "verify-only",
+        }
+    }
+
+    /// Whether the mode writes to the store.
+    pub fn writes(self) -> bool {
+        matches!(self, Mode::Migrate)
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// The format every value should end in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Target {
+    /// AES-256-GCM under the keyring's primary key.
+    #[default]
+    Aes256Gcm,
+    /// Legacy Fernet under the keyring's first Fernet key: the rollback.
+    Fernet,
+}
+
+impl Target {
+    /// `"aes256gcm"` or `"fernet"` (the report's `target`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Target::Aes256Gcm => "aes256gcm",
+            Target::Fernet => "fernet",
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "aes256gcm" | "aes-256-gcm" | "aes" => Ok(Target::Aes256Gcm),
+            "fernet" => Ok(Target::Fernet),
+            other => Err(format!(
+                "invalid target {other:?}: expected aes256gcm or fernet"
+            )),
+        }
+    }
+}
+
+/// What AES-256-GCM values are bound to (their associated data).
+///
+/// Fernet has no associated data: Fernet values are read and written the same
+/// way in every mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum AadMode {
+    /// `TABLE.COLUMN`: a value copied to another column does not decrypt.
+    #[default]
+    Column,
+    /// `TABLE.COLUMN:ID`: a value copied to another row does not decrypt
+    /// either (the Python peer's `f"{table}.{column}:{id}"`).
+    Row,
+    /// No associated data.
+    None,
+}
+
+impl AadMode {
+    /// The associated data of the value of row `id` in `column`.
+    ///
+    /// ```
+    /// use manna_migrate::{AadMode, ColumnRef, RowId};
+    /// let c = ColumnRef::parse("plaid_items.access_token", "id").unwrap();
+    /// assert_eq!(AadMode::Column.aad(&c, &RowId::Int(7)), b"plaid_items.access_token");
+    /// assert_eq!(AadMode::Row.aad(&c, &RowId::Int(7)), b"plaid_items.access_token:7");
+    /// assert!(AadMode::None.aad(&c, &RowId::Int(7)).is_empty());
+    /// ```
+    pub fn aad(self, column: &ColumnRef, id: &RowId) -> Vec<u8> {
+        match self {
+            AadMode::Column => column.aad_context().into_bytes(),
+            AadMode::Row => format!("{column}:{id}").into_bytes(),
+            AadMode::None => Vec::new(),
+        }
+    }
+
+    /// `"column"`, `"row"` or `"none"`.
+    pub fn label(self) -> &'static str {
+        match self {
+            AadMode::Column => "column",
+            AadMode::Row => "row",
+            AadMode::None => "none",
+        }
+    }
+}
+
+impl FromStr for AadMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "column" => Ok(AadMode::Column),
+            "row" => Ok(AadMode::Row),
+            "none" => Ok(AadMode::None),
+            other => Err(format!(
+                "invalid AAD mode {other:?}: expected column, row or none"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for AadMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// How a run is carried out. Start from [`Options::default`] and set fields.
+///
+/// ```
+/// use manna_migrate::{Mode, Options, Target};
+/// let mut o = Options::default();
+/// o.mode = Mode::DryRun;
+/// o.target = Target::Fernet;
+/// o.workers = 4;
+/// assert!(o.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Options {
+    /// Migrate, dry-run or verify-only.
+    pub mode: Mode,
+    /// Target format.
+    pub target: Target,
+    /// Associated-data binding of AES values.
+    pub aad: AadMode,
+    /// First batch size (rows per scan and per write). Default 1,000.
+    pub batch_size: usize,
+    /// Smallest batch the adaptive sizing may choose. Default 10.
+    pub min_batch_size: usize,
+    /// Largest batch the adaptive sizing may choose. Default 10,000.
+    pub max_batch_size: usize,
+    /// Adapt the batch size toward [`Options::target_batch_time`].
+    /// Default on.
+    pub adaptive: bool,
+    /// Wall time one batch (plan, encrypt, write) should take. Default 250 ms.
+    pub target_batch_time: Duration,
+    /// Crypto-and-write workers fed by one scanner. Default 1.
+    pub workers: usize,
+    /// Upper bound on rows scanned per second; `None`: unbounded.
+    pub max_rows_per_sec: Option<u64>,
+    /// Which part of the key space this process handles (`--shard i/n`).
+    pub shard: Shard,
+    /// Ignore (and clear) a saved checkpoint and start from the beginning.
+    pub restart: bool,
+    /// Bump the row's version column on rewrite. Off by default: the
+    /// logical value did not change.
+    pub bump_version: bool,
+    /// After a completed migrate run, scan the partition once more to report
+    /// the census as it is after the run (and every row that still fails).
+    /// Default on.
+    pub census_after: bool,
+    /// Rows read by [`Migrator::preflight`](crate::Migrator::preflight) per
+    /// column. Default 100.
+    pub preflight_sample: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            mode: Mode::Migrate,
+            target: Target::Aes256Gcm,
+            aad: AadMode::Column,
+            batch_size: 1_000,
+            min_batch_size: 10,
+            max_batch_size: 10_000,
+            adaptive: true,
+            target_batch_time: Duration::from_millis(250),
+            workers: 1,
+            max_rows_per_sec: None,
+            shard: Shard::ALL,
+            restart: false,
+            bump_version: false,
+            census_after: true,
+            preflight_sample: 100,
+        }
+    }
+}
+
+impl Options {
+    /// Checks the numbers: batch sizes positive and ordered, at least one
+    /// worker, a positive throttle. Returns one line saying what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.batch_size == 0 {
+            return Err("batch size must be at least 1".into());
+        }
+        if self.min_batch_size == 0 || self.min_batch_size > self.max_batch_size {
+            return Err(format!(
+                "batch size bounds must satisfy 1 <= min ({}) <= max ({})",
+                self.min_batch_size, self.max_batch_size
+            ));
+        }
+        if self.workers == 0 {
+            return Err("workers must be at least 1".into());
+        }
+        if self.max_rows_per_sec == Some(0) {
+            return Err("max rows per second must be at least 1".into());
+        }
+        if self.shard.count == 0 || self.shard.index >= self.shard.count {
+            return Err(format!("invalid shard {}", self.shard));
+        }
+        if self.target_batch_time.is_zero() {
+            return Err("target batch time must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// A cancellation flag shared between the caller (e.g. a Ctrl-C handler) and
+/// a run. The run checks it between batches: the batches in flight finish,
+/// their checkpoint is saved and the report is returned with status
+/// `cancelled`.
+///
+/// ```
+/// use manna_migrate::CancelToken;
+/// let token = CancelToken::new();
+/// let for_handler = token.clone();
+/// for_handler.cancel();
+/// assert!(token.is_cancelled());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A token not yet cancelled.
+    pub fn new() -> Self {
+        CancelToken::default()
+    }
+
+    /// Asks the run to stop at the next batch boundary.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`CancelToken::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}

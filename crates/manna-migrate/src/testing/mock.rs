@@ -1,0 +1,43 @@
+//! mockall mocks of the ports.
+#![allow(missing_docs)]
+
+use crate::progress::{BatchProgress, Progress};
+use crate::report::ColumnReport;
+use crate::store::{
+    Checkpoint, CheckpointKey, ColumnInfo, ColumnRef, ColumnStore, IdRange, Rewrite, Row, RowId,
+    StoreError, WriteOptions,
+};
+
+mockall::mock! {
+    /// A mockall mock of [`ColumnStore`]: set expectations with
+    /// `expect_scan()`, `expect_write_batch()`, and so on.
+    pub ColumnStore {}
+
+    impl ColumnStore for ColumnStore {
+        fn check_column(&self, column: &ColumnRef) -> Result<ColumnInfo, StoreError>;
+        fn count(&self, column: &ColumnRef, range: &IdRange) -> Result<u64, StoreError>;
+        fn split(&self, column: &ColumnRef, parts: u32) -> Result<Vec<IdRange>, StoreError>;
+        fn scan(&self, column: &ColumnRef, range: &IdRange, limit: usize) -> Result<Vec<Row>, StoreError>;
+        fn read(&self, column: &ColumnRef, ids: &[RowId]) -> Result<Vec<Row>, StoreError>;
+        fn write_batch<'a>(
+            &self,
+            column: &ColumnRef,
+            rewrites: &[Rewrite],
+            options: WriteOptions,
+            checkpoint: Option<&'a Checkpoint>,
+        ) -> Result<Vec<RowId>, StoreError>;
+        fn load_checkpoint(&self, key: &CheckpointKey) -> Result<Option<Checkpoint>, StoreError>;
+        fn clear_checkpoint(&self, key: &CheckpointKey) -> Result<(), StoreError>;
+    }
+}
+
+mockall::mock! {
+    /// A mockall mock of [`Progress`].
+    pub Progress {}
+
+    impl Progress for Progress {
+        fn on_start(&self, column: &ColumnRef, total: u64, done: u64);
+        fn on_batch(&self, column: &ColumnRef, progress: &BatchProgress);
+        fn on_finish(&self, column: &ColumnRef, report: &ColumnReport);
+    }
+}

@@ -1,0 +1,205 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+use manna_lock::{FencingToken, LockError};
+use manna_migrate::testing::strategies::TestKeys;
+use manna_migrate::{
+    migration_lock_name, AadMode, HeldLock, MigrateError, MigrationLocks, Mode, Shard, Status,
+};
+
+use crate::support::{
+    all_under_primary, column, fresh_locks, migrator, plaintexts, run, seed_fernet,
+};
+
+#[test]
+fn a_second_migrator_refuses_while_the_lock_is_held() {
+    let keys = TestKeys::generate();
+    let keyring = keys.keyring();
+    let store = seed_fernet(&keys, 10);
+    let locks = fresh_locks();
+    let held = locks
+        .acquire(&migration_lock_name(&column(), Shard::ALL))
+        .unwrap();
+    let err = migrator(&store, &keyring, locks.clone(), |_| {})
+        .run(&[column()])
+        .unwrap_err();
+    match &err {
+        MigrateError::Locked { lock, .. } => {
+            assert_eq!(lock, "manna:migrate:plaid_items.access_token:0/1");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert!(err.to_string().contains("another migrator is running"));
+    assert_eq!(store.stats().rows_written, 0);
+    // Read-only modes take no lock.
+    let dry = migrator(&store, &keyring, locks.clone(), |o| o.mode = Mode::DryRun)
+        .run(&[column()])
+        .unwrap();
+    assert_eq!(dry.columns[0].pending, 10);
+    assert!(held.release().unwrap());
+    let ok = migrator(&store, &keyring, locks, |_| {})
+        .run(&[column()])
+        .unwrap();
+    assert_eq!(ok.columns[0].migrated, 10);
+}
+
+#[test]
+fn a_second_migrator_waits_when_configured_to() {
+    let keys = TestKeys::generate();
+    let keyring = keys.keyring();
+    let store = seed_fernet(&keys, 10);
+    let base = fresh_locks();
+    let held = base
+        .acquire(&migration_lock_name(&column(), Shard::ALL))
+        .unwrap();
+    let waiting = Arc::new((*base).clone().wait(Duration::from_secs(30)));
+    let (tx, rx) = mpsc::channel();
+    let t = {
+        let (store, keyring) = (store.clone(), keyring.clone());
+        thread::spawn(move || {
+            tx.send(()).unwrap();
+            migrator(&store, &keyring, waiting, |_| {}).run(&[column()])
+        })
+    };
+    rx.recv().unwrap();
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        store.stats().rows_written,
+        0,
+        "nothing written while the lock is held"
+    );
+    assert!(held.release().unwrap());
+    let report = t.join().unwrap().unwrap();
+    assert_eq!(report.columns[0].migrated, 10);
+}
+
+#[test]
+fn two_migrators_started_together_never_both_write() {
+    let keys = TestKeys::generate();
+    let keyring = keys.keyring();
+    let store = seed_fernet(&keys, 2000);
+    let before = plaintexts(&store, &keyring, AadMode::Column);
+    let locks = fresh_locks();
+    let barrier = Arc::new(Barrier::new(2));
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, keyring, locks, barrier) = (
+                store.clone(),
+                keyring.clone(),
+                locks.clone(),
+                barrier.clone(),
+            );
+            thread::spawn(move || {
+                barrier.wait();
+                migrator(&store, &keyring, locks, |o| o.batch_size = 50).run(&[column()])
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let mut migrated = 0;
+    let mut completed = 0;
+    for r in &runs {
+        match r {
+            Ok(report) => {
+                completed += 1;
+                migrated += report.columns[0].migrated;
+            }
+            Err(MigrateError::Locked { .. }) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(completed >= 1);
+    assert_eq!(migrated, 2000, "every row rewritten exactly once");
+    assert!(all_under_primary(&store, &keyring));
+    assert_eq!(plaintexts(&store, &keyring, AadMode::Column), before);
+}
+
+/// Locks whose lease is reported lost after a number of checks.
+struct FlakyLocks {
+    checks_left: Arc<AtomicU64>,
+}
+
+struct FlakyGuard {
+    checks_left: Arc<AtomicU64>,
+}
+
+impl MigrationLocks for FlakyLocks {
+    fn acquire(&self, _name: &str) -> Result<Box<dyn HeldLock>, LockError> {
+        Ok(Box::new(FlakyGuard {
+            checks_left: self.checks_left.clone(),
+        }))
+    }
+    fn describe(&self) -> String {
+        "flaky".into()
+    }
+}
+
+impl HeldLock for FlakyGuard {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+    fn token(&self) -> FencingToken {
+        FencingToken::new(1)
+    }
+    fn is_lost(&self) -> bool {
+        self.checks_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err()
+    }
+    fn release(self: Box<Self>) -> Result<bool, LockError> {
+        Ok(!self.is_lost())
+    }
+}
+
+#[test]
+fn a_lost_lease_stops_the_run_at_a_batch_boundary() {
+    let keys = TestKeys::generate();
+    let keyring = keys.keyring();
+    let store = seed_fernet(&keys, 1000);
+    let before = plaintexts(&store, &keyring, AadMode::Column);
+    let locks = Arc::new(FlakyLocks {
+        checks_left: Arc::new(AtomicU64::new(6)),
+    });
+    let report = migrator(&store, &keyring, locks, |o| {
+        o.batch_size = 100;
+        o.adaptive = false;
+    })
+    .run(&[column()])
+    .unwrap();
+    let c = &report.columns[0];
+    assert_eq!(c.status, Status::LeaseLost);
+    assert!(!report.is_success());
+    assert!(
+        c.migrated > 0 && c.migrated < 1000,
+        "migrated {}",
+        c.migrated
+    );
+    assert_eq!(c.migrated % 100, 0, "whole batches only");
+    let written = store.stats().rows_written;
+    assert_eq!(written, c.migrated);
+    // The next holder continues from the checkpoint and finishes.
+    let rest = run(&store, &keyring, |o| o.batch_size = 100);
+    assert!(rest.columns[0].resumed);
+    assert!(all_under_primary(&store, &keyring));
+    assert_eq!(plaintexts(&store, &keyring, AadMode::Column), before);
+}
+
+#[test]
+fn the_lock_is_released_after_the_run() {
+    let keys = TestKeys::generate();
+    let keyring = keys.keyring();
+    let store = seed_fernet(&keys, 5);
+    let locks = fresh_locks();
+    migrator(&store, &keyring, locks.clone(), |_| {})
+        .run(&[column()])
+        .unwrap();
+    let again = locks
+        .acquire(&migration_lock_name(&column(), Shard::ALL))
+        .unwrap();
+    assert!(!again.is_lost());
+    assert!(again.release().unwrap());
+}

@@ -1,0 +1,14 @@
+//! Integration tests of the engine against the in-memory store.
+#![allow(clippy::unwrap_used, missing_docs, unreachable_pub)]
+
+mod support;
+
+mod concurrency;
+mod conformance;
+mod locks;
+mod migrate;
+mod preflight;
+mod properties;
+mod report;
+mod resume;
+mod shards;

@@ -1,0 +1,164 @@
+use std::sync::{Arc, Mutex};
+
+use manna_migrate::testing::strategies::{TestKeys, ValueKind};
+use manna_migrate::testing::MemoryStore;
+use manna_migrate::{
+    AadMode, BatchProgress, ColumnRef, ColumnReport, Mode, Progress, RetiringKey, Status,
+};
+use serde_json::Value;
+
+use crate::support::{column, fresh_locks, migrator, run, seed_fernet};
+
+#[test]
+fn json_has_the_contract_shape() {
+    let keys = TestKeys::generate();
+    let keyring = keys.keyring();
+    let store = MemoryStore::new();
+    let rows: Vec<_> = ValueKind::ALL
+        .iter()
+        .map(|k| (*k, "s".to_owned()))
+        .collect();
+    keys.seed(&store, &column(), AadMode::Column, &rows);
+    let report = run(&store, &keyring, |o| o.mode = Mode::VerifyOnly);
+    let v: Value = serde_json::from_str(&report.to_json()).unwrap();
+    assert_eq!(v["mode"], "verify-only");
+    assert_eq!(v["target"], "aes256gcm");
+    let c = &v["columns"][0];
+    for key in [
+        "table",
+        "column",
+        "total",
+        "by_format",
+        "migrated",
+        "unchanged",
+        "conflicts",
+        "failed",
+        "elapsed_s",
+        "rows_per_s",
+    ] {
+        assert!(c.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(c["table"], "plaid_items");
+    assert_eq!(c["column"], "access_token");
+    assert_eq!(c["total"], 8);
+    let bf = &c["by_format"];
+    assert_eq!(bf["fernet"], 1);
+    assert_eq!(bf["plaintext"], 1);
+    assert_eq!(bf["unknown"], 1);
+    assert_eq!(bf["aes256gcm"][keyring.primary_key_id().to_string()], 1);
+    assert_eq!(bf["aes256gcm"][keys.previous.id().to_string()], 2);
+    assert_eq!(bf["aes256gcm"][keys.unknown.id().to_string()], 1);
+    // Failed ids are the JSON numbers of the rows (unknown key 5, wrong AAD 6, garbage 8).
+    assert_eq!(c["failed"], serde_json::json!([5, 6, 8]));
+    assert_eq!(c["status"], "completed");
+    assert_eq!(c["census"], "as-found");
+    assert!(c["elapsed_s"].is_f64() && c["rows_per_s"].is_f64());
+
+    let dry = run(&store, &keyring, |o| o.mode = Mode::DryRun);
+    assert!(dry
+        .to_json()
+        .starts_with(r#"{"mode":"dry-run","target":"aes256gcm""#));
+}
+
+#[test]
+fn text_ids_serialize_as_strings() {
+    let keys = TestKeys::generate();
+    let keyring = keys.keyring();
+    let store = MemoryStore::new();
+    let c = ColumnRef::parse("items.secret", "uuid").unwrap();
+    store.create_table(&c, manna_migrate::IdKind::Uuid, &[], false);
+    store.insert(
+        &c,
+        "00000000-0000-4000-8000-00000000000a",
+        Some("gAAAAAbroken".into()),
+    );
+    store.insert(
+        &c,
+        "00000000-0000-4000-8000-00000000000b",
+        Some(keyring.encrypt_fernet(b"x").unwrap()),
+    );
+    let report = migrator(&store, &keyring, fresh_locks(), |_| {})
+        .run(std::slice::from_ref(&c))
+        .unwrap();
+    let v: Value = serde_json::from_str(&report.to_json()).unwrap();
+    assert_eq!(
+        v["columns"][0]["failed"],
+        serde_json::json!(["00000000-0000-4000-8000-00000000000a"])
+    );
+    assert_eq!(v["columns"][0]["migrated"], 1);
+}
+
+#[derive(Default)]
+struct Recorder {
+    events: Mutex<Vec<String>>,
+    last: Mutex<Option<BatchProgress>>,
+}
+
+impl Progress for Recorder {
+    fn on_start(&self, c: &ColumnRef, total: u64, done: u64) {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("start {c} {total} {done}"));
+    }
+    fn on_batch(&self, _c: &ColumnRef, p: &BatchProgress) {
+        let mut last = self.last.lock().unwrap();
+        if let Some(prev) = last.as_ref() {
+            assert!(p.done > prev.done, "progress goes forward");
+        }
+        *last = Some(p.clone());
+        self.events.lock().unwrap().push("batch".into());
+    }
+    fn on_finish(&self, c: &ColumnRef, r: &ColumnReport) {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("finish {c} {}", r.status));
+    }
+}
+
+#[test]
+fn progress_sees_start_batches_and_finish() {
+    let keys = TestKeys::generate();
+    let keyring = keys.keyring();
+    let store = seed_fernet(&keys, 450);
+    let rec = Arc::new(Recorder::default());
+    let report = migrator(&store, &keyring, fresh_locks(), |o| {
+        o.batch_size = 100;
+        o.adaptive = false;
+    })
+    .progress(rec.clone())
+    .run(&[column()])
+    .unwrap();
+    assert_eq!(report.columns[0].status, Status::Completed);
+    let events = rec.events.lock().unwrap().clone();
+    assert_eq!(
+        events.first().unwrap(),
+        "start plaid_items.access_token 450 0"
+    );
+    assert_eq!(events.iter().filter(|e| *e == "batch").count(), 5);
+    assert_eq!(
+        events.last().unwrap(),
+        "finish plaid_items.access_token completed"
+    );
+    let last = rec.last.lock().unwrap().clone().unwrap();
+    assert_eq!((last.done, last.total), (450, 450));
+    assert_eq!(last.percent(), 100.0);
+    assert_eq!(last.so_far.migrated, 450);
+    assert_eq!(last.batch.scanned, 50);
+}
+
+#[test]
+fn retiring_key_parses_ids_and_fernet() {
+    let keys = TestKeys::generate();
+    let id = keys.primary.id();
+    assert_eq!(
+        id.to_string().parse::<RetiringKey>().unwrap(),
+        RetiringKey::Aes(id)
+    );
+    assert_eq!(
+        "fernet".parse::<RetiringKey>().unwrap(),
+        RetiringKey::Fernet
+    );
+    assert!("zz".parse::<RetiringKey>().is_err());
+}
