@@ -54,8 +54,23 @@ const SQLITE_IN_CHUNK: usize = 500;
 #[derive(Debug)]
 pub struct DieselStore {
     pool: DbPool,
-    info: Mutex<HashMap<ColumnRef, ColumnInfo>>,
+    info: Mutex<HashMap<ColumnRef, Described>>,
     checkpoint_table_ready: AtomicBool,
+}
+
+/// What the store knows about a column.
+#[derive(Debug, Clone)]
+struct Described {
+    info: ColumnInfo,
+    /// PostgreSQL text key whose collation is not bytewise: order and compare
+    /// it with `COLLATE "C"` (which cannot use the key's index).
+    collate_c: bool,
+}
+
+#[derive(diesel::QueryableByName)]
+struct Collation {
+    #[diesel(sql_type = Nullable<Text>)]
+    collation: Option<String>,
 }
 
 #[derive(diesel::QueryableByName)]
@@ -141,7 +156,7 @@ impl DieselStore {
         &self.pool
     }
 
-    fn describe(&self, conn: &mut AnyConn<'_>, column: &ColumnRef) -> Result<ColumnInfo, Error> {
+    fn describe(&self, conn: &mut AnyConn<'_>, column: &ColumnRef) -> Result<Described, Error> {
         let cols = columns_of(conn, &column.table)?;
         let find = |name: &str| {
             cols.iter()
@@ -168,10 +183,16 @@ impl DieselStore {
                 "column {column} has type {value_type}: encrypted values live in TEXT columns"
             )));
         }
-        Ok(ColumnInfo::new(id_kind, find(VERSION_COLUMN).is_some()))
+        let collate_c = dialect == Dialect::Postgres
+            && id_kind == IdKind::Text
+            && !bytewise_collation(conn, column)?;
+        Ok(Described {
+            info: ColumnInfo::new(id_kind, find(VERSION_COLUMN).is_some()),
+            collate_c,
+        })
     }
 
-    fn info(&self, conn: &mut AnyConn<'_>, column: &ColumnRef) -> Result<ColumnInfo, Error> {
+    fn info(&self, conn: &mut AnyConn<'_>, column: &ColumnRef) -> Result<Described, Error> {
         if let Some(i) = self.cache().get(column) {
             return Ok(i.clone());
         }
@@ -180,7 +201,7 @@ impl DieselStore {
         Ok(info)
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<ColumnRef, ColumnInfo>> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<ColumnRef, Described>> {
         // A panic while holding the lock cannot leave the map half-updated.
         self.info.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -200,6 +221,32 @@ impl DieselStore {
         }
         Ok(())
     }
+}
+
+/// Whether the key column's collation orders text bytewise (`C`, `POSIX`,
+/// `C.UTF-8`): then the key's index serves keyset scans directly.
+fn bytewise_collation(conn: &mut AnyConn<'_>, column: &ColumnRef) -> Result<bool, Error> {
+    let mut q = Sql::new(Dialect::Postgres);
+    q.push(
+        "SELECT CASE WHEN c.collname = 'default' \
+           THEN (SELECT datcollate::text FROM pg_database WHERE datname = current_database()) \
+           ELSE c.collcollate::text END AS collation \
+         FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation \
+         WHERE a.attrelid = to_regclass(",
+    )
+    .bind(Bind::Text(column.table.quoted()))
+    .push(") AND a.attname = ")
+    .bind(Bind::Text(column.id_column.as_str().to_owned()));
+    let rows: Vec<Collation> = q.load(conn)?;
+    Ok(rows
+        .first()
+        .and_then(|r| r.collation.as_deref())
+        .is_some_and(|c| {
+            matches!(
+                c.to_ascii_lowercase().as_str(),
+                "c" | "posix" | "c.utf-8" | "c.utf8"
+            )
+        }))
 }
 
 fn id_kind(dialect: Dialect, ty: &str) -> Option<IdKind> {
@@ -234,9 +281,9 @@ fn is_text(dialect: Dialect, ty: &str) -> bool {
 }
 
 /// The key as an ordering expression: bytewise for PostgreSQL text.
-fn push_id_expr(q: &mut Sql, prefix: &str, column: &ColumnRef, kind: IdKind) {
+fn push_id_expr(q: &mut Sql, prefix: &str, column: &ColumnRef, collate_c: bool) {
     q.push(prefix).ident(&column.id_column);
-    if q.dialect() == Dialect::Postgres && kind == IdKind::Text {
+    if collate_c {
         q.push(" COLLATE \"C\"");
     }
 }
@@ -279,7 +326,13 @@ fn push_id_value(q: &mut Sql, kind: IdKind, id: &RowId) -> Result<(), Error> {
 }
 
 /// ` WHERE …` for `range` (nothing when unbounded).
-fn push_range(q: &mut Sql, column: &ColumnRef, kind: IdKind, range: &IdRange) -> Result<(), Error> {
+fn push_range(
+    q: &mut Sql,
+    column: &ColumnRef,
+    kind: IdKind,
+    collate_c: bool,
+    range: &IdRange,
+) -> Result<(), Error> {
     let mut first = true;
     let mut clause = |q: &mut Sql| {
         q.push(if first { " WHERE " } else { " AND " });
@@ -287,13 +340,13 @@ fn push_range(q: &mut Sql, column: &ColumnRef, kind: IdKind, range: &IdRange) ->
     };
     if let Some(after) = &range.after {
         clause(q);
-        push_id_expr(q, "", column, kind);
+        push_id_expr(q, "", column, collate_c);
         q.push(" > ");
         push_id_value(q, kind, after)?;
     }
     if let Some(until) = &range.until {
         clause(q);
-        push_id_expr(q, "", column, kind);
+        push_id_expr(q, "", column, collate_c);
         q.push(" <= ");
         push_id_value(q, kind, until)?;
     }
@@ -347,19 +400,20 @@ fn count_u64(n: i64) -> u64 {
 impl ColumnStore for DieselStore {
     fn check_column(&self, column: &ColumnRef) -> Result<ColumnInfo, StoreError> {
         self.with_conn(|conn| {
-            let info = self.describe(conn, column)?;
-            self.cache().insert(column.clone(), info.clone());
-            Ok(info)
+            let d = self.describe(conn, column)?;
+            self.cache().insert(column.clone(), d.clone());
+            Ok(d.info)
         })
     }
 
     fn count(&self, column: &ColumnRef, range: &IdRange) -> Result<u64, StoreError> {
         self.with_conn(|conn| {
-            let kind = self.info(conn, column)?.id_kind;
+            let d = self.info(conn, column)?;
+            let kind = d.info.id_kind;
             let mut q = Sql::new(conn.dialect());
             q.push("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM ")
                 .ident(&column.table);
-            push_range(&mut q, column, kind, range)?;
+            push_range(&mut q, column, kind, d.collate_c, range)?;
             let rows: Vec<CountRow> = q.load(conn)?;
             Ok(rows.first().map_or(0, |r| count_u64(r.n)))
         })
@@ -367,7 +421,8 @@ impl ColumnStore for DieselStore {
 
     fn split(&self, column: &ColumnRef, parts: u32) -> Result<Vec<IdRange>, StoreError> {
         self.with_conn(|conn| {
-            let kind = self.info(conn, column)?.id_kind;
+            let d = self.info(conn, column)?;
+            let kind = d.info.id_kind;
             if parts <= 1 {
                 return Ok(vec![IdRange::all()]);
             }
@@ -410,7 +465,7 @@ impl ColumnStore for DieselStore {
                         q.push("SELECT ");
                         push_id_select(&mut q, "", column, kind);
                         q.push(" FROM ").ident(&column.table).push(" ORDER BY ");
-                        push_id_expr(&mut q, "", column, kind);
+                        push_id_expr(&mut q, "", column, d.collate_c);
                         q.push(" LIMIT 1 OFFSET ").bind(Bind::Int(offset));
                         if let Some(b) = ids_from(q, conn, kind)?.into_iter().next() {
                             if bounds.last().is_none_or(|last| &b > last) {
@@ -432,7 +487,8 @@ impl ColumnStore for DieselStore {
         limit: usize,
     ) -> Result<Vec<Row>, StoreError> {
         self.with_conn(|conn| {
-            let kind = self.info(conn, column)?.id_kind;
+            let d = self.info(conn, column)?;
+            let kind = d.info.id_kind;
             let mut q = Sql::new(conn.dialect());
             q.push("SELECT ");
             push_id_select(&mut q, "", column, kind);
@@ -440,9 +496,9 @@ impl ColumnStore for DieselStore {
                 .ident(&column.column)
                 .push(" AS value FROM ")
                 .ident(&column.table);
-            push_range(&mut q, column, kind, range)?;
+            push_range(&mut q, column, kind, d.collate_c, range)?;
             q.push(" ORDER BY ");
-            push_id_expr(&mut q, "", column, kind);
+            push_id_expr(&mut q, "", column, d.collate_c);
             q.push(" LIMIT ")
                 .bind(Bind::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
             rows_from(q, conn, kind)
@@ -454,7 +510,8 @@ impl ColumnStore for DieselStore {
             return Ok(Vec::new());
         }
         self.with_conn(|conn| {
-            let kind = self.info(conn, column)?.id_kind;
+            let d = self.info(conn, column)?;
+            let kind = d.info.id_kind;
             let mut out = Vec::with_capacity(ids.len());
             let select = |q: &mut Sql| {
                 q.push("SELECT ");
@@ -505,7 +562,7 @@ impl ColumnStore for DieselStore {
         checkpoint: Option<&Checkpoint>,
     ) -> Result<Vec<RowId>, StoreError> {
         self.with_conn(|conn| {
-            let info = self.info(conn, column)?;
+            let info = self.info(conn, column)?.info;
             if options.bump_version && !info.has_version {
                 return Err(Error::NoVersionColumn {
                     table: column.table.to_string(),

@@ -234,3 +234,30 @@ both_backends! {
         assert_eq!(s.write_batch(&col, &wrong, WriteOptions::default(), None).unwrap_err().kind(), StoreErrorKind::Unsupported);
     }
 }
+
+/// A PostgreSQL text key under a linguistic collation ("a" < "B" < "b") is
+/// still scanned and split in byte order ("B" < "a" < "b").
+#[test]
+fn postgres_text_key_with_linguistic_collation_scans_bytewise() {
+    let db = TestDb::postgres();
+    db.exec(
+        "CREATE TABLE handles (handle TEXT COLLATE \"und-x-icu\" PRIMARY KEY, secret TEXT); \
+         INSERT INTO handles VALUES ('a', 'v'), ('B', 'v'), ('b', 'v'), ('Zed', 'v'), ('_x', 'v')",
+    );
+    let col = ColumnRef::parse("handles.secret", "handle").unwrap();
+    let s = store(&db);
+    let got: Vec<RowId> = scan_all(&s, &col, &IdRange::all(), 2)
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let want: Vec<RowId> = ["B", "Zed", "_x", "a", "b"]
+        .iter()
+        .map(|h| RowId::from(*h))
+        .collect();
+    assert_eq!(got, want);
+    let after_b = IdRange {
+        after: Some(RowId::from("B")),
+        until: Some(RowId::from("a")),
+    };
+    assert_eq!(s.count(&col, &after_b).unwrap(), 3, "Zed, _x, a");
+}

@@ -7,6 +7,7 @@
 mod support;
 
 mod column_store;
+mod conformance;
 mod encrypted;
 mod fence;
 mod idempotent;

@@ -1,0 +1,154 @@
+//! The manna-migrate ColumnStore conformance suite, on both backends.
+
+use manna_migrate::testing::conformance::{self, Harness, TableSpec};
+use manna_migrate::{ColumnRef, ColumnStore, IdKind, Ident, RowId};
+use manna_store_diesel::DieselStore;
+
+use crate::support::TestDb;
+
+struct DieselHarness<'a> {
+    db: &'a TestDb,
+    store: DieselStore,
+    versioned: std::collections::HashSet<String>,
+}
+
+/// A SQL literal for test data (the suite's own values).
+fn lit(v: Option<&str>) -> String {
+    v.map_or_else(
+        || "NULL".to_owned(),
+        |s| format!("'{}'", s.replace('\'', "''")),
+    )
+}
+
+fn id_lit(id: &RowId) -> String {
+    match id {
+        RowId::Int(i) => i.to_string(),
+        RowId::Text(s) => lit(Some(s)),
+    }
+}
+
+impl Harness for DieselHarness<'_> {
+    fn store(&self) -> &dyn ColumnStore {
+        &self.store
+    }
+
+    fn create_table(&mut self, spec: &TableSpec) -> ColumnRef {
+        let id_type = match spec.id_kind {
+            IdKind::Int => "BIGINT",
+            IdKind::Uuid => "UUID",
+            _ => "TEXT",
+        };
+        let version = if spec.has_version {
+            ", version INTEGER NOT NULL DEFAULT 1"
+        } else {
+            ""
+        };
+        let (t, id, v, o) = (
+            &spec.table,
+            &spec.id_column,
+            &spec.value_column,
+            &spec.other_column,
+        );
+        let mut sql = format!(
+            "DROP TABLE IF EXISTS {t}; CREATE TABLE {t} ({id} {id_type} PRIMARY KEY, {v} TEXT, {o} TEXT{version});"
+        );
+        for chunk in spec.rows.chunks(500) {
+            let values: Vec<String> = chunk
+                .iter()
+                .map(|r| {
+                    format!(
+                        "({}, {}, {})",
+                        id_lit(&r.id),
+                        lit(r.value.as_deref()),
+                        lit(r.other.as_deref())
+                    )
+                })
+                .collect();
+            sql.push_str(&format!(
+                "INSERT INTO {t} ({id}, {v}, {o}) VALUES {};",
+                values.join(", ")
+            ));
+        }
+        self.db.exec(&sql);
+        if spec.has_version {
+            self.versioned.insert(t.clone());
+        } else {
+            self.versioned.remove(t);
+        }
+        // A fresh store: the table may have changed shape under the same name.
+        self.store = DieselStore::new(self.db.pool().clone());
+        ColumnRef::new(
+            Ident::new(t).unwrap(),
+            Ident::new(v).unwrap(),
+            Ident::new(id).unwrap(),
+        )
+    }
+
+    fn app_write(&mut self, column: &ColumnRef, id: &RowId, value: Option<&str>) {
+        let bump = if self.versioned.contains(column.table.as_str()) {
+            ", version = version + 1"
+        } else {
+            ""
+        };
+        self.db.exec(&format!(
+            "UPDATE {} SET {} = {}{bump} WHERE {} = {}",
+            column.table.quoted(),
+            column.column.quoted(),
+            lit(value),
+            column.id_column.quoted(),
+            id_lit(id)
+        ));
+    }
+
+    fn app_insert(&mut self, column: &ColumnRef, id: &RowId, value: Option<&str>) {
+        self.db.exec(&format!(
+            "INSERT INTO {} ({}, {}) VALUES ({}, {})",
+            column.table.quoted(),
+            column.id_column.quoted(),
+            column.column.quoted(),
+            id_lit(id),
+            lit(value)
+        ));
+    }
+
+    fn app_delete(&mut self, column: &ColumnRef, id: &RowId) {
+        self.db.exec(&format!(
+            "DELETE FROM {} WHERE {} = {}",
+            column.table.quoted(),
+            column.id_column.quoted(),
+            id_lit(id)
+        ));
+    }
+
+    fn version(&mut self, column: &ColumnRef, id: &RowId) -> Option<i64> {
+        if !self.versioned.contains(column.table.as_str()) {
+            return None;
+        }
+        let table = manna_store_diesel::VersionedTable::new(column.table.as_str())
+            .unwrap()
+            .with_id_column(column.id_column.as_str())
+            .unwrap();
+        let key = match (id, self.db.is_pg()) {
+            (RowId::Text(s), true) if s.len() == 36 && s.matches('-').count() == 4 => {
+                manna_store_diesel::Key::uuid(s)
+            }
+            _ => id.clone().into(),
+        };
+        table.version(&mut self.db.conn(), key).unwrap()
+    }
+
+    fn supports(&self, _kind: IdKind) -> bool {
+        true
+    }
+}
+
+both_backends! {
+    fn column_store_conformance_suite(db: &TestDb) {
+        let mut h = DieselHarness {
+            db,
+            store: DieselStore::new(db.pool().clone()),
+            versioned: Default::default(),
+        };
+        conformance::run_all(&mut h);
+    }
+}
