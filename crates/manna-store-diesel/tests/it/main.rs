@@ -13,4 +13,5 @@ mod fence;
 mod idempotent;
 mod identifiers;
 mod pool;
+mod props;
 mod versioned;
