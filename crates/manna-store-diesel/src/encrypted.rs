@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use diesel::deserialize::{self, FromSql, FromSqlRow};
 use diesel::expression::AsExpression;
 use diesel::serialize::{self, ToSql};
-use diesel::sql_types::Text;
+use diesel::sql_types::{Binary, Text};
 use manna_crypto::{Keyring, Plaintext};
 use zeroize::Zeroizing;
 
@@ -105,8 +105,9 @@ macro_rules! encrypted_column {
 /// write with its primary key. Reads legacy Fernet tokens and values under
 /// decrypt-only previous keys transparently.
 ///
-/// Use it as the Rust type of a `Text` column in Diesel models; `C` binds
-/// the values to their column (see [`encrypted_column!`](crate::encrypted_column)).
+/// Use it as the Rust type of a `Text` column in Diesel models (or a
+/// `Binary` — `BYTEA`/`BLOB` — column, which stores the compact binary
+/// envelope and still reads text tokens); `C` binds the values to their column (see [`encrypted_column!`](crate::encrypted_column)).
 /// There is no `Display`; `Debug` shows only the length; the bytes are
 /// zeroized on drop.
 ///
@@ -139,6 +140,7 @@ macro_rules! encrypted_column {
 /// ```
 #[derive(AsExpression, FromSqlRow)]
 #[diesel(sql_type = Text)]
+#[diesel(sql_type = Binary)]
 pub struct Encrypted<C: EncryptedColumn> {
     plaintext: Zeroizing<Vec<u8>>,
     column: PhantomData<fn() -> C>,
@@ -180,6 +182,25 @@ impl<C: EncryptedColumn> Encrypted<C> {
                 column: C::AAD.to_owned(),
                 source,
             })
+    }
+
+    fn encrypt_default_bytes(&self) -> Result<Vec<u8>, Error> {
+        installed()?
+            .encrypt_to_bytes(&self.plaintext, C::AAD.as_bytes())
+            .map_err(|source| Error::Encrypt {
+                column: C::AAD.to_owned(),
+                source,
+            })
+    }
+
+    fn decrypt_default_bytes(value: &[u8]) -> Result<Self, Error> {
+        let pt = installed()?
+            .decrypt_bytes(value, C::AAD.as_bytes())
+            .map_err(|source| Error::Decrypt {
+                column: C::AAD.to_owned(),
+                source,
+            })?;
+        Ok(Encrypted::from(pt))
     }
 
     fn decrypt_default(token: &str) -> Result<Self, Error> {
@@ -364,6 +385,20 @@ mod pg {
         }
     }
 
+    impl<C: EncryptedColumn> ToSql<Binary, Pg> for Encrypted<C> {
+        fn to_sql<'b>(&'b self, out: &mut serialize::Output<'b, '_, Pg>) -> serialize::Result {
+            let value = self.encrypt_default_bytes().map_err(boxed)?;
+            out.write_all(&value)?;
+            Ok(serialize::IsNull::No)
+        }
+    }
+
+    impl<C: EncryptedColumn> FromSql<Binary, Pg> for Encrypted<C> {
+        fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+            Encrypted::decrypt_default_bytes(bytes.as_bytes()).map_err(boxed)
+        }
+    }
+
     impl<C: EncryptedColumn> ToSql<Text, Pg> for Sealed<C> {
         fn to_sql<'b>(&'b self, out: &mut serialize::Output<'b, '_, Pg>) -> serialize::Result {
             <str as ToSql<Text, Pg>>::to_sql(&self.ciphertext, out)
@@ -396,6 +431,21 @@ mod sqlite {
         fn from_sql(value: SqliteValue<'_, '_, '_>) -> deserialize::Result<Self> {
             let token = <String as FromSql<Text, Sqlite>>::from_sql(value)?;
             Encrypted::decrypt_default(&token).map_err(boxed)
+        }
+    }
+
+    impl<C: EncryptedColumn> ToSql<Binary, Sqlite> for Encrypted<C> {
+        fn to_sql<'b>(&'b self, out: &mut serialize::Output<'b, '_, Sqlite>) -> serialize::Result {
+            let value = self.encrypt_default_bytes().map_err(boxed)?;
+            out.set_value(value);
+            Ok(serialize::IsNull::No)
+        }
+    }
+
+    impl<C: EncryptedColumn> FromSql<Binary, Sqlite> for Encrypted<C> {
+        fn from_sql(value: SqliteValue<'_, '_, '_>) -> deserialize::Result<Self> {
+            let bytes = <Vec<u8> as FromSql<Binary, Sqlite>>::from_sql(value)?;
+            Encrypted::decrypt_default_bytes(&bytes).map_err(boxed)
         }
     }
 

@@ -22,6 +22,25 @@ encrypted_column!(
     SecretOther => secrets::other
 );
 
+diesel::table! {
+    blobs (id) {
+        id -> BigInt,
+        secret -> Binary,
+    }
+}
+
+encrypted_column!(
+    /// `blobs.secret`
+    BlobSecret => blobs::secret
+);
+
+#[derive(Queryable, Insertable, Debug)]
+#[diesel(table_name = blobs)]
+struct Blob {
+    id: i64,
+    secret: Encrypted<BlobSecret>,
+}
+
 #[derive(Queryable, Insertable, Debug)]
 #[diesel(table_name = secrets)]
 struct Secret {
@@ -165,4 +184,27 @@ fn second_install_is_refused() {
     ));
     assert!(matches!(again, Err(Error::KeyringAlreadyInstalled)));
     assert!(manna_store_diesel::default_keyring().is_some());
+}
+
+both_backends! {
+    fn binary_columns_store_the_binary_envelope(db: &TestDb) {
+        keys();
+        let blob = if db.is_pg() { "BYTEA" } else { "BLOB" };
+        db.exec(&format!("CREATE TABLE blobs (id BIGINT PRIMARY KEY, secret {blob} NOT NULL)"));
+        on_conn!(db, |c| diesel::insert_into(blobs::table)
+            .values(&Blob { id: 1, secret: Encrypted::new(vec![0_u8, 159, 146, 150]) })
+            .execute(c)
+            .unwrap());
+        let raw: Vec<u8> = on_conn!(db, |c| blobs::table.find(1).select(blobs::secret).first(c).unwrap());
+        assert!(raw.len() > 4 && !raw.windows(4).any(|w| w == [0, 159, 146, 150]));
+        let back: Blob = on_conn!(db, |c| blobs::table.find(1).first(c).unwrap());
+        assert_eq!(back.secret.expose(), &[0, 159, 146, 150]);
+        // A legacy text token stored as bytes still reads.
+        on_conn!(db, |c| diesel::insert_into(blobs::table)
+            .values((blobs::id.eq(2_i64), blobs::secret.eq(SPEC_FERNET_TOKEN.as_bytes())))
+            .execute(c)
+            .unwrap());
+        let legacy: Blob = on_conn!(db, |c| blobs::table.find(2).first(c).unwrap());
+        assert_eq!(legacy.secret.expose(), b"hello");
+    }
 }
