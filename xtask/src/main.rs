@@ -6,7 +6,10 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod demo;
 mod keys;
+mod migrate;
+mod progress;
 
 use std::process::ExitCode;
 
@@ -54,6 +57,33 @@ enum Command {
         #[arg(long)]
         aad: Option<String>,
     },
+    /// Re-encrypt columns online: Fernet or older keys to the primary AES key, or back to Fernet.
+    Migrate(migrate::MigrateArgs),
+    /// The tour: create an embedded SQLite database of legacy Fernet rows, then dry-run, migrate, verify.
+    Demo {
+        /// Rows per table.
+        #[arg(long, default_value_t = 10_000)]
+        rows: u64,
+    },
+    /// Key lifecycle checks.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Exit 0 only if no row in the columns still uses KEY (an AES key id, or `fernet`).
+    RetireCheck {
+        /// AES key id (hex, as `info` shows it) or `fernet`.
+        key: manna_migrate::RetiringKey,
+        #[command(flatten)]
+        target: migrate::ColumnArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,14 +91,49 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // One clear line, no backtrace: `{:#}` joins the context chain.
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", one_line(&err));
             ExitCode::FAILURE
         }
     }
 }
 
+/// Log lines (progress without a terminal) go to stderr; `RUST_LOG` filters.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+/// The error and its causes on one line, without repeating a cause that a
+/// message already quotes, and with multi-line messages (preflight lists)
+/// joined by `; `.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let msg = cause
+            .to_string()
+            .lines()
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join("; ");
+        if msg.is_empty() || line.contains(&msg) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&msg);
+    }
+    line
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
+    init_tracing();
     let keys = keys::KeyConfig {
         key_file: cli.key_file,
         accept_plaintext: false,
@@ -79,5 +144,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect { token } => keys::inspect(&token),
         Command::Encrypt { aad } => keys::encrypt(&keys, aad.as_deref()),
         Command::Decrypt { aad } => keys::decrypt(&keys, aad.as_deref()),
+        Command::Migrate(args) => migrate::migrate(&keys, &args),
+        Command::Demo { rows } => demo::demo(rows),
+        Command::Keys {
+            command: KeysCommand::RetireCheck { key, target, json },
+        } => migrate::retire_check(&target, key, json),
     }
 }

@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod db;
 mod keys;
+mod migrate;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -36,13 +38,22 @@ pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8(o.stderr.clone()).unwrap()
 }
 
-/// A failed run: non-zero exit, exactly one line on stderr starting with
-/// `error:`, no panic or backtrace.
+/// A failed run: non-zero exit, the error as exactly one line on stderr
+/// starting with `error:` (the last line; progress log lines may precede
+/// it), no panic or backtrace. Returns the error line.
 pub(crate) fn assert_one_line_error(o: &Output) -> String {
     assert!(!o.status.success(), "expected failure, got success");
     let err = stderr(o);
-    assert_eq!(err.lines().count(), 1, "stderr should be one line: {err:?}");
-    assert!(err.starts_with("error: "), "{err:?}");
-    assert!(!err.contains("panicked"), "{err:?}");
-    err
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err:?}"
+    );
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "one error line expected: {err:?}");
+    assert_eq!(
+        err.lines().last(),
+        Some(errors[0]),
+        "the error comes last: {err:?}"
+    );
+    errors[0].to_owned()
 }

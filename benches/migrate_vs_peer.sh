@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Scripted comparison (not a test): re-encrypting N Fernet rows on PostgreSQL with
+#   1. the Python peer (../shared/peers/migrate_peer.py: psycopg2 execute_batch, one commit per batch),
+#   2. `cargo xtask migrate` (the command users run),
+#   3. one server-side UPDATE touching the same rows (the floor),
+# all on the same data, machine and run. Usage:
+#   bash benches/migrate_vs_peer.sh [ROWS=200000] [BATCH=1000]
+# Needs PostgreSQL on 127.0.0.1:5432 (database `test`) and python3 with cryptography + psycopg2
+# (`pip install cryptography psycopg2-binary`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS=${1:-200000}
+BATCH=${2:-1000}
+PEER=${PEER:-../shared/peers/migrate_peer.py}
+export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGDATABASE=${PGDATABASE:-test} PGUSER=${PGUSER:-postgres}
+DB_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$PGDATABASE"
+# The peer's fixed keys, so both tools read the same Fernet tokens.
+export MANNA_ENCRYPTION_KEY="cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4="
+export MANNA_ENCRYPTION_KEY_AES256="AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="   # bytes 0..32, as the peer
+unset REDIS_URL
+
+now() { date +%s.%N; }
+seed() { python3 "$PEER" seed "$ROWS" >/dev/null; psql -qAt -c "VACUUM ANALYZE plaid_items" >/dev/null; }
+
+cargo build --quiet --release -p xtask
+XTASK=target/release/xtask
+
+echo "rows=$ROWS batch=$BATCH"
+seed
+peer_out=$(python3 "$PEER" migrate "$BATCH")
+echo "python peer:   $peer_out"
+peer_rps=$(echo "$peer_out" | sed -E 's/.*: ([0-9]+) rows\/s/\1/')
+
+seed
+psql -qAt -c "DELETE FROM manna_migration_checkpoints" >/dev/null 2>&1 || true
+t0=$(now)
+"$XTASK" migrate --database-url "$DB_URL" --column plaid_items.access_token --aad row \
+    --batch-size "$BATCH" --json >/tmp/manna-migrate-report.json
+t1=$(now)
+manna_s=$(echo "$t1 - $t0" | bc -l)
+manna_rps=$(echo "$ROWS / $manna_s" | bc -l)
+printf 'manna:         migrated %s rows in %.2fs: %.0f rows/s (wall clock, process start to exit)\n' "$ROWS" "$manna_s" "$manna_rps"
+
+seed
+t0=$(now)
+psql -qAt -c "UPDATE plaid_items SET access_token = 'mn1:' || md5(access_token) || access_token" >/dev/null
+t1=$(now)
+upd_s=$(echo "$t1 - $t0" | bc -l)
+printf 'one UPDATE:    %.2fs\n' "$upd_s"
+
+printf 'ratio manna/peer rows/s: %.1fx   manna time / UPDATE time: %.2fx\n' \
+    "$(echo "$manna_rps / $peer_rps" | bc -l)" "$(echo "$manna_s / $upd_s" | bc -l)"

@@ -1,0 +1,604 @@
+//! `cargo xtask migrate` end to end, on real PostgreSQL and SQLite: the data
+//! after each run is checked by decrypting every row.
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use manna_crypto::{AesKey, FernetKey, Keyring};
+use serde_json::Value;
+
+use crate::db::{redis_url, TestDb};
+use crate::{assert_one_line_error, stderr, stdout, xtask};
+
+/// The keys of one scenario, as the CLI's environment.
+struct Keys {
+    aes: String,
+    previous: Vec<String>,
+    fernet: String,
+}
+
+impl Keys {
+    fn new() -> Keys {
+        Keys {
+            aes: AesKey::generate().to_base64().to_string(),
+            previous: Vec::new(),
+            fernet: FernetKey::generate().to_base64().to_string(),
+        }
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("MANNA_ENCRYPTION_KEY_AES256", self.aes.clone()),
+            ("MANNA_ENCRYPTION_KEY", self.fernet.clone()),
+        ];
+        if !self.previous.is_empty() {
+            env.push((
+                "MANNA_ENCRYPTION_KEYS_AES256_PREVIOUS",
+                self.previous.join(","),
+            ));
+        }
+        env
+    }
+
+    fn keyring(&self) -> Keyring {
+        Keyring::builder()
+            .primary(AesKey::from_base64(&self.aes).unwrap())
+            .previous_keys(
+                self.previous
+                    .iter()
+                    .map(|k| AesKey::from_base64(k).unwrap()),
+            )
+            .fernet(FernetKey::from_base64(&self.fernet).unwrap())
+            .build()
+            .unwrap()
+    }
+
+    fn fernet_key(&self) -> FernetKey {
+        FernetKey::from_base64(&self.fernet).unwrap()
+    }
+
+    fn primary_id(&self) -> String {
+        AesKey::from_base64(&self.aes).unwrap().id().to_string()
+    }
+}
+
+fn plaintext(i: usize) -> String {
+    format!("access-sandbox-{i:08}-{:x}", i.wrapping_mul(0x9e37_79b9))
+}
+
+/// Runs `migrate` with `args` against `db`; returns the JSON report (stdout) and the output.
+fn migrate(db: &TestDb, keys: &Keys, table: &str, args: &[&str]) -> (Value, std::process::Output) {
+    let column = format!("{table}.secret");
+    let mut all = vec![
+        "migrate",
+        "--database-url",
+        db.url(),
+        "--column",
+        &column,
+        "--json",
+    ];
+    all.extend_from_slice(args);
+    let env = keys.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = xtask(&all, &env, b"");
+    let report = serde_json::from_str(stdout(&out).trim()).unwrap_or(Value::Null);
+    (report, out)
+}
+
+fn ok(db: &TestDb, keys: &Keys, table: &str, args: &[&str]) -> Value {
+    let (report, out) = migrate(db, keys, table, args);
+    assert!(
+        out.status.success(),
+        "migrate {args:?} failed: {}",
+        stderr(&out)
+    );
+    report
+}
+
+/// Decrypts every row with `keys` (AAD `TABLE.secret`) and checks it equals `expected`.
+fn assert_plaintexts(db: &TestDb, keys: &Keys, table: &str, expected: &HashMap<i64, String>) {
+    let keyring = keys.keyring();
+    let aad = format!("{table}.secret");
+    let rows = db.rows(table);
+    assert_eq!(rows.len(), expected.len());
+    for (id, value) in rows {
+        let value = value.expect("no NULLs in this table");
+        let pt = keyring
+            .decrypt(&value, aad.as_bytes())
+            .unwrap_or_else(|e| panic!("row {id}: {e}"));
+        assert_eq!(pt.to_str().unwrap(), expected[&id], "row {id}");
+    }
+}
+
+fn seed_fernet(db: &TestDb, keys: &Keys, table: &str, n: usize) -> HashMap<i64, String> {
+    let f = keys.fernet_key();
+    let values: Vec<Option<String>> = (1..=n)
+        .map(|i| Some(f.encrypt(plaintext(i).as_bytes())))
+        .collect();
+    db.create_table(table, &values);
+    (1..=n).map(|i| (i as i64, plaintext(i))).collect()
+}
+
+fn column_report(report: &Value) -> &Value {
+    &report["columns"][0]
+}
+
+fn hundred_thousand_rows(db: TestDb) {
+    let keys = Keys::new();
+    let expected = seed_fernet(&db, &keys, "plaid_items", 100_000);
+
+    let before = ok(&db, &keys, "plaid_items", &["--dry-run"]);
+    assert_eq!(before["mode"], "dry-run");
+    assert_eq!(before["target"], "aes256gcm");
+    let c = column_report(&before);
+    assert_eq!(c["table"], "plaid_items");
+    assert_eq!(c["column"], "secret");
+    assert_eq!(c["total"], 100_000);
+    assert_eq!(c["by_format"]["fernet"], 100_000);
+    assert_eq!(c["migrated"], 0);
+
+    let run = ok(&db, &keys, "plaid_items", &["--batch-size", "2000"]);
+    let c = column_report(&run);
+    assert_eq!(c["migrated"], 100_000);
+    assert_eq!(c["failed"], Value::Array(vec![]));
+    assert!(c["elapsed_s"].as_f64().unwrap() > 0.0);
+    assert!(c["rows_per_s"].as_f64().unwrap() > 0.0);
+
+    let after = ok(&db, &keys, "plaid_items", &["--verify-only"]);
+    let c = column_report(&after);
+    assert_eq!(c["by_format"]["fernet"], 0);
+    assert_eq!(c["by_format"]["aes256gcm"][keys.primary_id()], 100_000);
+    assert_plaintexts(&db, &keys, "plaid_items", &expected);
+
+    // A second run finds nothing to do.
+    let again = ok(&db, &keys, "plaid_items", &["--restart"]);
+    assert_eq!(column_report(&again)["migrated"], 0);
+    assert_eq!(column_report(&again)["unchanged"], 100_000);
+}
+
+#[test]
+fn postgres_100k_fernet_rows_migrated_and_verified() {
+    hundred_thousand_rows(TestDb::postgres());
+}
+
+#[test]
+fn sqlite_100k_fernet_rows_migrated_and_verified() {
+    hundred_thousand_rows(TestDb::sqlite());
+}
+
+fn read_only_modes_write_nothing(db: TestDb) {
+    let keys = Keys::new();
+    seed_fernet(&db, &keys, "items", 500);
+    let before = db.rows("items");
+    let checkpoints = db.checkpoint_rows();
+    ok(&db, &keys, "items", &["--dry-run"]);
+    // verify-only on Fernet rows: every row decrypts, so it succeeds.
+    ok(&db, &keys, "items", &["--verify-only"]);
+    assert_eq!(db.rows("items"), before);
+    assert_eq!(db.checkpoint_rows(), checkpoints);
+}
+
+#[test]
+fn postgres_dry_run_and_verify_only_write_nothing() {
+    read_only_modes_write_nothing(TestDb::postgres());
+}
+
+#[test]
+fn sqlite_dry_run_and_verify_only_write_nothing() {
+    read_only_modes_write_nothing(TestDb::sqlite());
+}
+
+#[test]
+fn rotation_rollback_and_forward_again() {
+    let db = TestDb::sqlite();
+    let mut keys = Keys::new();
+    let expected = seed_fernet(&db, &keys, "items", 1_000);
+    ok(&db, &keys, "items", &[]);
+    let key_a = keys.primary_id();
+
+    // Rotate A -> B: A becomes decrypt-only.
+    keys.previous.push(keys.aes.clone());
+    keys.aes = AesKey::generate().to_base64().to_string();
+    let run = ok(&db, &keys, "items", &[]);
+    assert_eq!(column_report(&run)["migrated"], 1_000);
+    let verify = ok(&db, &keys, "items", &["--verify-only"]);
+    assert_eq!(
+        column_report(&verify)["by_format"]["aes256gcm"][keys.primary_id()],
+        1_000
+    );
+    assert!(column_report(&verify)["by_format"]["aes256gcm"]
+        .get(&key_a)
+        .is_none());
+    assert_plaintexts(&db, &keys, "items", &expected);
+
+    // A is no longer used: retire-check says so and exits 0.
+    let env = keys.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let o = xtask(
+        &[
+            "keys",
+            "retire-check",
+            &key_a,
+            "--database-url",
+            db.url(),
+            "--column",
+            "items.secret",
+        ],
+        &env,
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // B is in use: non-zero, one line.
+    let o = xtask(
+        &[
+            "keys",
+            "retire-check",
+            &keys.primary_id(),
+            "--database-url",
+            db.url(),
+            "--column",
+            "items.secret",
+        ],
+        &env,
+        b"",
+    );
+    assert!(assert_one_line_error(&o).contains("still used by 1000 row(s)"));
+
+    // Roll back to Fernet, then forward again.
+    let back = ok(&db, &keys, "items", &["--to", "fernet"]);
+    assert_eq!(back["target"], "fernet");
+    assert_eq!(column_report(&back)["migrated"], 1_000);
+    let f = keys.fernet_key();
+    for (id, v) in db.rows("items") {
+        assert_eq!(
+            f.decrypt(&v.unwrap()).unwrap().to_str().unwrap(),
+            expected[&id]
+        );
+    }
+    ok(&db, &keys, "items", &[]);
+    assert_plaintexts(&db, &keys, "items", &expected);
+}
+
+#[test]
+fn bad_rows_are_reported_by_id_and_left_untouched() {
+    let db = TestDb::postgres();
+    let keys = Keys::new();
+    let f = keys.fernet_key();
+    let stranger = Keyring::new(AesKey::generate());
+    let mut values: Vec<Option<String>> = (1..=300)
+        .map(|i| Some(f.encrypt(plaintext(i).as_bytes())))
+        .collect();
+    values[9] = Some("garbage value 42".to_owned()); // id 10: plaintext
+    values[19] = Some(stranger.encrypt(b"other", b"items.secret").unwrap()); // id 20: unknown key
+    values[29] = Some("gAAAAABnot-a-real-token".to_owned()); // id 30: damaged
+    values[39] = None; // id 40: NULL, left alone
+    db.create_table("items", &values);
+    let before: HashMap<i64, Option<String>> = db.rows("items").into_iter().collect();
+
+    let (report, out) = migrate(&db, &keys, "items", &[]);
+    let err = assert_one_line_error(&out);
+    assert!(err.contains("3 row(s) cannot be decrypted"), "{err}");
+    assert!(
+        !err.contains("garbage"),
+        "a value leaked into the error: {err}"
+    );
+    let c = column_report(&report);
+    let mut failed: Vec<i64> = c["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    failed.sort();
+    assert_eq!(failed, vec![10, 20, 30]);
+    assert_eq!(c["migrated"], 296);
+    let after: HashMap<i64, Option<String>> = db.rows("items").into_iter().collect();
+    for id in [10, 20, 30, 40] {
+        assert_eq!(after[&id], before[&id], "row {id} must be untouched");
+    }
+    assert!(
+        !stdout(&out).contains("garbage value"),
+        "a value leaked into the report"
+    );
+}
+
+#[test]
+fn concurrent_application_writes_are_never_lost() {
+    let db = Arc::new(TestDb::postgres());
+    let keys = Arc::new(Keys::new());
+    let n = 20_000usize;
+    let mut expected = seed_fernet(&db, &keys, "items", n);
+
+    // Application writers: rewrite random rows while the migration runs, in
+    // either format (old code writes Fernet, new code AES), logging the
+    // last plaintext they wrote per row.
+    let stop = Arc::new(AtomicBool::new(false));
+    let log: Arc<Mutex<HashMap<i64, String>>> = Arc::default();
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let (db, keys, stop, log) = (db.clone(), keys.clone(), stop.clone(), log.clone());
+            std::thread::spawn(move || {
+                let keyring = keys.keyring();
+                let f = keys.fernet_key();
+                let mut state = 0x2545_f491_4f6c_dd1du64 ^ w;
+                let mut writes = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let id = (state % n as u64) as i64 + 1;
+                    let pt = format!("app-write-{w}-{writes}");
+                    let token = if writes % 2 == 0 {
+                        f.encrypt(pt.as_bytes())
+                    } else {
+                        keyring.encrypt(pt.as_bytes(), b"items.secret").unwrap()
+                    };
+                    // Hold the log lock across the write so the log's order is the commit order.
+                    let mut log = log.lock().unwrap();
+                    assert_eq!(db.update("items", id, &token), 1);
+                    log.insert(id, pt);
+                    writes += 1;
+                }
+                writes
+            })
+        })
+        .collect();
+
+    let report = ok(
+        &db,
+        &keys,
+        "items",
+        &[
+            "--batch-size",
+            "200",
+            "--fixed-batch-size",
+            "--max-rows-per-sec",
+            "10000",
+        ],
+    );
+    stop.store(true, Ordering::Relaxed);
+    let writes: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert!(writes > 0);
+
+    expected.extend(log.lock().unwrap().drain());
+    let c = column_report(&report);
+    assert_eq!(c["failed"], Value::Array(vec![]));
+    // Every row ends readable with the last value anyone wrote to it.
+    assert_plaintexts(&db, &keys, "items", &expected);
+    // Rows written as Fernet after the scan passed them are picked up by a second run.
+    ok(&db, &keys, "items", &[]);
+    let verify = ok(&db, &keys, "items", &["--verify-only"]);
+    assert_eq!(column_report(&verify)["by_format"]["fernet"], 0);
+    assert_plaintexts(&db, &keys, "items", &expected);
+}
+
+#[test]
+fn killed_mid_run_then_resumed() {
+    let db = TestDb::postgres();
+    let keys = Keys::new();
+    let expected = seed_fernet(&db, &keys, "items", 20_000);
+    let env = keys.env();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args([
+            "migrate",
+            "--database-url",
+            db.url(),
+            "--column",
+            "items.secret",
+            "--batch-size",
+            "100",
+            "--fixed-batch-size",
+            "--max-rows-per-sec",
+            "4000",
+        ])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env_remove("REDIS_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until some batches are committed, then SIGKILL (no chance to clean up).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let migrated = db
+            .rows("items")
+            .iter()
+            .filter(|(_, v)| v.as_deref().is_some_and(|v| v.starts_with("mn1:")))
+            .count();
+        if migrated >= 2_000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "migration made no progress");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "migration ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = db
+        .rows("items")
+        .iter()
+        .filter(|(_, v)| v.as_deref().is_some_and(|v| v.starts_with("mn1:")))
+        .count();
+    assert!(partial < 20_000, "killed too late to test resumption");
+
+    let report = ok(&db, &keys, "items", &[]);
+    let c = column_report(&report);
+    assert_eq!(c["resumed"], true);
+    assert_eq!(c["failed"], Value::Array(vec![]));
+    let verify = ok(&db, &keys, "items", &["--verify-only"]);
+    assert_eq!(
+        column_report(&verify)["by_format"]["aes256gcm"][keys.primary_id()],
+        20_000
+    );
+    assert_plaintexts(&db, &keys, "items", &expected);
+}
+
+#[test]
+fn two_migrators_on_one_column_one_waits_or_refuses() {
+    let redis = redis_url();
+    let db = TestDb::postgres();
+    let keys = Keys::new();
+    let expected = seed_fernet(&db, &keys, "items", 10_000);
+    let mut env = keys.env();
+    env.push(("REDIS_URL", redis));
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args([
+                "migrate",
+                "--database-url",
+                db.url(),
+                "--column",
+                "items.secret",
+                "--json",
+                "--batch-size",
+                "100",
+                "--fixed-batch-size",
+                "--max-rows-per-sec",
+                "2000",
+            ])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = spawn();
+    std::thread::sleep(Duration::from_millis(500));
+    let second = spawn().wait_with_output().unwrap();
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success(), "{}", stderr(&first));
+    // The second either refused while the first held the column…
+    if !second.status.success() {
+        let err = assert_one_line_error(&second);
+        assert!(err.contains("another migrator is running"), "{err}");
+    }
+    // …and in every case each row was migrated once, nothing clobbered.
+    let total: u64 = [&first, &second]
+        .iter()
+        .filter_map(|o| serde_json::from_str::<Value>(stdout(o).trim()).ok())
+        .map(|r| column_report(&r)["migrated"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(total, 10_000);
+    assert_plaintexts(&db, &keys, "items", &expected);
+}
+
+#[test]
+fn injection_in_column_is_rejected_before_any_sql() {
+    let db = TestDb::sqlite();
+    let keys = Keys::new();
+    seed_fernet(&db, &keys, "items", 10);
+    for column in [
+        "items.secret; DROP TABLE items",
+        "items.secret\"--",
+        "items",
+        "items.sec ret",
+        "x'); DROP TABLE items; --.secret",
+    ] {
+        let env = keys.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let o = xtask(
+            &["migrate", "--database-url", db.url(), "--column", column],
+            &env,
+            b"",
+        );
+        let err = assert_one_line_error(&o);
+        assert!(err.contains("invalid"), "{column}: {err}");
+    }
+    assert_eq!(db.rows("items").len(), 10, "table intact");
+}
+
+#[test]
+fn clear_errors_for_bad_input() {
+    let db = TestDb::sqlite();
+    let keys = Keys::new();
+    seed_fernet(&db, &keys, "items", 10);
+
+    // Unknown table and column.
+    let (_, o) = migrate(&db, &keys, "nope", &[]);
+    assert_one_line_error(&o);
+    let env = keys.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let o = xtask(
+        &[
+            "migrate",
+            "--database-url",
+            db.url(),
+            "--column",
+            "items.nope",
+        ],
+        &env,
+        b"",
+    );
+    assert_one_line_error(&o);
+
+    // No keys.
+    let o = xtask(
+        &[
+            "migrate",
+            "--database-url",
+            db.url(),
+            "--column",
+            "items.secret",
+        ],
+        &[],
+        b"",
+    );
+    assert!(assert_one_line_error(&o).contains("MANNA_ENCRYPTION_KEY_AES256"));
+
+    // Wrong Fernet key: preflight refuses before anything is written.
+    let wrong = Keys::new();
+    let before = db.rows("items");
+    let (_, o) = migrate(&db, &wrong, "items", &[]);
+    assert!(
+        assert_one_line_error(&o).contains("preflight"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(db.rows("items"), before);
+
+    // Unreachable database: named, password redacted.
+    let o = xtask(
+        &[
+            "migrate",
+            "--database-url",
+            "postgres://app:hunter2@127.0.0.1:9/prod",
+            "--column",
+            "items.secret",
+        ],
+        &env,
+        b"",
+    );
+    let err = assert_one_line_error(&o);
+    assert!(
+        err.contains("127.0.0.1:9") && !err.contains("hunter2"),
+        "{err}"
+    );
+
+    // Unreachable Redis: names REDIS_URL.
+    let mut with_redis = env.clone();
+    with_redis.push(("REDIS_URL", "redis://:sekret@127.0.0.1:9/0"));
+    let o = xtask(
+        &[
+            "migrate",
+            "--database-url",
+            db.url(),
+            "--column",
+            "items.secret",
+        ],
+        &with_redis,
+        b"",
+    );
+    let err = assert_one_line_error(&o);
+    assert!(
+        err.contains("REDIS_URL") && !err.contains("sekret"),
+        "{err}"
+    );
+    assert!(db.is_pg() || db.rows("items") == before);
+}
