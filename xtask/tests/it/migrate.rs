@@ -331,7 +331,7 @@ fn concurrent_application_writes_are_never_lost() {
                     state ^= state << 17;
                     let id = (state % n as u64) as i64 + 1;
                     let pt = format!("app-write-{w}-{writes}");
-                    let token = if writes % 2 == 0 {
+                    let token = if writes.is_multiple_of(2) {
                         f.encrypt(pt.as_bytes())
                     } else {
                         keyring.encrypt(pt.as_bytes(), b"items.secret").unwrap()
