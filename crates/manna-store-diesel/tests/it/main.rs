@@ -9,6 +9,7 @@ mod support;
 mod column_store;
 mod conformance;
 mod encrypted;
+mod engine;
 mod fence;
 mod idempotent;
 mod identifiers;
