@@ -5,6 +5,7 @@ compile_error!("manna-store-diesel needs a backend: enable the `postgres` and/or
 
 mod column_store;
 mod conn;
+mod dsl;
 mod encrypted;
 mod error;
 mod fence;
@@ -31,3 +32,8 @@ pub use versioned::{Changes, Key, Value, VersionedTable};
 
 /// Diesel, re-exported so applications use the same version.
 pub use diesel;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use manna_lock::ConflictError;
+}

@@ -30,7 +30,7 @@ fn read_account(db: &TestDb, id: i64) -> Account {
     rows.into_iter().next().unwrap()
 }
 
-fn accounts(db: &TestDb) {
+fn create_accounts(db: &TestDb) {
     db.exec(
         "CREATE TABLE accounts (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL, \
          version INTEGER NOT NULL DEFAULT 1); \
@@ -42,7 +42,7 @@ both_backends! {
     /// 8 threads × 500 read-modify-write increments of one row through the
     /// manna-lock retry policy: none lost, every conflict accounted for.
     fn eight_threads_increment_one_row_exactly(db: &TestDb) {
-        accounts(db);
+        create_accounts(db);
         const THREADS: u64 = 8;
         const PER_THREAD: u64 = 500;
         let table = VersionedTable::new("accounts").unwrap();
@@ -93,7 +93,7 @@ both_backends! {
 
 both_backends! {
     fn update_bumps_version_and_refuses_stale_writers(db: &TestDb) {
-        accounts(db);
+        create_accounts(db);
         let t = VersionedTable::new("accounts").unwrap();
         let mut c = db.conn();
         let set = |v: i64| Changes::new().set("balance", v).unwrap();
@@ -118,7 +118,7 @@ both_backends! {
 
 both_backends! {
     fn deletes_are_checked(db: &TestDb) {
-        accounts(db);
+        create_accounts(db);
         let t = VersionedTable::new("accounts").unwrap();
         let mut c = db.conn();
         match t.delete(&mut c, 2, 7) {
@@ -171,5 +171,34 @@ both_backends! {
         let id = manna_store_diesel::Key::uuid("6F9619FF-8B86-D011-B42D-00C04FC964FF");
         assert_eq!(things.update(&mut c, id.clone(), 1, &Changes::new().set("name", None::<String>).unwrap()).unwrap(), 2);
         assert_eq!(things.version(&mut c, id).unwrap(), Some(2));
+    }
+}
+
+diesel::table! {
+    accounts (id) {
+        id -> BigInt,
+        balance -> BigInt,
+        version -> Integer,
+    }
+}
+
+both_backends! {
+    fn diesel_dsl_macros(db: &TestDb) {
+        use manna_store_diesel::{versioned_delete, versioned_update};
+        create_accounts(db);
+        let r = on_conn!(db, |c| versioned_update!(c, accounts, id = 2_i64, version = 1, accounts::balance.eq(50)));
+        assert_eq!(r.unwrap(), 2);
+        let r = on_conn!(db, |c| versioned_update!(c, accounts, id = 2_i64, version = 1, accounts::balance.eq(40)));
+        match r {
+            Err(Error::Conflict(e)) => {
+                assert_eq!((e.entity(), e.id(), e.kind()), ("accounts", "2", ConflictKind::RowChanged));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(read_account(db, 2).balance, 50);
+        let r = on_conn!(db, |c| versioned_delete!(c, accounts, id = 2_i64, version = 2));
+        r.unwrap();
+        let r = on_conn!(db, |c| versioned_update!(c, accounts, id = 2_i64, version = 2, accounts::balance.eq(1)));
+        assert!(matches!(r, Err(Error::Conflict(e)) if e.kind() == ConflictKind::RowGone));
     }
 }
