@@ -2,6 +2,7 @@
 //! pipeline, census, report.
 
 use std::collections::{BTreeMap, HashSet};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -730,7 +731,17 @@ impl Migrator {
                     Err(_) => return,
                 }
             };
-            match self.process(column, planner, held, batch, shared) {
+            // A panic (a bug) must not leave the scanner blocked on a full
+            // queue: it becomes an error and the worker keeps draining.
+            let processed = panic::catch_unwind(AssertUnwindSafe(|| {
+                self.process(column, planner, held, batch, shared)
+            }))
+            .unwrap_or_else(|_| {
+                Err(MigrateError::WorkerPanicked {
+                    column: column.to_string(),
+                })
+            });
+            match processed {
                 Ok(Some(r)) => {
                     // The coordinator only stops listening once every worker is done.
                     let _ = done.send(r);
