@@ -42,7 +42,12 @@ async fn backend() -> Arc<RedisBackend> {
 }
 
 fn uncontended(c: &mut Criterion) {
-    let rt = runtime();
+    // One thread: no cross-thread wake-ups, so the figures measure the
+    // round trips and the code, not the scheduler of a busy machine.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let backend = rt.block_on(backend());
     let manager = LockManager::new(backend.clone() as Arc<dyn LockBackend>);
     let ttl = Duration::from_secs(10);

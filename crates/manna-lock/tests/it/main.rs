@@ -3,6 +3,7 @@
 
 mod conformance;
 mod manager;
+mod metrics;
 mod mock;
 mod model;
 mod retry;
