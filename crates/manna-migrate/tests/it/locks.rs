@@ -203,3 +203,64 @@ fn the_lock_is_released_after_the_run() {
     assert!(!again.is_lost());
     assert!(again.release().unwrap());
 }
+
+/// A real lease expiring mid-run (a pause past the TTL without renewal) while
+/// another migrator takes the lock over: the run stops at the next batch
+/// boundary and the new holder finishes.
+#[test]
+fn an_expired_manna_lock_lease_stops_the_run() {
+    use std::sync::Mutex;
+
+    use manna_lock::LockManager;
+    use manna_migrate::BlockingLocks;
+
+    let keys = TestKeys::generate();
+    let keyring = keys.keyring();
+    let store = seed_fernet(&keys, 1000);
+    let before = plaintexts(&store, &keyring, AadMode::Column);
+    let locks = Arc::new(
+        BlockingLocks::with_own_runtime(LockManager::in_memory().with_renewal(false))
+            .unwrap()
+            .ttl(Duration::from_millis(100)),
+    );
+    let usurper: Arc<Mutex<Option<Box<dyn HeldLock>>>> = Arc::new(Mutex::new(None));
+    {
+        let (other, usurper) = (
+            Arc::new((*locks).clone().wait(Duration::from_secs(30))),
+            usurper.clone(),
+        );
+        store.on_write(move |_, _, rewrites| {
+            let mut slot = usurper.lock().unwrap();
+            if rewrites.is_empty() || slot.is_some() {
+                return;
+            }
+            // The first migrator "pauses" here; a second one takes the lock
+            // as soon as the first lease expires.
+            let name = migration_lock_name(&column(), Shard::ALL);
+            *slot = Some(other.acquire(&name).unwrap());
+        });
+    }
+    let report = migrator(&store, &keyring, locks.clone(), |o| {
+        o.batch_size = 100;
+        o.adaptive = false;
+    })
+    .run(&[column()])
+    .unwrap();
+    store.clear_hook();
+    let c = &report.columns[0];
+    assert_eq!(c.status, Status::LeaseLost);
+    assert!(c.migrated < 1000);
+    assert_eq!(store.stats().rows_written, c.migrated);
+    // (On a very slow machine the lease may expire before the first write,
+    // and nobody needed to take it over.)
+    if let Some(usurper) = usurper.lock().unwrap().take() {
+        assert!(usurper.token() > FencingToken::new(0));
+        assert!(usurper.release().unwrap());
+    }
+    let rest = migrator(&store, &keyring, locks, |o| o.batch_size = 100)
+        .run(&[column()])
+        .unwrap();
+    assert_eq!(rest.columns[0].status, Status::Completed);
+    assert!(all_under_primary(&store, &keyring));
+    assert_eq!(plaintexts(&store, &keyring, AadMode::Column), before);
+}

@@ -7,6 +7,7 @@ mod concurrency;
 mod conformance;
 mod locks;
 mod migrate;
+mod mocks;
 mod preflight;
 mod properties;
 mod report;
