@@ -192,11 +192,11 @@ pub async fn expiry(make: Factory<'_>) {
 pub async fn extend(make: Factory<'_>) {
     let (a, b) = (make(), make());
     let name = unique_name("extend");
-    let lease = acquired(a.as_ref(), &name, Duration::from_millis(150)).await;
+    let lease = acquired(a.as_ref(), &name, Duration::from_millis(1000)).await;
     a.extend(&lease, Duration::from_secs(10))
         .await
         .expect("holder extends");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
     assert!(
         a.is_held(&lease).await.expect("is_held"),
         "extended lease expired at its original TTL"
@@ -297,10 +297,10 @@ pub async fn renewal_keeps_lease(make: Factory<'_>) {
     let other = make();
     let name = unique_name("renewal");
     let g = manager
-        .acquire(&name, Duration::from_millis(300), Duration::from_secs(1))
+        .acquire(&name, Duration::from_millis(900), Duration::from_secs(1))
         .await
         .expect("acquire");
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(!g.is_lost(), "renewed lease reported lost");
     assert!(
         matches!(
@@ -322,7 +322,7 @@ pub async fn lost_lease_signal(make: Factory<'_>) {
     let thief = make();
     let name = unique_name("lost");
     let g = manager
-        .acquire(&name, Duration::from_millis(300), Duration::from_secs(1))
+        .acquire(&name, Duration::from_millis(900), Duration::from_secs(1))
         .await
         .expect("acquire");
     // Simulate the lease expiring behind the holder's back.

@@ -136,13 +136,13 @@ fn guards_work_from_a_std_thread_on_a_caller_owned_runtime() {
         let g = handle
             .block_on(m.acquire(
                 "sync-engine",
-                Duration::from_millis(200),
+                Duration::from_millis(900),
                 Duration::from_secs(1),
             ))
             .unwrap();
         // Blocking work on this thread for several TTLs: renewal runs on
         // the runtime's workers.
-        std::thread::sleep(Duration::from_millis(800));
+        std::thread::sleep(Duration::from_millis(2500));
         assert!(!g.is_lost(), "renewal did not run while the thread blocked");
         let other = handle
             .block_on(m.try_acquire("sync-engine", Duration::from_secs(1)))
