@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 use crate::envelope::{self, Format, Prefix, BODY_B64, HEADER_LEN, NONCE_LEN, TAG_LEN};
 use crate::error::{CryptoError, DecryptError, KeyError};
 use crate::key::{AesKey, FernetKey, KeyId};
-use crate::metrics;
+use crate::metrics::{self, KeyCounters};
 use crate::plaintext::Plaintext;
 use crate::status::{KeyRole, KeyStatus, Status};
 
@@ -41,7 +41,7 @@ pub struct KeyMetadata {
 
 struct AesEntry {
     id: KeyId,
-    label: Arc<str>,
+    counters: KeyCounters,
     header: [u8; HEADER_LEN],
     header_binary: [u8; HEADER_LEN],
     cipher: Aes256Gcm,
@@ -57,7 +57,7 @@ impl AesEntry {
         header_binary[HEADER_LEN - 1] = envelope::BINARY_TERMINATOR;
         AesEntry {
             id,
-            label: Arc::from(id.to_string()),
+            counters: KeyCounters::new(&id.to_string(), "aes256gcm"),
             header,
             header_binary,
             cipher: Aes256Gcm::new(key.material().into()),
@@ -69,7 +69,7 @@ impl AesEntry {
 
 struct FernetEntry {
     key: FernetKey,
-    label: Arc<str>,
+    counters: KeyCounters,
     encryptions: AtomicU64,
 }
 
@@ -197,7 +197,7 @@ impl KeyringBuilder {
                 return Err(KeyError::DuplicateKeyId { key_id: key.id() });
             }
             fernet.push(FernetEntry {
-                label: Arc::from(key.id().to_string()),
+                counters: KeyCounters::new(&key.id().to_string(), "fernet"),
                 key,
                 encryptions: AtomicU64::new(0),
             });
@@ -214,7 +214,7 @@ impl KeyringBuilder {
 
 /// Runs `f` with `header || aad` without allocating for short AADs.
 fn with_full_aad<R>(header: &[u8], aad: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
-    const STACK: usize = 256;
+    const STACK: usize = 128;
     let len = header.len() + aad.len();
     if len <= STACK {
         let mut buf = [0u8; STACK];
@@ -284,11 +284,22 @@ impl Keyring {
         aad: &[u8],
         nonce: [u8; NONCE_LEN],
     ) -> Result<String, CryptoError> {
+        /// Plaintexts up to this size are sealed in a stack buffer.
+        const STACK_PLAINTEXT: usize = 512;
         let entry = self.primary_entry();
-        let buf = self.seal(&entry.header, plaintext, aad, nonce)?;
-        let mut out = String::with_capacity(HEADER_LEN + (buf.len() * 4).div_ceil(3));
+        let body_len = NONCE_LEN + plaintext.len() + TAG_LEN;
+        let mut out = String::with_capacity(HEADER_LEN + (body_len * 4).div_ceil(3));
         out.push_str(std::str::from_utf8(&entry.header).expect("the header is ASCII"));
-        BODY_B64.encode_string(&buf, &mut out);
+        if plaintext.len() <= STACK_PLAINTEXT {
+            let mut stack = [0u8; NONCE_LEN + STACK_PLAINTEXT + TAG_LEN];
+            let body = &mut stack[..body_len];
+            self.seal(&entry.header, plaintext, aad, nonce, body)?;
+            BODY_B64.encode_string(body, &mut out);
+        } else {
+            let mut body = vec![0u8; body_len];
+            self.seal(&entry.header, plaintext, aad, nonce, &mut body)?;
+            BODY_B64.encode_string(&body, &mut out);
+        }
         Ok(out)
     }
 
@@ -322,46 +333,52 @@ impl Keyring {
         nonce: [u8; NONCE_LEN],
     ) -> Result<Vec<u8>, CryptoError> {
         let entry = self.primary_entry();
-        let body = self.seal(&entry.header_binary, plaintext, aad, nonce)?;
-        let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-        out.extend_from_slice(&entry.header_binary);
-        out.extend_from_slice(&body);
+        let mut out = vec![0u8; HEADER_LEN + NONCE_LEN + plaintext.len() + TAG_LEN];
+        out[..HEADER_LEN].copy_from_slice(&entry.header_binary);
+        self.seal(
+            &entry.header_binary,
+            plaintext,
+            aad,
+            nonce,
+            &mut out[HEADER_LEN..],
+        )?;
         Ok(out)
     }
 
-    /// Encrypts with the primary key: returns `nonce ‖ ciphertext ‖ tag`
-    /// authenticated with `header ‖ aad`.
+    /// Encrypts with the primary key into `out` (exactly
+    /// `nonce ‖ ciphertext ‖ tag` long), authenticating `header ‖ aad`.
     fn seal(
         &self,
         header: &[u8; HEADER_LEN],
         plaintext: &[u8],
         aad: &[u8],
         nonce: [u8; NONCE_LEN],
-    ) -> Result<Vec<u8>, CryptoError> {
+        out: &mut [u8],
+    ) -> Result<(), CryptoError> {
         let entry = self.primary_entry();
+        let too_large = || CryptoError::PlaintextTooLarge {
+            len: plaintext.len(),
+        };
         if plaintext.len() as u64 > MAX_PLAINTEXT {
-            return Err(CryptoError::PlaintextTooLarge {
-                len: plaintext.len(),
-            });
+            return Err(too_large());
         }
         if entry.encryptions.fetch_add(1, Ordering::Relaxed) >= NONCE_LIMIT {
             entry.encryptions.fetch_sub(1, Ordering::Relaxed);
             return Err(CryptoError::NonceLimitReached { key_id: entry.id });
         }
-        let mut buf = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
-        buf.extend_from_slice(&nonce);
-        buf.extend_from_slice(plaintext);
+        let (nonce_out, rest) = out.split_at_mut(NONCE_LEN);
+        let (ct, tag_out) = rest.split_at_mut(plaintext.len());
+        nonce_out.copy_from_slice(&nonce);
+        ct.copy_from_slice(plaintext);
         let tag = with_full_aad(header, aad, |full_aad| {
             entry
                 .cipher
-                .encrypt_in_place_detached((&nonce).into(), full_aad, &mut buf[NONCE_LEN..])
+                .encrypt_in_place_detached((&nonce).into(), full_aad, ct)
         })
-        .map_err(|_| CryptoError::PlaintextTooLarge {
-            len: plaintext.len(),
-        })?;
-        buf.extend_from_slice(&tag);
-        metrics::encrypted(&entry.label, "aes256gcm");
-        Ok(buf)
+        .map_err(|_| too_large())?;
+        tag_out.copy_from_slice(&tag);
+        entry.counters.encrypted();
+        Ok(())
     }
 
     /// Decrypts a stored value:
@@ -430,7 +447,7 @@ impl Keyring {
         match envelope::inspect(token) {
             Format::Fernet => self.decrypt_fernet_checked(token, None),
             Format::Plaintext if self.inner.accept_plaintext => {
-                metrics::decrypted(None, "plaintext");
+                metrics::plaintext_passed();
                 Ok(Plaintext::new(Zeroizing::new(token.as_bytes().to_vec())))
             }
             Format::Plaintext => Err(DecryptError::PlaintextNotAccepted),
@@ -469,7 +486,7 @@ impl Keyring {
         .map_err(|_| DecryptError::Authentication)?;
         raw.copy_within(NONCE_LEN..ct_end, 0);
         raw.truncate(ct_end - NONCE_LEN);
-        metrics::decrypted(Some(&entry.label), "aes256gcm");
+        entry.counters.decrypted();
         Ok(Plaintext::new(raw))
     }
 
@@ -485,7 +502,7 @@ impl Keyring {
         }
         for entry in &self.inner.fernet {
             if let Some(plain) = crate::fernet::decrypt(&entry.key, token, window)? {
-                metrics::decrypted(Some(&entry.label), "fernet");
+                entry.counters.decrypted();
                 return Ok(plain);
             }
         }
@@ -517,7 +534,7 @@ impl Keyring {
         let entry = self.inner.fernet.first().ok_or(CryptoError::NoFernetKey)?;
         entry.encryptions.fetch_add(1, Ordering::Relaxed);
         let token = entry.key.fernet.encrypt(plaintext);
-        metrics::encrypted(&entry.label, "fernet");
+        entry.counters.encrypted();
         Ok(token)
     }
 

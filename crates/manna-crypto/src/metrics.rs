@@ -1,28 +1,62 @@
 //! Metrics through the `metrics` facade. Labels hold only key ids (public
 //! fingerprints), format names and failure kinds: never data.
+//!
+//! The per-key counter keys are built once per keyring (no allocation or
+//! hashing per operation); the recorder is looked up on every call, so a
+//! recorder installed after the keyring was built still sees everything.
 
 use std::sync::Arc;
 
+use metrics::{Key, Label, Level, Metadata};
+
 /// Counter: values encrypted, labels `key_id`, `format` (`aes256gcm`|`fernet`).
 pub const ENCRYPTIONS: &str = "manna_crypto_encryptions_total";
-/// Counter: values decrypted, labels `key_id`, `format` (`aes256gcm`|`fernet`|`plaintext`).
+/// Counter: values decrypted, labels `key_id` (absent for plaintext),
+/// `format` (`aes256gcm`|`fernet`|`plaintext`).
 pub const DECRYPTIONS: &str = "manna_crypto_decryptions_total";
 /// Counter: failed decryptions, label `kind` (see `DecryptError::kind`) and,
 /// when the envelope names one, `key_id`.
 pub const DECRYPT_FAILURES: &str = "manna_crypto_decrypt_failures_total";
 
-pub(crate) fn encrypted(key_id: &Arc<str>, format: &'static str) {
-    metrics::counter!(ENCRYPTIONS, "key_id" => Arc::clone(key_id), "format" => format).increment(1);
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// Prebuilt counter keys for one key of the keyring.
+pub(crate) struct KeyCounters {
+    encryptions: Key,
+    decryptions: Key,
 }
 
-pub(crate) fn decrypted(key_id: Option<&Arc<str>>, format: &'static str) {
-    match key_id {
-        Some(id) => {
-            metrics::counter!(DECRYPTIONS, "key_id" => Arc::clone(id), "format" => format)
-                .increment(1);
+impl KeyCounters {
+    pub(crate) fn new(key_id: &str, format: &'static str) -> Self {
+        let key_id: Arc<str> = Arc::from(key_id);
+        let labels = || {
+            vec![
+                Label::new("key_id", Arc::clone(&key_id)),
+                Label::new("format", format),
+            ]
+        };
+        KeyCounters {
+            encryptions: Key::from_parts(ENCRYPTIONS, labels()),
+            decryptions: Key::from_parts(DECRYPTIONS, labels()),
         }
-        None => metrics::counter!(DECRYPTIONS, "format" => format).increment(1),
     }
+
+    pub(crate) fn encrypted(&self) {
+        increment(&self.encryptions);
+    }
+
+    pub(crate) fn decrypted(&self) {
+        increment(&self.decryptions);
+    }
+}
+
+fn increment(key: &Key) {
+    metrics::with_recorder(|r| r.register_counter(key, &METADATA).increment(1));
+}
+
+pub(crate) fn plaintext_passed() {
+    metrics::counter!(DECRYPTIONS, "format" => "plaintext").increment(1);
 }
 
 pub(crate) fn failed(kind: &'static str, key_id: Option<String>) {
