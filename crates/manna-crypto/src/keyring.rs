@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use aes_gcm::aead::AeadInPlace as _;
 use aes_gcm::{Aes256Gcm, KeyInit as _};
-use base64::Engine as _;
 use rand::RngCore as _;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
@@ -294,11 +293,11 @@ impl Keyring {
             let mut stack = [0u8; NONCE_LEN + STACK_PLAINTEXT + TAG_LEN];
             let body = &mut stack[..body_len];
             self.seal(&entry.header, plaintext, aad, nonce, body)?;
-            BODY_B64.encode_string(body, &mut out);
+            BODY_B64.encode_append(&*body, &mut out);
         } else {
             let mut body = vec![0u8; body_len];
             self.seal(&entry.header, plaintext, aad, nonce, &mut body)?;
-            BODY_B64.encode_string(&body, &mut out);
+            BODY_B64.encode_append(&body, &mut out);
         }
         Ok(out)
     }
@@ -411,7 +410,7 @@ impl Keyring {
                 binary: false,
             } => {
                 let raw = BODY_B64
-                    .decode(body)
+                    .decode_to_vec(body)
                     .map_err(|_| DecryptError::UnknownFormat)?;
                 self.open_v1(header, key_id, Zeroizing::new(raw), aad)
             }
