@@ -118,30 +118,46 @@ impl RetryPolicy {
         }
     }
 
-    fn may_retry<E: IsConflict>(&self, started: Instant, e: &E) -> bool {
+    fn may_retry<E: IsConflict>(&self, started: Option<Instant>, e: &E) -> bool {
         e.is_conflict()
-            && self
-                .max_total_time
-                .is_none_or(|max| started.elapsed() < max)
+            && match (self.max_total_time, started) {
+                (Some(max), Some(started)) => started.elapsed() < max,
+                _ => true,
+            }
     }
 
     /// Runs `op`, re-running it after a backoff delay while it fails with a
     /// conflict and the budget lasts. Blocks the thread while sleeping: use
     /// [`RetryPolicy::retry_async`] in async code.
+    ///
+    /// The first attempt runs without any retry machinery, so the
+    /// no-conflict path costs one branch.
     pub fn retry<T, E, F>(&self, mut op: F) -> Result<T, E>
     where
         E: IsConflict,
         F: FnMut() -> Result<T, E>,
     {
-        let started = Instant::now();
-        let counted = || {
-            let r = op();
-            if let Err(e) = &r {
-                count_error(e);
-            }
-            r
+        let started = self.max_total_time.map(|_| Instant::now());
+        let first = match op() {
+            Ok(v) => return Ok(v),
+            Err(e) if !e.is_conflict() => return Err(e),
+            Err(e) => e,
         };
-        let result = counted
+        metrics::counter!(metric_names::CONFLICTS).increment(1);
+        // Hand the first conflict to backon as its first result, so it
+        // sleeps before re-running `op`.
+        let mut first = Some(first);
+        let attempt = || match first.take() {
+            Some(e) => Err(e),
+            None => {
+                let r = op();
+                if let Err(e) = &r {
+                    count_error(e);
+                }
+                r
+            }
+        };
+        let result = attempt
             .retry(self.backoff())
             .when(|e: &E| self.may_retry(started, e))
             .notify(|_, _| metrics::counter!(metric_names::CONFLICT_RETRIES).increment(1))
@@ -174,18 +190,37 @@ impl RetryPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let started = Instant::now();
-        let counted = || {
-            let fut = op();
+        let started = self.max_total_time.map(|_| Instant::now());
+        let first = match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if !e.is_conflict() => return Err(e),
+            Err(e) => e,
+        };
+        metrics::counter!(metric_names::CONFLICTS).increment(1);
+        let mut first = Some(first);
+        enum Step<E, Fut> {
+            Replay(E),
+            Run(Fut),
+        }
+        let attempt = || {
+            let step = match first.take() {
+                Some(e) => Step::Replay(e),
+                None => Step::Run(op()),
+            };
             async move {
-                let r = fut.await;
-                if let Err(e) = &r {
-                    count_error(e);
+                match step {
+                    Step::Replay(e) => Err(e),
+                    Step::Run(fut) => {
+                        let r = fut.await;
+                        if let Err(e) = &r {
+                            count_error(e);
+                        }
+                        r
+                    }
                 }
-                r
             }
         };
-        let result = counted
+        let result = attempt
             .retry(self.backoff())
             .sleep(tokio::time::sleep)
             .when(|e: &E| self.may_retry(started, e))
