@@ -336,8 +336,11 @@ impl Migrator {
         }
         let census_kind = if !writes {
             CensusKind::AsFound
-        } else if run.status == Status::Completed && o.census_after && range.is_some() {
-            if let Some(r) = &range {
+        } else if run.status == Status::Completed && range.is_some() {
+            // A run that covered the whole partition in one go knows how it
+            // left every row; a resumed one rescans to count the rows done
+            // before the checkpoint (and list those that failed then).
+            if let (Some(r), true) = (&range, o.census_after || resumed.is_some()) {
                 let fin = self.final_census(column, &planner, r)?;
                 run.census = fin.census;
                 run.nulls = fin.nulls;

@@ -108,12 +108,14 @@ impl fmt::Display for Status {
 pub enum CensusKind {
     /// The values as the scan found them (dry-run, verify-only).
     AsFound,
-    /// The whole partition as it is after a completed migrate run (a final
-    /// read-only scan).
+    /// The whole partition after a completed migrate run: how the run left
+    /// each row when it covered the partition in one go (application writes
+    /// made meanwhile are not reflected), otherwise — resumed from a
+    /// checkpoint, or [`Options::census_after`](crate::Options::census_after)
+    /// — a final read-only scan.
     After,
     /// Only the rows this run processed, as it left them (a migrate run that
-    /// was stopped early, resumed from a checkpoint, or ran without the final
-    /// census).
+    /// stopped early).
     Processed,
 }
 

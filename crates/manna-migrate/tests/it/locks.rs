@@ -257,7 +257,8 @@ fn an_expired_manna_lock_lease_stops_the_run() {
         assert!(usurper.token() > FencingToken::new(0));
         assert!(usurper.release().unwrap());
     }
-    let rest = migrator(&store, &keyring, locks, |o| o.batch_size = 100)
+    // (A renewing lock this time: the one above never renews.)
+    let rest = migrator(&store, &keyring, fresh_locks(), |o| o.batch_size = 100)
         .run(&[column()])
         .unwrap();
     assert_eq!(rest.columns[0].status, Status::Completed);

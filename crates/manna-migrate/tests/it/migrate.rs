@@ -395,7 +395,7 @@ fn throttle_limits_rows_per_scan() {
         o.census_after = false;
     });
     assert_eq!(report.columns[0].migrated, 60);
-    assert_eq!(report.columns[0].census, CensusKind::Processed);
+    assert_eq!(report.columns[0].census, CensusKind::After);
     let store = seed_fernet(&keys, 20);
     run(&store, &keyring, |o| {
         o.batch_size = 1000;

@@ -234,3 +234,34 @@ fn a_cancelled_token_before_the_run_starts_nothing() {
     assert_eq!(report.columns[0].status, Status::NotStarted);
     assert_eq!(store.stats().rows_written, 0);
 }
+
+#[test]
+fn a_resumed_run_reports_the_whole_partition() {
+    let keys = TestKeys::generate();
+    let keyring = keys.keyring();
+    let store = seed_fernet(&keys, 100);
+    store.insert(&column(), 5, Some("gAAAAAdamaged".into()));
+    store.inject(Failure::nth(Op::Write, 4));
+    let set = |o: &mut manna_migrate::Options| {
+        o.batch_size = 10;
+        o.adaptive = false;
+    };
+    assert!(migrator(&store, &keyring, fresh_locks(), set)
+        .run(&[column()])
+        .is_err());
+    let report = run(&store, &keyring, set);
+    let c = &report.columns[0];
+    assert!(c.resumed);
+    assert_eq!(c.census, manna_migrate::CensusKind::After);
+    assert_eq!(c.total, 100);
+    assert_eq!(
+        c.failed,
+        vec![RowId::Int(5)],
+        "a failure before the checkpoint is still listed"
+    );
+    assert_eq!(
+        c.by_format.aes_key(&keyring.primary_key_id().to_string()),
+        99
+    );
+    assert_eq!(c.by_format.unknown, 1);
+}
