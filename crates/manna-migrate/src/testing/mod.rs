@@ -6,7 +6,8 @@
 //!   write, and failure injection;
 //! - [`conformance`]: the suite every `ColumnStore` adapter runs;
 //! - [`strategies`]: proptest strategies for rows and the keys behind them;
-//! - [`MockColumnStore`] and [`MockProgress`]: mockall mocks of the ports.
+//! - [`MockColumnStore`], [`MockProgress`], [`MockMigrationLocks`] and
+//!   [`MockHeldLock`]: mockall mocks of the ports.
 
 pub mod conformance;
 mod memory;
@@ -15,4 +16,4 @@ pub mod strategies;
 
 pub use conformance::MemoryHarness;
 pub use memory::{Failure, MemoryStore, Op, Stats, WriteHook};
-pub use mock::{MockColumnStore, MockProgress};
+pub use mock::{MockColumnStore, MockHeldLock, MockMigrationLocks, MockProgress};

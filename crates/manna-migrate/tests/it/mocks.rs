@@ -76,3 +76,57 @@ fn store_errors_name_the_column_and_keep_their_kind() {
         other => panic!("{other}"),
     }
 }
+
+#[test]
+fn an_unreachable_lock_backend_is_a_lock_error_naming_the_column() {
+    use manna_lock::LockError;
+    use manna_migrate::testing::MockMigrationLocks;
+
+    let keys = TestKeys::generate();
+    let store = store_with_rows(&keys, 3);
+    let mut locks = MockMigrationLocks::new();
+    locks.expect_acquire().returning(|_| {
+        Err(LockError::Unavailable {
+            backend: "redis at redis://127.0.0.1:6399/0 (REDIS_URL)".into(),
+            reason: "connection refused".into(),
+        })
+    });
+    let err = Migrator::new(Arc::new(store), keys.keyring())
+        .locks(Arc::new(locks))
+        .run(&[column()])
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, MigrateError::Lock { .. }));
+    assert!(
+        msg.starts_with("plaid_items.access_token: distributed lock error"),
+        "{msg}"
+    );
+    assert!(msg.contains("REDIS_URL"), "{msg}");
+}
+
+#[test]
+fn the_lock_is_released_once_even_when_the_store_fails() {
+    use manna_migrate::testing::{MockHeldLock, MockMigrationLocks};
+
+    let keys = TestKeys::generate();
+    let mut store = store_with_rows(&keys, 30);
+    store.expect_write_batch().returning(|_, _, _, _| {
+        Err(StoreError::new(
+            StoreErrorKind::Conflict,
+            "deadlock detected",
+        ))
+    });
+    let mut locks = MockMigrationLocks::new();
+    locks.expect_acquire().times(1).returning(|name| {
+        assert_eq!(name, "manna:migrate:plaid_items.access_token:0/1");
+        let mut held = MockHeldLock::new();
+        held.expect_is_lost().returning(|| false);
+        held.expect_name().return_const("held".to_owned());
+        held.expect_release().times(1).returning(|| Ok(true));
+        Ok(Box::new(held))
+    });
+    assert!(Migrator::new(Arc::new(store), keys.keyring())
+        .locks(Arc::new(locks))
+        .run(&[column()])
+        .is_err());
+}
