@@ -6,6 +6,7 @@ mod support;
 mod concurrency;
 mod conformance;
 mod locks;
+mod metrics;
 mod migrate;
 mod mocks;
 mod preflight;
