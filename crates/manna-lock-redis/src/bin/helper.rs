@@ -9,6 +9,10 @@
 //!
 //! `manna-lock-redis-helper hold URL LOCK TTL_MS`
 //!   takes the lock, prints `token T`, and sleeps until killed.
+//!
+//! `manna-lock-redis-helper env LOCK`
+//!   builds the lock manager from the environment (`REDIS_URL`), takes and
+//!   releases the lock, and prints `backend DESCRIPTION`.
 #![allow(clippy::print_stdout)]
 
 use std::io::Write;
@@ -33,7 +37,11 @@ async fn main() -> ExitCode {
             counter(url, lock, register, tasks, iterations).await
         }
         ["hold", url, lock, ttl_ms] => hold(url, lock, ttl_ms).await,
-        _ => Err("usage: counter URL LOCK REGISTER TASKS ITERATIONS | hold URL LOCK TTL_MS".into()),
+        ["env", lock] => from_env(lock).await,
+        _ => Err(
+            "usage: counter URL LOCK REGISTER TASKS ITERATIONS | hold URL LOCK TTL_MS | env LOCK"
+                .into(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -95,4 +103,14 @@ async fn hold(url: &str, lock: &str, ttl_ms: &str) -> Res {
     // Hold (and renew) until killed.
     guard.lost().await;
     Err("lease lost while holding".into())
+}
+
+async fn from_env(lock: &str) -> Res {
+    let manager = manna_lock_redis::lock_manager_from_env().await?;
+    let guard = manager
+        .acquire(lock, Duration::from_secs(5), Duration::from_secs(5))
+        .await?;
+    guard.release().await?;
+    println!("backend {}", manager.backend().describe());
+    Ok(())
 }

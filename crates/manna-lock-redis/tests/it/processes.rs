@@ -118,3 +118,55 @@ async fn holder_process_killed_mid_lock() {
     })
     .await;
 }
+
+/// `lock_manager_from_env`: Redis when `REDIS_URL` is set (a clear,
+/// redacted error when it is unreachable), in-process locks otherwise.
+#[tokio::test]
+async fn lock_manager_from_env_follows_redis_url() {
+    let server = PrivateRedis::start(&["--requirepass", "env-secret"]);
+    bounded(60, async {
+        let url = format!("redis://:env-secret@127.0.0.1:{}/2", server.port);
+        let out = Command::new(HELPER)
+            .args(["env", "env-lock"])
+            .env("REDIS_URL", &url)
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(
+            stdout.trim(),
+            format!("backend redis at redis://:***@127.0.0.1:{}/2 (from REDIS_URL)", server.port)
+        );
+
+        let out = Command::new(HELPER)
+            .args(["env", "env-lock"])
+            .env_remove("REDIS_URL")
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "backend in-memory");
+
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let out = Command::new(HELPER)
+            .args(["env", "env-lock"])
+            .env("REDIS_URL", format!("redis://:env-secret@127.0.0.1:{dead}/0"))
+            .output()
+            .await
+            .unwrap();
+        assert!(!out.status.success(), "an unreachable REDIS_URL must fail");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.contains(&format!(
+                "distributed lock backend unavailable: redis at redis://:***@127.0.0.1:{dead}/0 (from REDIS_URL)"
+            )),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("env-secret"), "{stderr}");
+    })
+    .await;
+}
