@@ -120,7 +120,7 @@ async fn redis_killed_then_restarted() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
     assert!(
-        started.elapsed() < Duration::from_secs(6),
+        started.elapsed() < Duration::from_secs(8),
         "must not hang past the caller's wait"
     );
     let err = bounded(10, m.try_acquire("killed", Duration::from_secs(5)))
