@@ -1,5 +1,6 @@
-//! Field-crypto benchmarks: manna's envelope against the raw `aes-gcm`
-//! primitive in the same group, and legacy Fernet.
+//! Field-crypto benchmarks: manna's envelope (text form `manna`, binary
+//! form `manna-binary`) against the raw `aes-gcm` primitive in the same
+//! group, round trips, and legacy Fernet.
 //!
 //! Run: `cargo bench -p manna-crypto --bench crypto`
 //! Compare with Python: `python3 ../shared/peers/crypto_peer.py 64`.
@@ -65,6 +66,13 @@ fn encrypt(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("aes-gcm", size), &pt, |b, pt| {
             b.iter(|| raw_encrypt(&cipher, black_box(pt)))
         });
+        group.bench_with_input(BenchmarkId::new("manna-binary", size), &pt, |b, pt| {
+            b.iter(|| {
+                keyring
+                    .encrypt_to_bytes(black_box(pt), AAD)
+                    .expect("encrypt")
+            })
+        });
     }
     group.finish();
 }
@@ -83,6 +91,10 @@ fn decrypt(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("aes-gcm", size), &blob, |b, blob| {
             b.iter(|| raw_decrypt(&cipher, black_box(blob)))
+        });
+        let binary = keyring.encrypt_to_bytes(&pt, AAD).expect("encrypt");
+        group.bench_with_input(BenchmarkId::new("manna-binary", size), &binary, |b, v| {
+            b.iter(|| keyring.decrypt_bytes(black_box(v), AAD).expect("decrypt"))
         });
     }
     group.finish();

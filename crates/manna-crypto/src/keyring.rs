@@ -553,6 +553,24 @@ impl Keyring {
         }
     }
 
+    /// Adds `count` encryptions made under `key_id` elsewhere (other
+    /// processes, earlier runs) to this keyring's counter, so that
+    /// [`Keyring::status`] warnings and the 2^32 refusal account for them.
+    /// Returns `false` if the keyring has no AES key with that id.
+    pub fn record_external_encryptions(&self, key_id: KeyId, count: u64) -> bool {
+        match self.entry(key_id) {
+            Some(entry) => {
+                let _ = entry
+                    .encryptions
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                        Some(n.saturating_add(count))
+                    });
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Id of the primary (encrypting) key.
     pub fn primary_key_id(&self) -> KeyId {
         self.primary_entry().id

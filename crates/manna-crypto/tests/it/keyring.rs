@@ -190,3 +190,49 @@ fn status_counts_encryptions_and_serializes() {
     assert_eq!(json["fernet_fallback"], true);
     assert_eq!(json["keys"][0]["role"], "primary");
 }
+
+#[test]
+fn nonce_budget_warns_at_2_pow_31_and_refuses_at_2_pow_32() {
+    use manna_crypto::{NONCE_LIMIT, NONCE_WARNING_THRESHOLD};
+    let keyring = Keyring::new(AesKey::generate());
+    let id = keyring.primary_key_id();
+    assert!(keyring.status().warnings.is_empty());
+    assert!(keyring.record_external_encryptions(id, NONCE_WARNING_THRESHOLD - 1));
+    assert!(keyring.status().warnings.is_empty());
+    keyring.encrypt(b"x", b"").unwrap();
+    let status = keyring.status();
+    assert_eq!(status.keys[0].encryptions, NONCE_WARNING_THRESHOLD);
+    assert_eq!(status.warnings.len(), 1, "{:?}", status.warnings);
+    assert!(status.warnings[0].contains("2^32"));
+    assert!(keyring.record_external_encryptions(id, NONCE_LIMIT - NONCE_WARNING_THRESHOLD - 1));
+    keyring.encrypt(b"last", b"").unwrap();
+    assert_eq!(
+        keyring.encrypt(b"one too many", b""),
+        Err(CryptoError::NonceLimitReached { key_id: id })
+    );
+    assert!(keyring.encrypt_to_bytes(b"x", b"").is_err());
+    assert_eq!(keyring.status().keys[0].encryptions, NONCE_LIMIT);
+    // Unknown ids are reported, not silently ignored.
+    assert!(!keyring.record_external_encryptions(AesKey::generate().id(), 1));
+}
+
+#[test]
+fn keyring_is_send_sync_and_nothing_secret_is_printed() {
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+    assert_send_sync::<Keyring>();
+    let key = AesKey::generate();
+    let fernet = FernetKey::generate();
+    let keyring = Keyring::builder()
+        .primary(key.clone())
+        .fernet(fernet.clone())
+        .build()
+        .unwrap();
+    let plain = keyring
+        .decrypt(&keyring.encrypt(b"top-secret", b"").unwrap(), b"")
+        .unwrap();
+    let shown = format!("{keyring:?} {key:?} {fernet:?} {plain:?}");
+    assert!(!shown.contains(key.to_base64().as_str()));
+    assert!(!shown.contains(fernet.to_base64().as_str()));
+    assert!(!shown.contains("top-secret"));
+    assert_eq!(format!("{plain:?}"), "Plaintext(<10 bytes redacted>)");
+}
