@@ -103,6 +103,11 @@ pub fn sqlite_pool(url: &str, options: &PoolOptions) -> Result<SqlitePool, Error
             reason: "not a SQLite URL or path".into(),
         });
     }
+    // Fail fast with SQLite's own reason (e.g. a missing directory).
+    {
+        use diesel::Connection;
+        diesel::SqliteConnection::establish(url.target()).map_err(|e| unavailable(&url, e))?;
+    }
     let max = if url.is_memory() {
         1
     } else {

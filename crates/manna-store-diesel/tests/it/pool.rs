@@ -87,3 +87,18 @@ both_backends! {
         assert_eq!(err.kind(), StoreErrorKind::NotFound, "{err}");
     }
 }
+
+#[test]
+fn unopenable_sqlite_file_fails_at_once_naming_the_path() {
+    let err = DbPool::connect(
+        "sqlite:///nonexistent-dir-for-manna/x.db",
+        &PoolOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("sqlite:///nonexistent-dir-for-manna/x.db"),
+        "{err}"
+    );
+}
