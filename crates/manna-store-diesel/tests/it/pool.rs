@@ -102,3 +102,47 @@ fn unopenable_sqlite_file_fails_at_once_naming_the_path() {
         "{err}"
     );
 }
+
+#[test]
+fn a_killed_postgres_connection_is_unavailable_and_the_pool_recovers() {
+    use diesel::Connection;
+    use manna_store_diesel::{Changes, VersionedTable};
+    let db = TestDb::postgres();
+    db.exec("CREATE TABLE k (id BIGINT PRIMARY KEY, v BIGINT, version INTEGER NOT NULL DEFAULT 1); INSERT INTO k VALUES (1, 0, 1)");
+    let t = VersionedTable::new("k").unwrap();
+    let mut conn = db.conn();
+    let pid = {
+        #[derive(diesel::QueryableByName)]
+        struct P {
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            pid: i32,
+        }
+        let manna_store_diesel::DbConnection::Postgres(c) = &mut conn else {
+            unreachable!()
+        };
+        let p: Vec<P> = diesel::RunQueryDsl::load(
+            diesel::sql_query("SELECT pg_backend_pid() AS pid"),
+            &mut **c,
+        )
+        .unwrap();
+        p[0].pid
+    };
+    let mut admin = diesel::PgConnection::establish(crate::support::pg_base_url()).unwrap();
+    diesel::connection::SimpleConnection::batch_execute(
+        &mut admin,
+        &format!("SELECT pg_terminate_backend({pid})"),
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let err = t
+        .update(&mut conn, 1, 1, &Changes::new().set("v", 1).unwrap())
+        .unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::Unavailable, "{err}");
+    drop(conn);
+    // The pool tests connections on checkout: the next one works.
+    assert_eq!(
+        t.update(&mut db.conn(), 1, 1, &Changes::new().set("v", 1).unwrap())
+            .unwrap(),
+        2
+    );
+}
