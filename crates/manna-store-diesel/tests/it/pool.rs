@@ -146,3 +146,39 @@ fn a_killed_postgres_connection_is_unavailable_and_the_pool_recovers() {
         2
     );
 }
+
+#[test]
+fn sqlite_busy_is_a_retryable_conflict() {
+    use manna_lock::IsConflict;
+    use manna_store_diesel::{Changes, StoreConnection, VersionedTable};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("busy.db").display());
+    let pool = DbPool::connect(
+        &url,
+        &PoolOptions::default().busy_timeout(std::time::Duration::from_millis(50)),
+    )
+    .unwrap();
+    diesel::connection::SimpleConnection::batch_execute(
+        &mut pool.get().unwrap(),
+        "CREATE TABLE b (id INTEGER PRIMARY KEY, v BIGINT, version INTEGER NOT NULL DEFAULT 1); INSERT INTO b VALUES (1, 0, 1)",
+    )
+    .unwrap();
+    let t = VersionedTable::new("b").unwrap();
+    let mut holder = pool.get().unwrap();
+    let mut other = pool.get().unwrap();
+    let r: Result<(), Error> = holder.write_transaction(|_| {
+        // While this transaction holds the write lock, another writer times out.
+        let err = t
+            .update(&mut other, 1, 1, &Changes::new().set("v", 1)?)
+            .unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Conflict, "{err}");
+        assert!(err.is_conflict());
+        Ok(())
+    });
+    r.unwrap();
+    assert_eq!(
+        t.update(&mut other, 1, 1, &Changes::new().set("v", 1).unwrap())
+            .unwrap(),
+        2
+    );
+}
