@@ -63,8 +63,8 @@ pub(crate) struct MigrateArgs {
     /// Keep the batch size fixed.
     #[arg(long)]
     pub(crate) fixed_batch_size: bool,
-    /// Parallel crypto-and-write workers.
-    #[arg(long, default_value_t = 1)]
+    /// Parallel crypto-and-write workers (one scanner feeds them).
+    #[arg(long, default_value_t = 2)]
     pub(crate) workers: usize,
     /// Throttle: at most this many rows scanned per second.
     #[arg(long)]
