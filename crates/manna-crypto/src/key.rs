@@ -74,21 +74,32 @@ impl KeyId {
     /// Parses exactly 16 lowercase hex digits (uppercase is rejected so that
     /// every id has exactly one text form).
     pub(crate) fn parse_hex(s: &[u8]) -> Option<Self> {
-        fn nibble(c: u8) -> Option<u8> {
-            match c {
-                b'0'..=b'9' => Some(c - b'0'),
-                b'a'..=b'f' => Some(c - b'a' + 10),
-                _ => None,
+        /// Lowercase hex digit values; 0xff marks every other byte.
+        const NIBBLE: [u8; 256] = {
+            let mut t = [0xffu8; 256];
+            let mut i = 0;
+            while i < 10 {
+                t[b'0' as usize + i] = i as u8;
+                i += 1;
             }
-        }
+            let mut i = 0;
+            while i < 6 {
+                t[b'a' as usize + i] = 10 + i as u8;
+                i += 1;
+            }
+            t
+        };
         if s.len() != Self::HEX_LEN {
             return None;
         }
         let mut id = [0u8; KEY_ID_LEN];
+        let mut bad = 0u8;
         for (i, pair) in s.chunks_exact(2).enumerate() {
-            id[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+            let (hi, lo) = (NIBBLE[usize::from(pair[0])], NIBBLE[usize::from(pair[1])]);
+            bad |= hi | lo;
+            id[i] = (hi << 4) | (lo & 0x0f);
         }
-        Some(KeyId(id))
+        (bad & 0xf0 == 0).then_some(KeyId(id))
     }
 }
 

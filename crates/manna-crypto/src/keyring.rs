@@ -409,10 +409,22 @@ impl Keyring {
                 body,
                 binary: false,
             } => {
-                let raw = BODY_B64
-                    .decode_to_vec(body)
+                // 16 base64 characters are exactly the 12 nonce bytes, so
+                // the nonce and `ciphertext ‖ tag` decode separately and
+                // the plaintext ends up at the start of its buffer.
+                const NONCE_CHARS: usize = NONCE_LEN / 3 * 4;
+                if body.len() < NONCE_CHARS {
+                    return Err(DecryptError::UnknownFormat);
+                }
+                let (nonce_b64, rest_b64) = body.split_at(NONCE_CHARS);
+                let mut nonce = [0u8; NONCE_LEN];
+                BODY_B64
+                    .decode(nonce_b64, base64_simd::Out::from_slice(&mut nonce))
                     .map_err(|_| DecryptError::UnknownFormat)?;
-                self.open_v1(header, key_id, Zeroizing::new(raw), aad)
+                let ct_tag = BODY_B64
+                    .decode_to_vec(rest_b64)
+                    .map_err(|_| DecryptError::UnknownFormat)?;
+                self.open_v1(header, key_id, nonce, Zeroizing::new(ct_tag), aad)
             }
             Prefix::V1 { binary: true, .. } | Prefix::BrokenV1 => Err(DecryptError::UnknownFormat),
             Prefix::OtherVersion(version) => Err(DecryptError::UnsupportedVersion { version }),
@@ -430,7 +442,12 @@ impl Keyring {
                 key_id,
                 body,
                 binary: true,
-            } => self.open_v1(header, key_id, Zeroizing::new(body.to_vec()), aad),
+            } => match body.split_first_chunk::<NONCE_LEN>() {
+                Some((nonce, ct_tag)) => {
+                    self.open_v1(header, key_id, *nonce, Zeroizing::new(ct_tag.to_vec()), aad)
+                }
+                None => Err(DecryptError::UnknownFormat),
+            },
             _ => match std::str::from_utf8(value) {
                 Ok(text) => return self.decrypt(text, aad),
                 Err(_) => Err(DecryptError::UnknownFormat),
@@ -454,39 +471,33 @@ impl Keyring {
         }
     }
 
-    /// Opens a v1 body (`nonce ‖ ciphertext ‖ tag`, already decoded).
+    /// Opens a v1 body given its nonce and `ciphertext ‖ tag` (decoded).
     fn open_v1(
         &self,
         header: &[u8],
         key_id: KeyId,
-        mut raw: Zeroizing<Vec<u8>>,
+        nonce: [u8; NONCE_LEN],
+        mut ct_tag: Zeroizing<Vec<u8>>,
         aad: &[u8],
     ) -> Result<Plaintext, DecryptError> {
-        if raw.len() < NONCE_LEN + TAG_LEN {
+        let Some(ct_len) = ct_tag.len().checked_sub(TAG_LEN) else {
             return Err(DecryptError::UnknownFormat);
-        }
+        };
         let entry = self.entry(key_id).ok_or_else(|| DecryptError::UnknownKey {
             key_id,
             configured: self.inner.aes.iter().map(|e| e.id).collect(),
         })?;
-        let ct_end = raw.len() - TAG_LEN;
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&raw[..NONCE_LEN]);
-        let mut tag = [0u8; TAG_LEN];
-        tag.copy_from_slice(&raw[ct_end..]);
+        let (ct, tag) = ct_tag.split_at_mut(ct_len);
+        let tag: &[u8] = tag;
         with_full_aad(header, aad, |full_aad| {
-            entry.cipher.decrypt_in_place_detached(
-                (&nonce).into(),
-                full_aad,
-                &mut raw[NONCE_LEN..ct_end],
-                (&tag).into(),
-            )
+            entry
+                .cipher
+                .decrypt_in_place_detached((&nonce).into(), full_aad, ct, tag.into())
         })
         .map_err(|_| DecryptError::Authentication)?;
-        raw.copy_within(NONCE_LEN..ct_end, 0);
-        raw.truncate(ct_end - NONCE_LEN);
+        ct_tag.truncate(ct_len);
         entry.counters.decrypted();
-        Ok(Plaintext::new(raw))
+        Ok(Plaintext::new(ct_tag))
     }
 
     /// Decrypts a Fernet token, trying the keys in order. `window` is an
