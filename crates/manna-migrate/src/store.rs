@@ -181,6 +181,33 @@ impl IdRange {
             until: self.until.clone(),
         }
     }
+
+    /// The ranges `(-∞, b1], (b1, b2], …, (bk, +∞)` cut at ascending
+    /// `bounds`: disjoint, and together covering every key, present or
+    /// future (what [`ColumnStore::split`] returns). Repeated bounds are
+    /// ignored.
+    ///
+    /// ```
+    /// use manna_migrate::{IdRange, RowId};
+    /// let r = IdRange::from_bounds(vec![RowId::Int(10), RowId::Int(20)]);
+    /// assert_eq!(r.len(), 3);
+    /// assert!(r[0].contains(&RowId::Int(-5)) && r[1].contains(&RowId::Int(20)));
+    /// assert!(r[2].contains(&RowId::Int(21)));
+    /// ```
+    pub fn from_bounds(mut bounds: Vec<RowId>) -> Vec<IdRange> {
+        bounds.dedup();
+        let mut ranges = Vec::with_capacity(bounds.len() + 1);
+        let mut after = None;
+        for b in bounds {
+            ranges.push(IdRange {
+                after: after.clone(),
+                until: Some(b.clone()),
+            });
+            after = Some(b);
+        }
+        ranges.push(IdRange { after, until: None });
+        ranges
+    }
 }
 
 /// One scanned row. `value` is `None` for SQL `NULL`.

@@ -476,7 +476,7 @@ impl ColumnStore for DieselStore {
                     bounds
                 }
             };
-            Ok(ranges_from_bounds(bounds))
+            Ok(IdRange::from_bounds(bounds))
         })
     }
 
@@ -814,21 +814,6 @@ fn int_bounds(lo: i64, hi: i64, parts: u32) -> Vec<i64> {
     out
 }
 
-/// `(-∞, b1], (b1, b2], …, (bk, +∞)`: disjoint, covering every key.
-fn ranges_from_bounds(bounds: Vec<RowId>) -> Vec<IdRange> {
-    let mut out = Vec::with_capacity(bounds.len() + 1);
-    let mut after = None;
-    for b in bounds {
-        out.push(IdRange {
-            after: after.clone(),
-            until: Some(b.clone()),
-        });
-        after = Some(b);
-    }
-    out.push(IdRange { after, until: None });
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -838,7 +823,7 @@ mod tests {
         #[test]
         fn int_split_covers_and_is_disjoint(lo in -1_000_000i64..1_000_000, len in 0i64..100_000, parts in 2u32..17, probe in any::<i64>()) {
             let hi = lo + len;
-            let ranges = ranges_from_bounds(int_bounds(lo, hi, parts).into_iter().map(RowId::Int).collect());
+            let ranges = IdRange::from_bounds(int_bounds(lo, hi, parts).into_iter().map(RowId::Int).collect());
             prop_assert!(ranges.len() <= parts as usize);
             let hits = ranges.iter().filter(|r| r.contains(&RowId::Int(probe))).count();
             prop_assert_eq!(hits, 1);

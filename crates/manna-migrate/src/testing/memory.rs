@@ -383,21 +383,10 @@ impl ColumnStore for MemoryStore {
         let t = Self::table(&inner, column)?;
         let keys: Vec<&RowId> = t.rows.keys().collect();
         let parts = (parts.max(1) as usize).min(keys.len().max(1));
-        let mut bounds: Vec<RowId> = (1..parts)
+        let bounds: Vec<RowId> = (1..parts)
             .map(|k| keys[keys.len() * k / parts - 1].clone())
             .collect();
-        bounds.dedup();
-        let mut ranges = Vec::with_capacity(bounds.len() + 1);
-        let mut after = None;
-        for b in bounds {
-            ranges.push(IdRange {
-                after: after.clone(),
-                until: Some(b.clone()),
-            });
-            after = Some(b);
-        }
-        ranges.push(IdRange { after, until: None });
-        Ok(ranges)
+        Ok(IdRange::from_bounds(bounds))
     }
 
     fn scan(
