@@ -13,6 +13,8 @@ mod idempotent;
 mod pool;
 pub mod schema;
 mod sql;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod url;
 mod versioned;
 

@@ -2,7 +2,6 @@
 //! or SQLite file per test, seeded with legacy values.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
 
 use manna_store_diesel::diesel::connection::SimpleConnection;
 use manna_store_diesel::diesel::sql_types::{Array, BigInt, Nullable, Text};
@@ -10,33 +9,9 @@ use manna_store_diesel::diesel::{
     self, Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConnection,
 };
 
-const PG_CANDIDATES: [&str; 2] = [
-    "postgres://postgres@127.0.0.1:5432/test",
-    "postgres://root@127.0.0.1:5432/test",
-];
-
 /// The PostgreSQL server the tests use; panics with what to start if none answers.
 pub(crate) fn pg_base_url() -> &'static str {
-    static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        let candidates: Vec<String> = match std::env::var("MANNA_TEST_PG_URL") {
-            Ok(u) => vec![u],
-            Err(_) => PG_CANDIDATES.iter().map(|s| (*s).to_owned()).collect(),
-        };
-        let mut reasons = Vec::new();
-        for url in &candidates {
-            match PgConnection::establish(url) {
-                Ok(_) => return url.clone(),
-                Err(e) => reasons.push(format!("{url}: {e}")),
-            }
-        }
-        panic!(
-            "PostgreSQL is not reachable ({}). Start it on 127.0.0.1:5432 (trust auth, database \
-             `test`): `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, \
-             or run `bash .ci/run`, which starts it; or set MANNA_TEST_PG_URL.",
-            reasons.join("; ")
-        )
-    })
+    manna_store_diesel::testing::pg_test_url()
 }
 
 /// Redis for lock tests; panics with what to start if it does not answer.

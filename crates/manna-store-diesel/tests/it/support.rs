@@ -6,34 +6,8 @@ use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 use manna_store_diesel::{DbConnection, DbPool, PoolOptions};
 
-/// Candidate servers, first reachable wins; `MANNA_TEST_PG_URL` overrides.
-const PG_CANDIDATES: [&str; 2] = [
-    "postgres://root@127.0.0.1:5432/test",
-    "postgres://postgres@127.0.0.1:5432/test",
-];
-
 pub(crate) fn pg_base_url() -> &'static str {
-    static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        let candidates: Vec<String> = match std::env::var("MANNA_TEST_PG_URL") {
-            Ok(u) => vec![u],
-            Err(_) => PG_CANDIDATES.iter().map(|s| (*s).to_owned()).collect(),
-        };
-        let mut reasons = Vec::new();
-        for url in &candidates {
-            match PgConnection::establish(url) {
-                Ok(_) => return url.clone(),
-                Err(e) => reasons.push(format!("{url}: {e}")),
-            }
-        }
-        panic!(
-            "PostgreSQL is not reachable ({}).\n\
-             These tests need a PostgreSQL server on 127.0.0.1:5432 with trust auth for user \
-             root or postgres and a database `test`: start it (`service postgresql start` or \
-             `bash .ci/run`, which starts it), or set MANNA_TEST_PG_URL.",
-            reasons.join("; ")
-        )
-    })
+    manna_store_diesel::testing::pg_test_url()
 }
 
 /// Runs `body` with `c` bound to the concrete Diesel connection of `db`.
