@@ -59,9 +59,15 @@ impl Progress for BarProgress {
 
     fn on_finish(&self, column: &ColumnRef, report: &ColumnReport) {
         if let Some(bar) = self.bar(column) {
+            // Done: no ETA any more.
+            if let Ok(style) =
+                ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} {msg}")
+            {
+                bar.set_style(style.progress_chars("=> "));
+            }
             bar.finish_with_message(format!(
-                "{} ({:.0} rows/s)",
-                report.status, report.rows_per_s
+                "{} in {:.2}s ({:.0} rows/s)",
+                report.status, report.elapsed_s, report.rows_per_s
             ));
         }
     }
