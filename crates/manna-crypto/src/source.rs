@@ -42,13 +42,14 @@ pub enum KeySourceError {
     )]
     SeveralPrimaryKeys,
     /// One key could not be parsed.
-    #[error("{location}: {source}")]
+    // The cause is part of the message, so it is not also a `source()`:
+    // error reports that walk the chain would print it twice.
+    #[error("{location}: {reason}")]
     InvalidKey {
         /// Where the key is: a variable and entry number, or a file entry.
         location: String,
         /// What is wrong with it.
-        #[source]
-        source: KeyError,
+        reason: KeyError,
     },
     /// The keys parse but do not form a valid keyring.
     #[error(transparent)]
@@ -161,7 +162,7 @@ impl EnvKeySource {
             .map(|(i, s)| {
                 parse(s).map_err(|source| KeySourceError::InvalidKey {
                     location: format!("{variable} (entry {})", i + 1),
-                    source,
+                    reason: source,
                 })
             })
             .collect()
@@ -181,7 +182,7 @@ impl KeySource for EnvKeySource {
         let primary =
             AesKey::from_base64(&primary).map_err(|source| KeySourceError::InvalidKey {
                 location: ENV_AES_KEY.to_owned(),
-                source,
+                reason: source,
             })?;
         let previous = self.entries(ENV_AES_PREVIOUS, AesKey::from_base64)?;
         let fernet = self.entries(ENV_FERNET_KEYS, FernetKey::from_base64)?;
@@ -321,7 +322,7 @@ pub fn parse_key_file(
             .ok_or_else(|| content(format!("keys entry {n} has no `key`")))?;
         let invalid = |source| KeySourceError::InvalidKey {
             location: format!("key file {} (keys entry {n})", path.display()),
-            source,
+            reason: source,
         };
         let metadata = KeyMetadata {
             created_at: parse_time(raw.created_at.as_deref(), n, "created_at").map_err(content)?,

@@ -257,7 +257,7 @@ impl Migrator {
             },
             other => MigrateError::Lock {
                 column: column.to_string(),
-                source: other,
+                cause: other,
             },
         })
     }

@@ -15,13 +15,14 @@ pub enum MigrateError {
     InvalidOptions(String),
     /// The store failed; the checkpoint of the last committed batch is kept,
     /// so the next run continues from there.
-    #[error("{column}: {source}")]
+    // Causes are part of the messages here, so they are not also a
+    // `source()`: error reports that walk the chain would print them twice.
+    #[error("{column}: {cause}")]
     Store {
         /// `TABLE.COLUMN`.
         column: String,
         /// The store's error.
-        #[source]
-        source: StoreError,
+        cause: StoreError,
     },
     /// Another migrator holds the column's lock.
     #[error("{column}: another migrator is running (lock `{lock}` is held); wait for it to finish or stop it")]
@@ -33,13 +34,12 @@ pub enum MigrateError {
     },
     /// The lock backend failed (for Redis: check `REDIS_URL` and that Redis
     /// is running).
-    #[error("{column}: distributed lock error: {source}")]
+    #[error("{column}: distributed lock error: {cause}")]
     Lock {
         /// `TABLE.COLUMN`.
         column: String,
         /// The lock error.
-        #[source]
-        source: LockError,
+        cause: LockError,
     },
     /// `--to fernet` without a Fernet key.
     #[error("the Fernet target needs a Fernet key: set MANNA_ENCRYPTION_KEY")]
@@ -75,7 +75,7 @@ impl MigrateError {
     pub(crate) fn store(column: &impl ToString, source: StoreError) -> Self {
         MigrateError::Store {
             column: column.to_string(),
-            source,
+            cause: source,
         }
     }
 }

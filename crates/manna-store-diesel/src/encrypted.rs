@@ -180,7 +180,7 @@ impl<C: EncryptedColumn> Encrypted<C> {
             .encrypt(&self.plaintext, C::AAD.as_bytes())
             .map_err(|source| Error::Encrypt {
                 column: C::AAD.to_owned(),
-                source,
+                cause: source,
             })
     }
 
@@ -189,7 +189,7 @@ impl<C: EncryptedColumn> Encrypted<C> {
             .encrypt_to_bytes(&self.plaintext, C::AAD.as_bytes())
             .map_err(|source| Error::Encrypt {
                 column: C::AAD.to_owned(),
-                source,
+                cause: source,
             })
     }
 
@@ -198,7 +198,7 @@ impl<C: EncryptedColumn> Encrypted<C> {
             .decrypt_bytes(value, C::AAD.as_bytes())
             .map_err(|source| Error::Decrypt {
                 column: C::AAD.to_owned(),
-                source,
+                cause: source,
             })?;
         Ok(Encrypted::from(pt))
     }
@@ -208,7 +208,7 @@ impl<C: EncryptedColumn> Encrypted<C> {
             .decrypt(token, C::AAD.as_bytes())
             .map_err(|source| Error::Decrypt {
                 column: C::AAD.to_owned(),
-                source,
+                cause: source,
             })?;
         Ok(Encrypted::from(pt))
     }
@@ -298,7 +298,7 @@ impl<C: EncryptedColumn> Sealed<C> {
             .encrypt(plaintext, aad.as_bytes())
             .map_err(|source| Error::Encrypt {
                 column: C::AAD.to_owned(),
-                source,
+                cause: source,
             })?;
         Ok(Sealed::from_ciphertext(ciphertext))
     }
@@ -317,7 +317,7 @@ impl<C: EncryptedColumn> Sealed<C> {
             .decrypt(&self.ciphertext, C::AAD.as_bytes())
             .map_err(|source| Error::Decrypt {
                 column: C::AAD.to_owned(),
-                source,
+                cause: source,
             })
     }
 
@@ -332,7 +332,7 @@ impl<C: EncryptedColumn> Sealed<C> {
             .decrypt(&self.ciphertext, aad.as_bytes())
             .map_err(|source| Error::Decrypt {
                 column: aad,
-                source,
+                cause: source,
             })
     }
 

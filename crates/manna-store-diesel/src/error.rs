@@ -81,22 +81,22 @@ pub enum Error {
     #[error("a default keyring is already installed")]
     KeyringAlreadyInstalled,
     /// Encrypting a value failed.
-    #[error("encrypting a value for {column} failed: {source}")]
+    // Causes are part of the messages, so they are not also a `source()`:
+    // error reports that walk the chain would print them twice.
+    #[error("encrypting a value for {column} failed: {cause}")]
     Encrypt {
         /// `TABLE.COLUMN`.
         column: String,
         /// The cause.
-        #[source]
-        source: manna_crypto::CryptoError,
+        cause: manna_crypto::CryptoError,
     },
     /// Decrypting a value failed (wrong column or row, unknown key, tampering…).
-    #[error("decrypting a value of {column} failed: {source}")]
+    #[error("decrypting a value of {column} failed: {cause}")]
     Decrypt {
         /// `TABLE.COLUMN` (and the row id for row-bound values).
         column: String,
         /// The cause.
-        #[source]
-        source: manna_crypto::DecryptError,
+        cause: manna_crypto::DecryptError,
     },
     /// Any other database error, classified.
     #[error("{message}")]

@@ -155,6 +155,11 @@ fn bad_key_configuration_is_one_clear_line() {
     ));
     assert!(err.contains("MANNA_ENCRYPTION_KEY_AES256"), "{err}");
     assert!(!err.contains("not base64!"), "key text echoed: {err}");
+    assert_eq!(
+        err.matches("not valid base64").count(),
+        1,
+        "cause repeated: {err}"
+    );
 
     // Both kinds are 32 random bytes, so the mistake that can be caught is
     // the legacy Fernet key copied into the AES variable as well.

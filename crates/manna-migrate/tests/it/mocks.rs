@@ -70,7 +70,7 @@ fn store_errors_name_the_column_and_keep_their_kind() {
         "plaid_items.access_token: connection refused"
     );
     match err {
-        MigrateError::Store { source, .. } => {
+        MigrateError::Store { cause: source, .. } => {
             assert_eq!(source.kind(), StoreErrorKind::Unavailable)
         }
         other => panic!("{other}"),

@@ -39,7 +39,7 @@ fn a_failure_mid_run_resumes_from_the_checkpoint() {
         .run(&[column()])
         .unwrap_err();
     match &err {
-        MigrateError::Store { source, .. } => {
+        MigrateError::Store { cause: source, .. } => {
             assert_eq!(source.kind(), StoreErrorKind::Unavailable)
         }
         other => panic!("unexpected error {other}"),
