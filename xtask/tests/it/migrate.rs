@@ -60,6 +60,14 @@ impl Keys {
         FernetKey::from_base64(&self.fernet).unwrap()
     }
 
+    /// Runs the CLI with these keys in its environment, plus `extra`.
+    fn run(&self, args: &[&str], extra: &[(&str, &str)]) -> std::process::Output {
+        let env = self.env();
+        let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        env.extend_from_slice(extra);
+        xtask(args, &env, b"")
+    }
+
     fn primary_id(&self) -> String {
         AesKey::from_base64(&self.aes).unwrap().id().to_string()
     }
@@ -81,9 +89,7 @@ fn migrate(db: &TestDb, keys: &Keys, table: &str, args: &[&str]) -> (Value, std:
         "--json",
     ];
     all.extend_from_slice(args);
-    let env = keys.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let out = xtask(&all, &env, b"");
+    let out = keys.run(&all, &[]);
     let report = serde_json::from_str(stdout(&out).trim()).unwrap_or(Value::Null);
     (report, out)
 }
@@ -215,9 +221,7 @@ fn rotation_rollback_and_forward_again() {
     assert_plaintexts(&db, &keys, "items", &expected);
 
     // A is no longer used: retire-check says so and exits 0.
-    let env = keys.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let o = xtask(
+    let o = keys.run(
         &[
             "keys",
             "retire-check",
@@ -227,12 +231,11 @@ fn rotation_rollback_and_forward_again() {
             "--column",
             "items.secret",
         ],
-        &env,
-        b"",
+        &[],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     // B is in use: non-zero, one line.
-    let o = xtask(
+    let o = keys.run(
         &[
             "keys",
             "retire-check",
@@ -242,8 +245,7 @@ fn rotation_rollback_and_forward_again() {
             "--column",
             "items.secret",
         ],
-        &env,
-        b"",
+        &[],
     );
     assert!(assert_one_line_error(&o).contains("still used by 1000 row(s)"));
 
@@ -501,12 +503,9 @@ fn injection_in_column_is_rejected_before_any_sql() {
         "items.sec ret",
         "x'); DROP TABLE items; --.secret",
     ] {
-        let env = keys.env();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let o = xtask(
+        let o = keys.run(
             &["migrate", "--database-url", db.url(), "--column", column],
-            &env,
-            b"",
+            &[],
         );
         let err = assert_one_line_error(&o);
         assert!(err.contains("invalid"), "{column}: {err}");
@@ -523,9 +522,7 @@ fn clear_errors_for_bad_input() {
     // Unknown table and column.
     let (_, o) = migrate(&db, &keys, "nope", &[]);
     assert_one_line_error(&o);
-    let env = keys.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let o = xtask(
+    let o = keys.run(
         &[
             "migrate",
             "--database-url",
@@ -533,8 +530,7 @@ fn clear_errors_for_bad_input() {
             "--column",
             "items.nope",
         ],
-        &env,
-        b"",
+        &[],
     );
     assert_one_line_error(&o);
 
@@ -564,7 +560,7 @@ fn clear_errors_for_bad_input() {
     assert_eq!(db.rows("items"), before);
 
     // Unreachable database: named, password redacted.
-    let o = xtask(
+    let o = keys.run(
         &[
             "migrate",
             "--database-url",
@@ -572,8 +568,7 @@ fn clear_errors_for_bad_input() {
             "--column",
             "items.secret",
         ],
-        &env,
-        b"",
+        &[],
     );
     let err = assert_one_line_error(&o);
     assert!(
@@ -582,9 +577,7 @@ fn clear_errors_for_bad_input() {
     );
 
     // Unreachable Redis: names REDIS_URL.
-    let mut with_redis = env.clone();
-    with_redis.push(("REDIS_URL", "redis://:sekret@127.0.0.1:9/0"));
-    let o = xtask(
+    let o = keys.run(
         &[
             "migrate",
             "--database-url",
@@ -592,8 +585,7 @@ fn clear_errors_for_bad_input() {
             "--column",
             "items.secret",
         ],
-        &with_redis,
-        b"",
+        &[("REDIS_URL", "redis://:sekret@127.0.0.1:9/0")],
     );
     let err = assert_one_line_error(&o);
     assert!(
