@@ -119,10 +119,17 @@ impl AadMode {
     /// assert!(AadMode::None.aad(&c, &RowId::Int(7)).is_empty());
     /// ```
     pub fn aad(self, column: &ColumnRef, id: &RowId) -> Vec<u8> {
+        self.shared(column)
+            .unwrap_or_else(|| format!("{column}:{id}").into_bytes())
+    }
+
+    /// The associated data shared by every row of `column`, when the mode
+    /// does not depend on the row (`column`, `none`); `None` for `row`.
+    pub(crate) fn shared(self, column: &ColumnRef) -> Option<Vec<u8>> {
         match self {
-            AadMode::Column => column.aad_context().into_bytes(),
-            AadMode::Row => format!("{column}:{id}").into_bytes(),
-            AadMode::None => Vec::new(),
+            AadMode::Column => Some(column.aad_context().into_bytes()),
+            AadMode::None => Some(Vec::new()),
+            AadMode::Row => None,
         }
     }
 

@@ -1,5 +1,7 @@
 //! The per-value plan: unchanged, re-encrypt, or failed.
 
+use std::borrow::Cow;
+
 use manna_crypto::{inspect, DecryptError, Format, KeyId, Keyring};
 
 use crate::options::{AadMode, Target};
@@ -45,6 +47,9 @@ pub(crate) struct Planner<'a> {
     keyring: &'a Keyring,
     target: Target,
     aad: AadMode,
+    /// The AAD shared by every row (column and none modes), computed once;
+    /// `None` in row mode, where each row has its own.
+    shared_aad: Option<Vec<u8>>,
     column: &'a ColumnRef,
     primary: KeyId,
 }
@@ -60,6 +65,7 @@ impl<'a> Planner<'a> {
             keyring,
             target,
             aad,
+            shared_aad: aad.shared(column),
             column,
             primary: keyring.primary_key_id(),
         }
@@ -94,7 +100,10 @@ impl<'a> Planner<'a> {
         if in_target && depth != Depth::Verify {
             return Outcome::Unchanged(format);
         }
-        let aad = self.aad.aad(self.column, &row.id);
+        let aad: Cow<'_, [u8]> = match &self.shared_aad {
+            Some(shared) => Cow::Borrowed(shared),
+            None => Cow::Owned(self.aad.aad(self.column, &row.id)),
+        };
         let plain = match self.keyring.decrypt(value, &aad) {
             Ok(p) => p,
             Err(e) => {
