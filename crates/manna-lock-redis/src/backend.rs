@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use manna_lock::{
-    async_trait, validate_request, Attempt, FencingToken, Lease, LockBackend, LockError,
-    ReleaseNotifier, ReleaseWatch,
+    async_trait, holder_description, validate_request, Attempt, FencingToken, Lease, LockBackend,
+    LockError, ReleaseNotifier, ReleaseWatch,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::{Client, RedisError};
@@ -23,9 +23,13 @@ use crate::RedisLockConfig;
 ///   all commands, shared by every task using this backend, plus one pub/sub
 ///   connection on which waiters subscribe to the locks they wait for.
 /// - Acquire is one round trip: a Lua script does `SET key owner NX PX ttl`
-///   and, if it succeeded, `INCR`s the lock's fencing counter. Release and
-///   extend are compare-and-act scripts on the random owner value; release
+///   and, if it succeeded, `INCR`s the lock's fencing counter; if it did not,
+///   it returns the holder's remaining TTL and owner value. Release and
+///   extend are compare-and-act scripts on the owner value; release
 ///   publishes the lock name so waiters wake at once (no polling).
+/// - The owner value is 128 random bits in hex, `;`, and the holder's
+///   description ([`manna_lock::holder_description`]), which a refused
+///   caller gets back in [`Attempt::Held`].
 /// - Keys, with the default namespace: `manna:lock:{NAME}` (the lease) and
 ///   `manna:lock:{NAME}:fence` (the fencing counter, no TTL); releases are
 ///   published on `manna:lock:{NAME}:released`, to which only waiters
@@ -272,6 +276,26 @@ impl RedisBackend {
     }
 }
 
+/// Separates the random part of an owner value from the holder description.
+const HOLDER_SEPARATOR: char = ';';
+
+/// The owner value stored in the lock key: 32 hex digits of randomness, then
+/// `;` and the holder description (`…;host db-7 pid 4242 since …`).
+/// Release and extend compare the whole value, so the description costs no
+/// extra key and no extra round trip.
+fn owner_value(random: u128, holder: &str) -> String {
+    format!("{random:032x}{HOLDER_SEPARATOR}{holder}")
+}
+
+/// The holder description in an owner value (`None` for a bare random value,
+/// as older clients store).
+fn holder_of(owner: &str) -> Option<&str> {
+    owner
+        .split_once(HOLDER_SEPARATOR)
+        .map(|(_, holder)| holder)
+        .filter(|h| !h.is_empty())
+}
+
 fn scrub(reason: String, secret: Option<&str>) -> String {
     match secret {
         Some(s) if reason.contains(s) => reason.replace(s, "***"),
@@ -287,9 +311,9 @@ impl LockBackend for RedisBackend {
 
     async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Attempt, LockError> {
         validate_request(name, ttl)?;
-        let owner = format!("{:032x}", rand::random::<u128>());
+        let owner = owner_value(rand::random::<u128>(), &holder_description());
         let mut conn = self.conn.clone();
-        let (acquired, value): (i64, i64) = self
+        let (acquired, value, held_by): (i64, i64, String) = self
             .scripts
             .acquire
             .key(self.lock_key(name))
@@ -314,7 +338,10 @@ impl LockBackend for RedisBackend {
             // PTTL: -1 no expiry, -2 gone meanwhile (cannot happen inside the
             // script, but stay total).
             let expires_in = u64::try_from(value).ok().map(Duration::from_millis);
-            Ok(Attempt::Held { expires_in })
+            Ok(Attempt::Held {
+                expires_in,
+                holder: holder_of(&held_by).map(str::to_owned),
+            })
         }
     }
 
@@ -437,5 +464,25 @@ async fn listen(
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_values_carry_the_holder() {
+        let owner = owner_value(0xab, "host db-7 pid 42 since 2026-11-29T20:31:05Z");
+        assert_eq!(
+            owner,
+            "000000000000000000000000000000ab;host db-7 pid 42 since 2026-11-29T20:31:05Z"
+        );
+        assert_eq!(
+            holder_of(&owner),
+            Some("host db-7 pid 42 since 2026-11-29T20:31:05Z")
+        );
+        assert_eq!(holder_of("000000000000000000000000000000ab"), None);
+        assert_eq!(holder_of(""), None);
     }
 }

@@ -4,7 +4,8 @@ use redis::Script;
 
 /// KEYS[1] lock key, KEYS[2] fence counter; ARGV[1] owner, ARGV[2] TTL (ms).
 ///
-/// Returns `{1, token}` when acquired, `{0, pttl}` when held.
+/// Returns `{1, token, ''}` when acquired, `{0, pttl, owner value}` when
+/// held (the holder's owner value carries its description).
 ///
 /// The fence counter has no TTL. When it does not exist yet (first use, or a
 /// Redis that lost its data) it starts at the server's clock in microseconds,
@@ -18,9 +19,9 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
     redis.call('SET', KEYS[2], now[1] .. string.format('%06d', tonumber(now[2])))
     token = redis.call('INCR', KEYS[2])
   end
-  return {1, token}
+  return {1, token, ''}
 end
-return {0, redis.call('PTTL', KEYS[1])}
+return {0, redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[1]) or ''}
 ";
 
 /// KEYS[1] lock key; ARGV[1] owner, ARGV[2] channel, ARGV[3] lock name.

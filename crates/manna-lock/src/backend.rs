@@ -71,6 +71,11 @@ pub enum Attempt {
     Held {
         /// Time left on the current holder's lease.
         expires_in: Option<Duration>,
+        /// Who holds it, for people: a short description such as
+        /// `host db-7 pid 4242 since 2026-11-29T20:31:05Z` (see
+        /// [`holder_description`](crate::holder_description)); `None` when
+        /// the backend does not know. Never contains secrets.
+        holder: Option<String>,
     },
 }
 
@@ -247,7 +252,9 @@ pub trait LockBackend: Send + Sync {
     ///
     /// Returns [`Attempt::Acquired`] with a new lease (and a fresh, larger
     /// fencing token) or [`Attempt::Held`] when someone else holds an
-    /// unexpired lease. Errors: [`LockError::Unavailable`];
+    /// unexpired lease, naming the holder when the backend recorded one
+    /// (backends store [`holder_description`](crate::holder_description)
+    /// with each lease they grant). Errors: [`LockError::Unavailable`];
     /// [`LockError::Invalid`] for an empty name or a TTL under 1 ms.
     async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Attempt, LockError>;
 

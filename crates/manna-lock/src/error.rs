@@ -25,13 +25,19 @@ pub enum LockError {
         /// The backend's error.
         reason: String,
     },
-    /// The lock stayed held by someone else for the whole wait.
-    #[error("timed out after {waited:?} waiting for lock `{name}`")]
+    /// The lock stayed held by someone else for the whole wait. The message
+    /// names the holder when the backend knows it: ``timed out after 5s
+    /// waiting for lock `x`: held by host db-7 pid 4242 since
+    /// 2026-11-29T20:31:05Z``.
+    #[error("timed out after {waited:?} waiting for lock `{name}`{}", held_by(.holder.as_deref()))]
     Timeout {
         /// The lock name.
         name: String,
         /// How long the caller waited.
         waited: Duration,
+        /// The holder at the last attempt, as the backend described it
+        /// ([`Attempt::Held`](crate::Attempt::Held)); `None` when unknown.
+        holder: Option<String>,
     },
     /// The caller's lease is no longer the current one (it expired, or the
     /// lock was taken over).
@@ -49,6 +55,10 @@ pub enum LockError {
     },
 }
 
+fn held_by(holder: Option<&str>) -> String {
+    holder.map_or_else(String::new, |h| format!(": held by {h}"))
+}
+
 impl LockError {
     /// `true` for [`LockError::Unavailable`].
     pub fn is_unavailable(&self) -> bool {
@@ -59,6 +69,15 @@ impl LockError {
     pub fn is_timeout(&self) -> bool {
         matches!(self, Self::Timeout { .. })
     }
+
+    /// Who held the lock, for a [`LockError::Timeout`] whose backend named
+    /// the holder.
+    pub fn holder(&self) -> Option<&str> {
+        match self {
+            Self::Timeout { holder, .. } => holder.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// Lock errors are never optimistic-lock conflicts: retrying them from a
@@ -66,5 +85,35 @@ impl LockError {
 impl crate::IsConflict for LockError {
     fn is_conflict(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_names_the_holder_when_known() {
+        let mut e = LockError::Timeout {
+            name: "migrate:t.c".into(),
+            waited: Duration::from_secs(5),
+            holder: Some("host db-7 pid 4242 since 2026-11-29T20:31:05Z".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "timed out after 5s waiting for lock `migrate:t.c`: held by host db-7 pid 4242 since 2026-11-29T20:31:05Z"
+        );
+        assert_eq!(
+            e.holder(),
+            Some("host db-7 pid 4242 since 2026-11-29T20:31:05Z")
+        );
+        if let LockError::Timeout { holder, .. } = &mut e {
+            *holder = None;
+        }
+        assert_eq!(
+            e.to_string(),
+            "timed out after 5s waiting for lock `migrate:t.c`"
+        );
+        assert_eq!(e.holder(), None);
     }
 }

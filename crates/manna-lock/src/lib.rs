@@ -3,6 +3,7 @@
 mod backend;
 mod conflict;
 mod error;
+mod holder;
 mod manager;
 mod memory;
 pub mod metric_names;
@@ -14,6 +15,7 @@ mod token;
 pub use backend::{validate_request, Attempt, Lease, LockBackend, ReleaseNotifier, ReleaseWatch};
 pub use conflict::{ConflictError, ConflictKind, IsConflict};
 pub use error::LockError;
+pub use holder::{describe_holder, holder_description, hostname};
 pub use manager::{resource_name, LockGuard, LockManager, DEFAULT_TTL};
 pub use memory::MemoryBackend;
 pub use retry::RetryPolicy;

@@ -111,7 +111,8 @@ impl LockManager {
     /// Acquires `name` with a lease of `ttl`, waiting up to `wait` while
     /// someone else holds it.
     ///
-    /// Errors: [`LockError::Timeout`] when it stayed held for the whole wait;
+    /// Errors: [`LockError::Timeout`] when it stayed held for the whole wait
+    /// (naming the holder when the backend does);
     /// [`LockError::Unavailable`] when the backend is unreachable or does not
     /// answer within the wait; [`LockError::Invalid`] for an empty name, a
     /// TTL under 1 ms, or no Tokio runtime.
@@ -132,6 +133,7 @@ impl LockManager {
             .without_max_times()
             .build();
         let mut contended = false;
+        let mut holder: Option<String> = None;
         let mut watch: Option<ReleaseWatch> = None;
         loop {
             let attempt_started = Instant::now();
@@ -156,8 +158,14 @@ impl LockManager {
                         self.renew,
                     ));
                 }
-                Ok(Attempt::Held { expires_in }) => {
+                Ok(Attempt::Held {
+                    expires_in,
+                    holder: held_by,
+                }) => {
                     contended = true;
+                    if held_by.is_some() {
+                        holder = held_by;
+                    }
                     let now = Instant::now();
                     if now >= deadline {
                         metrics::counter!(metric_names::CONTENDED).increment(1);
@@ -165,6 +173,7 @@ impl LockManager {
                         return Err(LockError::Timeout {
                             name: name.to_owned(),
                             waited: now - started,
+                            holder,
                         });
                     }
                     let Some(w) = watch.as_mut() else {

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::backend::validate_request;
+use crate::holder::holder_description;
 use crate::{Attempt, FencingToken, Lease, LockBackend, LockError, ReleaseNotifier, ReleaseWatch};
 
 /// Locks that live in this process only: the default when no `REDIS_URL` is
@@ -16,7 +17,8 @@ use crate::{Attempt, FencingToken, Lease, LockBackend, LockError, ReleaseNotifie
 /// the Redis backend.
 ///
 /// Share one instance (behind an `Arc`) between everything that must exclude
-/// each other. Time is read from Tokio's clock, so tests can pause and
+/// each other. Every lease records [`holder_description`] (this process),
+/// which [`Attempt::Held`] returns to the callers it refuses. Time is read from Tokio's clock, so tests can pause and
 /// advance it. The per-name fencing counters are kept for the life of the
 /// backend (a few bytes per distinct lock name).
 ///
@@ -49,6 +51,7 @@ struct State {
 #[derive(Debug)]
 struct Held {
     owner: String,
+    holder: String,
     expires_at: Instant,
 }
 
@@ -89,6 +92,7 @@ impl LockBackend for MemoryBackend {
         if let Some(h) = state.live(name, now) {
             return Ok(Attempt::Held {
                 expires_in: Some(h.expires_at - now),
+                holder: Some(h.holder.clone()),
             });
         }
         let counter = state.counters.entry(name.to_owned()).or_insert(0);
@@ -99,6 +103,7 @@ impl LockBackend for MemoryBackend {
             name.to_owned(),
             Held {
                 owner: owner.clone(),
+                holder: holder_description(),
                 expires_at: now + ttl,
             },
         );

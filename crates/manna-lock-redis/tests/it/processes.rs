@@ -2,7 +2,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use manna_lock::LockManager;
+use manna_lock::{Attempt, LockBackend, LockError, LockManager};
 use manna_lock_redis::testing::FencedRegister;
 use manna_lock_redis::{RedisBackend, RedisLockConfig};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -77,6 +77,7 @@ async fn holder_process_killed_mid_lock() {
     bounded(60, async {
         let mut child = Command::new(HELPER)
             .args(["hold", &url, "held-lock", "1500"])
+            .env("HOSTNAME", "lock-helper-7")
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -89,11 +90,43 @@ async fn holder_process_killed_mid_lock() {
             .expect("helper prints its token");
         let held: u64 = line.strip_prefix("token ").unwrap().parse().unwrap();
 
-        let m = LockManager::new(Arc::new(
+        let backend = Arc::new(
             RedisBackend::connect(RedisLockConfig::new(&url))
                 .await
                 .unwrap(),
-        ));
+        );
+        // A refused caller is told who holds the lock: the helper's host
+        // (from its HOSTNAME) and process id.
+        let pid = child.id().expect("helper running");
+        match backend
+            .try_acquire("held-lock", Duration::from_secs(5))
+            .await
+        {
+            Ok(Attempt::Held {
+                holder: Some(holder),
+                ..
+            }) => assert!(
+                holder.starts_with(&format!("host lock-helper-7 pid {pid} since ")),
+                "{holder}"
+            ),
+            other => panic!("expected Held naming the helper, got {other:?}"),
+        }
+        let m = LockManager::new(backend);
+        match m
+            .acquire(
+                "held-lock",
+                Duration::from_secs(5),
+                Duration::from_millis(100),
+            )
+            .await
+        {
+            Err(e @ LockError::Timeout { .. }) => assert!(
+                e.to_string()
+                    .contains(&format!(": held by host lock-helper-7 pid {pid} since ")),
+                "{e}"
+            ),
+            other => panic!("expected a Timeout naming the helper, got {other:?}"),
+        }
         // The helper renews: the lock stays held well past its TTL.
         tokio::time::sleep(Duration::from_millis(2000)).await;
         assert!(

@@ -6,6 +6,10 @@
 //! can run against a shared server and in parallel. They panic on failure,
 //! with a message naming the broken guarantee, and need a Tokio runtime.
 //!
+//! [`run_all`] includes [`holder_named`], which expects the backend to name
+//! the holder of a lock it refuses (every manna backend does); a backend
+//! that cannot runs the other checks one by one.
+//!
 //! ```
 //! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 //! # async fn main() {
@@ -60,6 +64,7 @@ pub async fn run_all(make: Factory<'_>) {
     mutual_exclusion_under_contention(make).await;
     renewal_keeps_lease(make).await;
     lost_lease_signal(make).await;
+    holder_named(make).await;
 }
 
 /// One holder at a time; release frees the lock for another client, and a
@@ -70,7 +75,7 @@ pub async fn exclusive_and_release(make: Factory<'_>) {
     let ttl = Duration::from_secs(10);
     let lease = acquired(a.as_ref(), &name, ttl).await;
     match b.try_acquire(&name, ttl).await {
-        Ok(Attempt::Held { expires_in }) => {
+        Ok(Attempt::Held { expires_in, .. }) => {
             if let Some(left) = expires_in {
                 assert!(left <= ttl, "expires_in {left:?} exceeds the TTL {ttl:?}");
             }
@@ -342,4 +347,46 @@ pub async fn lost_lease_signal(make: Factory<'_>) {
         "old guard's release removed the new lease"
     );
     assert!(thief.release(&new).await.expect("release"));
+}
+
+/// A refused attempt names the holder, and so does the [`LockError::Timeout`]
+/// of a waiter that gave up: a short, single-line description that mentions
+/// the holder's process (all clients here run in this process, so it is
+/// this process's id, as in [`holder_description`](crate::holder_description)).
+pub async fn holder_named(make: Factory<'_>) {
+    let (a, b) = (make(), make());
+    let name = unique_name("holder");
+    let ttl = Duration::from_secs(10);
+    let lease = acquired(a.as_ref(), &name, ttl).await;
+    let pid = format!("pid {}", std::process::id());
+    let held = match b.try_acquire(&name, ttl).await {
+        Ok(Attempt::Held { holder, .. }) => holder.expect("a refused attempt must name the holder"),
+        other => panic!("mutual exclusion broken: second client got {other:?}"),
+    };
+    assert!(
+        !held.trim().is_empty() && !held.contains('\n') && held.len() <= 512,
+        "the holder description must be one short line, got {held:?}"
+    );
+    assert!(
+        held.contains(&pid),
+        "holder {held:?} does not name process {pid}"
+    );
+    match LockManager::new(b)
+        .acquire(&name, ttl, Duration::from_millis(50))
+        .await
+    {
+        Err(e @ LockError::Timeout { .. }) => {
+            assert_eq!(
+                e.holder(),
+                Some(held.as_str()),
+                "Timeout must name the holder"
+            );
+            assert!(
+                e.to_string().contains(&held),
+                "the Timeout message must show the holder: {e}"
+            );
+        }
+        other => panic!("expected a Timeout naming the holder, got {other:?}"),
+    }
+    assert!(a.release(&lease).await.expect("release"));
 }

@@ -36,9 +36,24 @@ async fn acquire_times_out_while_held() {
         .acquire("x", Duration::from_secs(60), Duration::from_secs(5))
         .await
         .unwrap_err();
+    assert!(
+        err.to_string().contains(": held by host "),
+        "the refusal names the holder: {err}"
+    );
     match err {
-        LockError::Timeout { name, waited } => {
+        LockError::Timeout {
+            name,
+            waited,
+            holder,
+        } => {
             assert_eq!(name, "x");
+            let holder = holder.expect("the in-memory backend names the holder");
+            let this = format!(
+                "host {} pid {} since ",
+                manna_lock::hostname(),
+                std::process::id()
+            );
+            assert!(holder.starts_with(&this), "{holder}");
             assert!(
                 waited >= Duration::from_secs(5),
                 "gave up early: {waited:?}"

@@ -40,7 +40,10 @@ async fn without_notifications_the_manager_backs_off_and_retries() {
         .times(4)
         .returning(move |name, ttl| {
             if c.fetch_add(1, Ordering::SeqCst) < 3 {
-                Ok(Attempt::Held { expires_in: None })
+                Ok(Attempt::Held {
+                    expires_in: None,
+                    holder: None,
+                })
             } else {
                 Ok(Attempt::Acquired(Lease::new(
                     name,

@@ -30,9 +30,10 @@ async fn check(ops: Vec<LockOp>) {
                     current = Some((lease.clone(), now + ttl));
                     leases[client] = Some(lease);
                 }
-                Attempt::Held { expires_in } => {
+                Attempt::Held { expires_in, holder } => {
                     let (_, exp) = current.as_ref().expect("refused while free");
                     assert_eq!(expires_in, Some(*exp - now));
+                    assert!(holder.is_some(), "the in-memory backend names its holders");
                 }
                 other => panic!("{other:?}"),
             },
