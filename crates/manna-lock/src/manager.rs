@@ -200,6 +200,19 @@ impl LockManager {
                         () = tokio::time::sleep(nap) => {}
                     }
                 }
+                Err(e) if contended && e.is_unavailable() && Instant::now() >= deadline => {
+                    // The wait ran out during a retry of a lock we saw held
+                    // (an attempt's budget is what is left of the wait): the
+                    // caller waited its whole wait for a held lock.
+                    metrics::counter!(metric_names::CONTENDED).increment(1);
+                    metrics::counter!(metric_names::TIMEOUTS).increment(1);
+                    tracing::debug!(lock = name, error = %e, "the wait ran out during a retry");
+                    return Err(LockError::Timeout {
+                        name: name.to_owned(),
+                        waited: started.elapsed(),
+                        holder,
+                    });
+                }
                 Err(e) => {
                     if e.is_unavailable() {
                         metrics::counter!(metric_names::UNAVAILABLE).increment(1);

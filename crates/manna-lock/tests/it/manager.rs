@@ -1,7 +1,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use manna_lock::{LockError, LockManager, MemoryBackend};
+use manna_lock::{
+    Attempt, Lease, LockBackend, LockError, LockManager, MemoryBackend, ReleaseWatch,
+};
 
 #[tokio::test]
 async fn lock_resource_names_the_lock_kind_colon_id() {
@@ -202,6 +204,59 @@ async fn invalid_arguments_are_rejected() {
         m.lock_resource("", "1", Duration::ZERO).await,
         Err(LockError::Invalid { .. })
     ));
+}
+
+/// A backend whose every call takes `delay` (a database behind a slow link).
+struct Slow {
+    inner: MemoryBackend,
+    delay: Duration,
+}
+
+#[manna_lock::async_trait]
+impl LockBackend for Slow {
+    fn describe(&self) -> String {
+        "slow".into()
+    }
+    async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Attempt, LockError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.try_acquire(name, ttl).await
+    }
+    async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
+        self.inner.release(lease).await
+    }
+    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<(), LockError> {
+        self.inner.extend(lease, ttl).await
+    }
+    async fn is_held(&self, lease: &Lease) -> Result<bool, LockError> {
+        self.inner.is_held(lease).await
+    }
+    fn watch(&self, _name: &str) -> ReleaseWatch {
+        ReleaseWatch::unsupported()
+    }
+}
+
+/// When the wait runs out in the middle of a retry of a held lock, the
+/// caller gets Timeout naming the holder, not Unavailable: the backend
+/// answered every attempt it had time for.
+#[tokio::test(start_paused = true)]
+async fn wait_running_out_during_a_slow_retry_is_a_timeout() {
+    let backend = Arc::new(Slow {
+        inner: MemoryBackend::new(),
+        delay: Duration::from_millis(40),
+    });
+    let m = LockManager::new(backend);
+    let _g = m
+        .acquire("s", Duration::from_secs(60), Duration::from_secs(1))
+        .await
+        .unwrap();
+    for wait in [50, 100, 130, 250, 1000] {
+        let err = m
+            .acquire("s", Duration::from_secs(60), Duration::from_millis(wait))
+            .await
+            .unwrap_err();
+        assert!(err.is_timeout(), "wait {wait} ms: {err:?}");
+        assert!(err.holder().is_some(), "wait {wait} ms: {err:?}");
+    }
 }
 
 /// Polls a future to completion on this thread without any Tokio context.
