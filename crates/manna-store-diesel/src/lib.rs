@@ -10,6 +10,7 @@ mod encrypted;
 mod error;
 mod fence;
 mod idempotent;
+mod lock;
 mod pool;
 pub mod schema;
 mod sql;
@@ -24,6 +25,7 @@ pub use encrypted::{default_keyring, install_default_keyring, Encrypted, Encrypt
 pub use error::Error;
 pub use fence::Fence;
 pub use idempotent::{CasOutcome, IdempotentCas};
+pub use lock::{DbLockBackend, DEFAULT_LOCK_TIMEOUT};
 #[cfg(feature = "postgres")]
 pub use pool::{pg_pool, PgPool};
 #[cfg(feature = "sqlite")]

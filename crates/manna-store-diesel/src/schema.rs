@@ -19,6 +19,9 @@ pub const FENCE_TABLE: &str = "manna_fences";
 pub const CHECKPOINT_TABLE: &str = "manna_migration_checkpoints";
 /// Default name of the version column.
 pub const VERSION_COLUMN: &str = "version";
+/// Name of the lease table of the database lock ([`create_lock_table`],
+/// [`crate::DbLockBackend`]).
+pub const LOCK_TABLE: &str = "manna_locks";
 
 /// A column of a table, as the catalog describes it.
 #[derive(Debug, Clone, PartialEq, Eq, diesel::QueryableByName)]
@@ -159,6 +162,37 @@ pub(crate) fn ensure_fence_table(conn: &mut AnyConn<'_>, name: &Ident) -> Result
            token BIGINT NOT NULL, \
            updated_at TIMESTAMPTZ NOT NULL DEFAULT CURRENT_TIMESTAMP)",
         name.quoted()
+    );
+    run_ddl(conn, &ddl)
+}
+
+/// Creates `manna_locks`, the lease table of [`crate::DbLockBackend`], if it
+/// does not exist: one row per lock name with the current `owner` (`NULL`
+/// when released), the fencing `token` (never reset), `expires_at` by the
+/// database server's clock (`TIMESTAMPTZ` on PostgreSQL, milliseconds since
+/// the Unix epoch on SQLite) and the `holder` description. The backend
+/// creates it on first use; this is for schemas managed ahead of time.
+///
+/// Never delete its rows while locks may be in use: a row's token is what
+/// keeps fencing tokens increasing (a re-created row restarts from the
+/// server's clock in microseconds, which stays ahead unless more than a
+/// million locks per second were taken on that name).
+pub fn create_lock_table<C: StoreConnection>(conn: &mut C) -> Result<(), Error> {
+    ensure_lock_table(&mut conn.any())
+}
+
+pub(crate) fn ensure_lock_table(conn: &mut AnyConn<'_>) -> Result<(), Error> {
+    let expires_at = match conn.dialect() {
+        Dialect::Postgres => "TIMESTAMPTZ",
+        Dialect::Sqlite => "INTEGER",
+    };
+    let ddl = format!(
+        "CREATE TABLE IF NOT EXISTS \"{LOCK_TABLE}\" (\
+           name TEXT PRIMARY KEY, \
+           owner TEXT, \
+           token BIGINT NOT NULL, \
+           expires_at {expires_at} NOT NULL, \
+           holder TEXT)"
     );
     run_ddl(conn, &ddl)
 }

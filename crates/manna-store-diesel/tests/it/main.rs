@@ -13,6 +13,7 @@ mod engine;
 mod fence;
 mod idempotent;
 mod identifiers;
+mod lock;
 mod pool;
 mod props;
 mod versioned;

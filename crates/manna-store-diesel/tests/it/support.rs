@@ -32,10 +32,12 @@ macro_rules! on_conn {
 pub(crate) enum TestDb {
     Pg {
         pool: DbPool,
+        url: String,
         schema: String,
     },
     Sqlite {
         pool: DbPool,
+        url: String,
         _dir: tempfile::TempDir,
     },
 }
@@ -51,20 +53,37 @@ impl TestDb {
         let sep = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{sep}options=-csearch_path%3D{schema}");
         let pool = DbPool::connect(&url, &PoolOptions::default().max_size(10)).unwrap();
-        TestDb::Pg { pool, schema }
+        TestDb::Pg { pool, url, schema }
     }
 
     pub(crate) fn sqlite() -> TestDb {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("test.db").display());
         let pool = DbPool::connect(&url, &PoolOptions::default().max_size(10)).unwrap();
-        TestDb::Sqlite { pool, _dir: dir }
+        TestDb::Sqlite {
+            pool,
+            url,
+            _dir: dir,
+        }
     }
 
     pub(crate) fn pool(&self) -> &DbPool {
         match self {
             TestDb::Pg { pool, .. } | TestDb::Sqlite { pool, .. } => pool,
         }
+    }
+
+    /// The database's URL (PostgreSQL: with this test's schema as the
+    /// search path), for opening more pools on it.
+    pub(crate) fn url(&self) -> &str {
+        match self {
+            TestDb::Pg { url, .. } | TestDb::Sqlite { url, .. } => url,
+        }
+    }
+
+    /// Another pool on the same database, as another process would open.
+    pub(crate) fn another_pool(&self) -> DbPool {
+        DbPool::connect(self.url(), &PoolOptions::default().max_size(4)).unwrap()
     }
 
     pub(crate) fn conn(&self) -> DbConnection {
