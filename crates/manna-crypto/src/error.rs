@@ -136,7 +136,7 @@ pub enum DecryptError {
     #[error(
         "value is encrypted under AES key {key_id}, which is not configured \
          (configured: {}); add it to MANNA_ENCRYPTION_KEYS_AES256_PREVIOUS",
-        list_ids(configured)
+        KeyId::list(configured)
     )]
     UnknownKey {
         /// The key id named in the envelope header.
@@ -181,14 +181,4 @@ impl DecryptError {
             DecryptError::FernetTimestamp => "fernet_timestamp",
         }
     }
-}
-
-fn list_ids(ids: &[KeyId]) -> String {
-    if ids.is_empty() {
-        return "none".to_owned();
-    }
-    ids.iter()
-        .map(KeyId::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -41,6 +41,22 @@ impl KeyId {
     /// Length of the id's text form (lowercase hex digits).
     pub const HEX_LEN: usize = KEY_ID_LEN * 2;
 
+    /// `ids` as text for messages: comma-separated, or `none`.
+    ///
+    /// ```
+    /// use manna_crypto::KeyId;
+    /// assert_eq!(KeyId::list(&[]), "none");
+    /// ```
+    pub fn list(ids: &[KeyId]) -> String {
+        if ids.is_empty() {
+            return "none".to_owned();
+        }
+        ids.iter()
+            .map(KeyId::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     pub(crate) fn derive(material: &[u8; KEY_LEN], label: &[u8]) -> Self {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(material)
             .expect("HMAC-SHA256 accepts keys of any length");

@@ -602,6 +602,32 @@ impl Keyring {
         self.entry(key_id).is_some() || self.inner.fernet.iter().any(|e| e.key.id() == key_id)
     }
 
+    /// The id of the Fernet key a Fernet token is under: the first configured
+    /// Fernet key (in configured order, as MultiFernet tries them) under which
+    /// the token is authentic. `None` when no configured key opens it (or it
+    /// is not a Fernet token). Nothing is returned but the id: the plaintext
+    /// is dropped (and zeroized) at once.
+    ///
+    /// ```
+    /// use manna_crypto::{AesKey, FernetKey, Keyring};
+    /// let (old, new) = (FernetKey::generate(), FernetKey::generate());
+    /// let keyring = Keyring::builder()
+    ///     .primary(AesKey::generate())
+    ///     .fernet_keys([new.clone(), old.clone()])
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(keyring.fernet_key_of(&old.encrypt(b"x")), Some(old.id()));
+    /// assert_eq!(keyring.fernet_key_of(&FernetKey::generate().encrypt(b"x")), None);
+    /// ```
+    pub fn fernet_key_of(&self, token: &str) -> Option<KeyId> {
+        self.inner.fernet.iter().find_map(|entry| {
+            crate::fernet::decrypt(&entry.key, token, None)
+                .ok()
+                .flatten()
+                .map(|_| entry.key.id())
+        })
+    }
+
     /// Whether Fernet tokens can be read (at least one Fernet key).
     pub fn has_fernet(&self) -> bool {
         !self.inner.fernet.is_empty()
