@@ -79,6 +79,13 @@ impl MemoryBackend {
     }
 }
 
+/// Microseconds since the Unix epoch (0 if the clock is before it).
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 #[async_trait]
 impl LockBackend for MemoryBackend {
     fn describe(&self) -> String {
@@ -95,8 +102,11 @@ impl LockBackend for MemoryBackend {
                 holder: Some(h.holder.clone()),
             });
         }
+        // Tokens follow the wall clock (µs since the epoch) and never repeat:
+        // a store fence keeps the highest token across processes, so a new
+        // process must not start again from 1 below an earlier one's.
         let counter = state.counters.entry(name.to_owned()).or_insert(0);
-        *counter += 1;
+        *counter = (*counter + 1).max(unix_micros());
         let token = FencingToken::new(*counter);
         let owner = format!("mem-{}", self.next_owner.fetch_add(1, Ordering::Relaxed));
         state.held.insert(
