@@ -22,7 +22,10 @@ pub struct PoolOptions {
     /// Most connections the pool opens (default 8; forced to 1 for in-memory SQLite,
     /// where each connection would be a separate database).
     pub max_size: u32,
-    /// Connections kept open while idle (default 1).
+    /// Connections kept open while idle (default 0: connections open on
+    /// demand). A pool keeping some idle reopens them in background threads,
+    /// which may still be connecting when a short program exits — and
+    /// libpq's TLS library does not survive being torn down under them.
     pub min_idle: u32,
     /// How long `get` waits for a free connection (default 10 s).
     pub connection_timeout: Duration,
@@ -35,7 +38,7 @@ impl Default for PoolOptions {
     fn default() -> Self {
         PoolOptions {
             max_size: 8,
-            min_idle: 1,
+            min_idle: 0,
             connection_timeout: Duration::from_secs(10),
             busy_timeout: Duration::from_secs(5),
         }
