@@ -72,7 +72,6 @@ pub(crate) fn demo(rows: u64) -> Result<()> {
             .options(options)
             .locks(locks.clone())
             .progress(progress_front_end());
-        migrator.preflight(&columns)?;
         Ok(migrator.run(&columns)?)
     };
 
@@ -92,11 +91,17 @@ pub(crate) fn demo(rows: u64) -> Result<()> {
     let verified = run(Mode::VerifyOnly)?;
     write_report(&mut out, &verified)?;
 
-    let usage = manna_migrate::key_usage(store.as_ref(), &columns, RetiringKey::Fernet)?;
+    let usage = manna_migrate::key_usage(
+        store.as_ref(),
+        &keyring,
+        &columns,
+        RetiringKey::FernetKey(fernet.id()),
+    )?;
     writeln!(
         out,
-        "\n5. retire check: {} row(s) still need the Fernet key{}",
+        "\n5. retire check: {} row(s) still need Fernet key {}{}",
         usage.rows(),
+        fernet.id(),
         if usage.in_use() {
             ""
         } else {
@@ -112,8 +117,12 @@ pub(crate) fn demo(rows: u64) -> Result<()> {
         migrated.columns.iter().map(|c| c.migrated).sum::<u64>(),
         verified.failed_count()
     )?;
-    if !verified.is_success() {
-        anyhow::bail!("verification failed: {} row(s)", verified.failed_count());
+    if !verified.is_success() || usage.in_use() {
+        anyhow::bail!(
+            "the tour did not end complete: verification says {:?}, {} row(s) need the Fernet key",
+            verified.verdict(),
+            usage.rows()
+        );
     }
     Ok(())
 }

@@ -84,16 +84,7 @@ pub(crate) fn info(keys: &KeyConfig, json: bool) -> Result<()> {
 }
 
 fn write_status(out: &mut impl Write, s: &Status) -> std::io::Result<()> {
-    let ids = |ids: &[manna_crypto::KeyId]| {
-        if ids.is_empty() {
-            "none".to_owned()
-        } else {
-            ids.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-    };
+    let ids = manna_crypto::KeyId::list;
     writeln!(out, "initialized:        {}", s.initialized)?;
     writeln!(
         out,
@@ -129,7 +120,7 @@ fn write_status(out: &mut impl Write, s: &Status) -> std::io::Result<()> {
             .map_or_else(|| "age unknown".to_owned(), |d| format!("{d} days old"));
         writeln!(
             out,
-            "  key {} {role:<12} {} encryptions, {age}",
+            "  key {} {role:<12} {} encryptions by this process, {age}",
             k.key_id, k.encryptions
         )?;
     }

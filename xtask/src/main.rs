@@ -1,8 +1,19 @@
 //! `cargo xtask`: manna's operator CLI. Parsing and wiring only; the work is
 //! done by the library crates.
 //!
-//! Exit status 0 on success; otherwise one clear line on stderr and status 1
-//! (2 for usage errors, from clap). Never a panic or a backtrace for bad input.
+//! Exit status (what scripts branch on):
+//! - 0: done — for `migrate` (every mode) every row is in the target format
+//!   (or an acknowledged failed row); for `keys retire-check` no row needs
+//!   the key;
+//! - 1: an error, as one `error:` line on stderr;
+//! - 2: a usage error (from clap);
+//! - 3: incomplete — rows are still in another format (an application still
+//!   writing the old format, a cancelled run, a lost lease), or rows still
+//!   need the key being retired; run again or wait;
+//! - 4: rows that cannot be decrypted with the configured keys, listed by id
+//!   in the report (they win over 3: running again does not fix them).
+//!
+//! Never a panic or a backtrace for bad input.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -15,12 +26,24 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The exit statuses, for `--help`.
+const EXIT_STATUS: &str = "\
+Exit status:
+  0  done: every row in the target format (or an acknowledged failed row); for
+     `keys retire-check`, no row needs the key
+  1  error (one `error:` line on stderr)
+  2  usage error
+  3  incomplete: rows still in another format (old-format writers, a cancelled
+     run, a lost lease), or rows still need the key; run again or wait
+  4  rows that cannot be decrypted with the configured keys (ids in the report)";
+
 /// Command-line interface of `cargo xtask`.
 #[derive(Debug, Parser)]
 #[command(
     name = "cargo xtask",
     version,
-    about = "manna operator tools: keys, envelopes, online re-encryption"
+    about = "manna operator tools: keys, envelopes, online re-encryption",
+    after_help = EXIT_STATUS
 )]
 struct Cli {
     /// Keyring file (TOML or JSON) instead of the MANNA_ENCRYPTION_* variables.
@@ -58,6 +81,7 @@ enum Command {
         aad: Option<String>,
     },
     /// Re-encrypt columns online: Fernet or older keys to the primary AES key, or back to Fernet.
+    #[command(after_help = EXIT_STATUS)]
     Migrate(migrate::MigrateArgs),
     /// The tour: create an embedded SQLite database of legacy Fernet rows, then dry-run, migrate, verify.
     Demo {
@@ -74,10 +98,10 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
-    /// Exit 0 only if no row in the columns still uses KEY (an AES key id, or `fernet`).
+    /// Exit 0 only if no row in the columns still needs KEY; 3 (with the counts) if some do.
     RetireCheck {
-        /// AES key id (hex, as `info` shows it) or `fernet`.
-        key: manna_migrate::RetiringKey,
+        /// A configured key's id as `info` shows it (AES or Fernet), or `fernet` for every Fernet key.
+        key: String,
         #[command(flatten)]
         target: migrate::ColumnArgs,
         /// Print JSON.
@@ -89,7 +113,7 @@ enum KeysCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("error: {}", one_line(&err));
             ExitCode::FAILURE
@@ -132,22 +156,23 @@ fn one_line(err: &anyhow::Error) -> String {
     line
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     init_tracing();
     let keys = keys::KeyConfig {
         key_file: cli.key_file,
         accept_plaintext: false,
     };
+    let done = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     match cli.command {
-        Command::Keygen => keys::keygen(),
-        Command::Info { json } => keys::info(&keys, json),
-        Command::Inspect { token } => keys::inspect(&token),
-        Command::Encrypt { aad } => keys::encrypt(&keys, aad.as_deref()),
-        Command::Decrypt { aad } => keys::decrypt(&keys, aad.as_deref()),
+        Command::Keygen => done(keys::keygen()),
+        Command::Info { json } => done(keys::info(&keys, json)),
+        Command::Inspect { token } => done(keys::inspect(&token)),
+        Command::Encrypt { aad } => done(keys::encrypt(&keys, aad.as_deref())),
+        Command::Decrypt { aad } => done(keys::decrypt(&keys, aad.as_deref())),
         Command::Migrate(args) => migrate::migrate(&keys, &args),
-        Command::Demo { rows } => demo::demo(rows),
+        Command::Demo { rows } => done(demo::demo(rows)),
         Command::Keys {
             command: KeysCommand::RetireCheck { key, target, json },
-        } => migrate::retire_check(&target, key, json),
+        } => migrate::retire_check(&keys, &target, &key, json),
     }
 }

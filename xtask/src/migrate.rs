@@ -3,24 +3,22 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use manna_lock::LockManager;
 use manna_migrate::{
-    AadMode, BlockingLocks, CancelToken, ColumnRef, LogProgress, MigrationLocks, Migrator, Mode,
-    Options, Progress, Report, RetiringKey, Shard, Target,
+    AadMode, AcceptedFailures, BlockingLocks, CancelToken, ColumnRef, LogProgress, MigrationLocks,
+    Migrator, Mode, Options, Progress, Report, RetiringKey, Shard, Status, Target, Verdict,
 };
-use manna_store_diesel::DieselStore;
+use manna_store_diesel::{DbLockBackend, DieselStore};
 use serde::Deserialize;
 
 use crate::keys::KeyConfig;
 use crate::progress::BarProgress;
-
-/// The database the CLI uses when neither `--database-url` nor `DATABASE_URL`
-/// is given: the embedded SQLite database `cargo xtask demo` creates.
-pub(crate) const DEFAULT_DATABASE_URL: &str = "sqlite://manna-demo.db";
 
 /// The config file read when no `--column` is given.
 const DEFAULT_CONFIG: &str = "manna.toml";
@@ -28,9 +26,10 @@ const DEFAULT_CONFIG: &str = "manna.toml";
 /// Which columns, in which database.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ColumnArgs {
-    /// Database URL: `postgres://…` or `sqlite://path`.
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
-    pub(crate) database_url: String,
+    /// Database URL: `postgres://…` or `sqlite://path` (required: no command
+    /// but `demo` picks a database by itself).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub(crate) database_url: Option<String>,
     /// Column to work on, as TABLE.COLUMN (repeatable). Without it, the
     /// columns listed in the config file.
     #[arg(long = "column", value_name = "TABLE.COLUMN")]
@@ -81,9 +80,19 @@ pub(crate) struct MigrateArgs {
     /// Also bump the `version` column of rewritten rows.
     #[arg(long)]
     pub(crate) bump_version: bool,
+    /// Lease of the migration lock, in seconds (renewed every third of it while held).
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub(crate) lock_ttl: u64,
+    /// How long to wait for another migrator's lock before refusing, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub(crate) lock_wait: u64,
     /// Accept never-encrypted values (migrating a plaintext column).
     #[arg(long)]
     pub(crate) accept_plaintext: bool,
+    /// Failed rows you have looked at and accept (one `ID` or `TABLE.COLUMN ID` per line):
+    /// still reported, they no longer make the run exit 4.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) accept_failed_ids: Option<PathBuf>,
     /// Print the report as JSON on stdout (progress stays on stderr).
     #[arg(long)]
     pub(crate) json: bool,
@@ -121,7 +130,13 @@ impl ColumnArgs {
 
     /// Opens the database (checks the connection).
     pub(crate) fn store(&self) -> Result<Arc<DieselStore>> {
-        let store = DieselStore::connect(&self.database_url)?;
+        let Some(url) = &self.database_url else {
+            bail!(
+                "no database given: pass --database-url or set DATABASE_URL \
+                 (`cargo xtask demo` creates a SQLite database to try things on)"
+            );
+        };
+        let store = DieselStore::connect(url)?;
         Ok(Arc::new(store))
     }
 }
@@ -133,18 +148,26 @@ fn read_config(path: &Path) -> Result<ConfigFile> {
         .map_err(|e| anyhow::anyhow!("config file {} is invalid: {}", path.display(), e.message()))
 }
 
-/// The lock backend: Redis when `REDIS_URL` is set, else in-process locks.
-/// The returned runtime drives lease renewal and must outlive the run.
-fn locks() -> Result<(tokio::runtime::Runtime, Arc<dyn MigrationLocks>)> {
+/// The lock backend: Redis when `REDIS_URL` is set, else the database's own
+/// lock (a lease row), so two migrators never both run on one column from
+/// any machine. The returned runtime drives lease renewal and must outlive
+/// the run.
+fn locks(
+    args: &MigrateArgs,
+    store: &DieselStore,
+) -> Result<(tokio::runtime::Runtime, Arc<dyn MigrationLocks>)> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .context("cannot start the lock runtime")?;
-    let manager = runtime.block_on(manna_lock_redis::lock_manager_from_env())?;
+    let manager = match runtime.block_on(manna_lock_redis::RedisBackend::from_env())? {
+        Some(redis) => LockManager::new(Arc::new(redis)),
+        None => LockManager::new(Arc::new(DbLockBackend::new(store.pool().clone()))),
+    };
     let locks = BlockingLocks::new(manager, runtime.handle().clone())
-        .ttl(Duration::from_secs(30))
-        .wait(Duration::from_secs(5));
+        .ttl(Duration::from_secs(args.lock_ttl))
+        .wait(Duration::from_secs(args.lock_wait));
     Ok((runtime, Arc::new(locks)))
 }
 
@@ -176,7 +199,7 @@ fn cancel_on_ctrl_c() -> CancelToken {
     token
 }
 
-pub(crate) fn options(args: &MigrateArgs) -> Options {
+pub(crate) fn options(args: &MigrateArgs) -> Result<Options> {
     let mut o = Options::default();
     o.mode = if args.dry_run {
         Mode::DryRun
@@ -196,34 +219,40 @@ pub(crate) fn options(args: &MigrateArgs) -> Options {
     o.shard = args.shard;
     o.restart = args.restart;
     o.bump_version = args.bump_version;
-    o
+    if let Some(path) = &args.accept_failed_ids {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --accept-failed-ids {}", path.display()))?;
+        o.accepted_failures = AcceptedFailures::parse(&text)
+            .with_context(|| format!("--accept-failed-ids {}", path.display()))?;
+    }
+    Ok(o)
 }
 
-/// `cargo xtask migrate …`.
-pub(crate) fn migrate(keys: &KeyConfig, args: &MigrateArgs) -> Result<()> {
+/// `cargo xtask migrate …`: the exit status is the report's verdict.
+pub(crate) fn migrate(keys: &KeyConfig, args: &MigrateArgs) -> Result<ExitCode> {
     let keys = KeyConfig {
         accept_plaintext: args.accept_plaintext,
         ..keys.clone()
     };
-    let options = options(args);
+    let options = options(args)?;
     options.validate().map_err(anyhow::Error::msg)?;
     let columns = args.target.columns()?;
     let keyring = keys.load()?;
     let store = args.target.store()?;
-    let (_runtime, locks) = locks()?;
+    let (_runtime, locks) = locks(args, &store)?;
     let migrator = Migrator::new(store, keyring)
         .options(options)
         .locks(locks)
         .progress(progress_front_end())
         .cancel_token(cancel_on_ctrl_c());
-    migrator.preflight(&columns)?;
+    // `run` preflights every column first.
     let report = migrator.run(&columns)?;
     finish(&report, args.json)
 }
 
-/// Prints the report (JSON on stdout, or a table) and turns an unsuccessful
-/// run into a non-zero exit.
-pub(crate) fn finish(report: &Report, json: bool) -> Result<()> {
+/// Prints the report (JSON on stdout, or a table), says on stderr why a run
+/// that is not complete is not, and returns the verdict's exit status.
+pub(crate) fn finish(report: &Report, json: bool) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", report.to_json())?;
@@ -232,33 +261,53 @@ pub(crate) fn finish(report: &Report, json: bool) -> Result<()> {
     }
     out.flush()?;
     drop(out);
-    if report.is_success() {
-        return Ok(());
+    let verdict = report.verdict();
+    let columns = |keep: &dyn Fn(&manna_migrate::ColumnReport) -> Option<String>| {
+        report
+            .columns
+            .iter()
+            .filter_map(|c| keep(c).map(|what| format!("{}.{} {what}", c.table, c.column)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match verdict {
+        Verdict::Complete => {}
+        Verdict::Undecryptable => eprintln!(
+            "undecryptable: {} row(s) cannot be decrypted with the configured keys ({}); \
+             check the keys (cargo xtask info) and the --aad mode, or acknowledge them with \
+             --accept-failed-ids",
+            report.failed_count(),
+            columns(&|c| {
+                let open = c.failed.len() as u64 - c.failed_accepted;
+                (open > 0).then(|| format!("{open} failed"))
+            })
+        ),
+        _ => eprintln!(
+            "incomplete: rows are still in another format ({}); run the same command again \
+             (it resumes from the checkpoint), and stop old-format writers first",
+            columns(&|c| match c.status {
+                Status::Completed => None,
+                Status::Incomplete => Some(format!("{} pending", c.pending)),
+                other => Some(other.to_string()),
+            })
+        ),
     }
-    let failed = report.failed_count();
-    let stopped: Vec<String> = report
-        .columns
-        .iter()
-        .filter(|c| c.status != manna_migrate::Status::Completed)
-        .map(|c| format!("{}.{} {}", c.table, c.column, c.status))
-        .collect();
-    if !stopped.is_empty() {
-        bail!(
-            "run stopped before the end ({}); run the same command again to resume from the checkpoint",
-            stopped.join(", ")
-        );
-    }
-    bail!(
-        "{failed} row(s) cannot be decrypted with the configured keys (ids in the report); \
-         check the keys (cargo xtask info) and the --aad mode"
-    )
+    Ok(ExitCode::from(verdict.exit_code()))
 }
 
 /// `cargo xtask keys retire-check KEY`: does any row still need the key?
-pub(crate) fn retire_check(target: &ColumnArgs, key: RetiringKey, json: bool) -> Result<()> {
+/// Exit 0 only when none does; 3 with the counts per column otherwise.
+pub(crate) fn retire_check(
+    keys: &KeyConfig,
+    target: &ColumnArgs,
+    key: &str,
+    json: bool,
+) -> Result<ExitCode> {
     let columns = target.columns()?;
+    let keyring = keys.load()?;
+    let key = RetiringKey::resolve(key, &keyring)?;
     let store = target.store()?;
-    let usage = manna_migrate::key_usage(store.as_ref(), &columns, key)?;
+    let usage = manna_migrate::key_usage(store.as_ref(), &keyring, &columns, key)?;
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string(&usage)?)?;
@@ -272,7 +321,7 @@ pub(crate) fn retire_check(target: &ColumnArgs, key: RetiringKey, json: bool) ->
                 .join(", ");
             writeln!(
                 out,
-                "{}.{}: {} row(s) under {}{}",
+                "{}.{}: {} row(s) need {}{}",
                 c.table,
                 c.column,
                 c.rows,
@@ -283,21 +332,29 @@ pub(crate) fn retire_check(target: &ColumnArgs, key: RetiringKey, json: bool) ->
                     format!(" (ids {sample}…)")
                 }
             )?;
+            if c.unreadable_fernet > 0 {
+                writeln!(
+                    out,
+                    "{}.{}: note: {} Fernet token(s) open with no configured Fernet key",
+                    c.table, c.column, c.unreadable_fernet
+                )?;
+            }
         }
     }
     drop(out);
     if usage.in_use() {
-        bail!(
-            "key {} is still used by {} row(s): migrate them before retiring it",
+        eprintln!(
+            "in use: key {} is still needed by {} row(s); migrate them before retiring it",
             usage.key,
             usage.rows()
         );
+        return Ok(ExitCode::from(Verdict::Incomplete.exit_code()));
     }
     if !json {
         println!(
-            "key {} is used by no row in these columns: safe to retire",
+            "key {} is needed by no row in these columns now: safe to retire once no writer encrypts with it",
             usage.key
         );
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

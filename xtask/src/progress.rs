@@ -75,7 +75,13 @@ impl Progress for BarProgress {
 
 /// The report as a table for humans.
 pub(crate) fn write_report(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
-    writeln!(out, "mode: {}   target: {}", report.mode, report.target)?;
+    writeln!(
+        out,
+        "mode: {}   target: {}   verdict: {}",
+        report.mode,
+        report.target,
+        report.verdict()
+    )?;
     writeln!(
         out,
         "{:<32} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>10}  census",
@@ -87,9 +93,15 @@ pub(crate) fn write_report(out: &mut impl Write, report: &Report) -> std::io::Re
             .aes256gcm
             .iter()
             .map(|(id, n)| format!("aes256gcm({id})={n}"))
+            .chain(
+                c.by_format
+                    .fernet
+                    .iter()
+                    .map(|(id, n)| format!("fernet({id})={n}")),
+            )
             .collect();
         for (label, n) in [
-            ("fernet", c.by_format.fernet),
+            ("pending", c.pending),
             ("plaintext", c.by_format.plaintext),
             ("unknown", c.by_format.unknown),
             ("null", c.null),
@@ -113,6 +125,24 @@ pub(crate) fn write_report(out: &mut impl Write, report: &Report) -> std::io::Re
         )?;
         if c.status != manna_migrate::Status::Completed {
             writeln!(out, "  status: {}", c.status)?;
+        }
+        if c.resumed {
+            writeln!(
+                out,
+                "  resumed from a checkpoint: this run scanned {} row(s) in {:.2}s ({:.0} rows/s); \
+                 migrated/unchanged/conflicts include the earlier run's",
+                c.scanned, c.elapsed_s, c.rows_per_s
+            )?;
+        }
+        if c.sweeps > 0 {
+            writeln!(
+                out,
+                "  swept {} more time(s) for rows written in the old format or changed meanwhile",
+                c.sweeps
+            )?;
+        }
+        if let Some(why) = &c.checkpoint_ignored {
+            writeln!(out, "  {why}")?;
         }
         if !c.failed.is_empty() {
             let ids: Vec<String> = c.failed.iter().take(20).map(ToString::to_string).collect();

@@ -19,7 +19,7 @@ fn seeded(column: &ColumnRef, template: &MemoryStore) -> MemoryStore {
     let store = MemoryStore::new();
     store.create_table(column, manna_migrate::IdKind::Int, &[], true);
     for row in template.rows(column) {
-        store.insert(column, row.id, row.value);
+        store.insert_value(column, row.id, row.value);
     }
     store
 }
@@ -36,7 +36,7 @@ fn bench(c: &mut Criterion) {
     let tokens: Vec<String> = template
         .rows(&column)
         .into_iter()
-        .filter_map(|r| r.value)
+        .filter_map(|r| r.value.text().map(str::to_owned))
         .collect();
     let locks = Arc::new(BlockingLocks::with_own_runtime(LockManager::in_memory()).unwrap());
 
@@ -63,7 +63,6 @@ fn bench(c: &mut Criterion) {
                     let mut o = Options::default();
                     o.workers = workers;
                     o.batch_size = 500;
-                    o.census_after = false;
                     let report = Migrator::new(Arc::new(store), keyring.clone())
                         .options(o)
                         .locks(locks.clone())

@@ -25,12 +25,14 @@ pub enum MigrateError {
         cause: StoreError,
     },
     /// Another migrator holds the column's lock.
-    #[error("{column}: another migrator is running (lock `{lock}` is held); wait for it to finish or stop it")]
+    #[error("{column}: another migrator is running (lock `{lock}` is held{}); wait for it to finish or stop it", holder.as_ref().map(|h| format!(" by {h}")).unwrap_or_default())]
     Locked {
         /// `TABLE.COLUMN`.
         column: String,
         /// The lock name.
         lock: String,
+        /// Who holds it (host, pid, since when), when the backend knows.
+        holder: Option<String>,
     },
     /// The lock backend failed (for Redis: check `REDIS_URL` and that Redis
     /// is running).
@@ -50,7 +52,7 @@ pub enum MigrateError {
         /// `TABLE.COLUMN`.
         column: String,
     },
-    /// A shard layout saved in the checkpoint table is incomplete.
+    /// A saved shard layout cannot be used.
     #[error("{column}: the saved shard layout for {shards} shards is damaged: {reason}")]
     Layout {
         /// `TABLE.COLUMN`.
@@ -60,9 +62,17 @@ pub enum MigrateError {
         /// What is wrong.
         reason: String,
     },
-    /// Preflight found problems (one line each).
-    #[error("preflight failed:\n{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    /// Preflight found problems (one per column or option, joined by `; `).
+    #[error("preflight failed: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Preflight(Vec<PreflightError>),
+    /// A worker thread could not be started (the system's thread limit).
+    #[error("{column}: cannot start a migration worker thread: {reason}")]
+    Spawn {
+        /// `TABLE.COLUMN`.
+        column: String,
+        /// The system's answer.
+        reason: String,
+    },
     /// A worker thread panicked (a bug); the checkpoint is kept.
     #[error("{column}: a migration worker panicked")]
     WorkerPanicked {

@@ -1,15 +1,19 @@
 #![doc = include_str!("../README.md")]
 
+mod census;
 mod engine;
 mod error;
 mod ident;
+mod layout;
 mod lock;
 mod options;
+mod pipeline;
 mod plan;
 mod preflight;
 mod progress;
 mod report;
 mod retire;
+mod sizer;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -18,12 +22,15 @@ pub use engine::{metric_names, Migrator};
 pub use error::MigrateError;
 pub use ident::{Ident, IdentError, MAX_IDENT_LEN};
 pub use lock::{migration_lock_name, BlockingLocks, HeldLock, MigrationLocks};
-pub use options::{AadMode, CancelToken, Mode, Options, Target};
+pub use options::{
+    AadMode, AcceptedFailures, AcceptedFailuresError, CancelToken, Mode, Options, Target,
+};
 pub use preflight::PreflightError;
 pub use progress::{BatchProgress, LogProgress, NoProgress, Progress};
-pub use report::{Census, CensusKind, ColumnReport, Report, Status};
-pub use retire::{key_usage, ColumnKeyUsage, KeyUsage, RetiringKey};
+pub use report::{Census, CensusKind, ColumnReport, Report, Status, ValueClass, Verdict};
+pub use retire::{key_usage, ColumnKeyUsage, KeyUsage, RetiringKey, RetiringKeyError};
 pub use store::{
-    Checkpoint, CheckpointKey, ColumnInfo, ColumnRef, ColumnStore, Counts, IdKind, IdRange,
-    Rewrite, Row, RowId, Shard, StoreError, StoreErrorKind, WriteOptions,
+    Checkpoint, CheckpointKey, ColumnInfo, ColumnRef, ColumnStore, Counts, Fence, IdKind, IdRange,
+    LayoutKey, PrefixCensus, Rewrite, Row, RowId, Shard, StoreError, StoreErrorKind, Value,
+    WriteOptions,
 };

@@ -10,22 +10,22 @@ use tokio::runtime::{Handle, Runtime};
 
 use crate::store::{ColumnRef, Shard};
 
-/// The lock name a migration of `column`, shard `shard`, holds:
-/// `manna:migrate:TABLE.COLUMN:i/n`.
+/// The lock name a migration of `column`, shard `shard`, in the database
+/// named `database` ([`ColumnStore::identity`](crate::ColumnStore::identity))
+/// holds: `manna:migrate:DATABASE:TABLE.COLUMN:i/n`. Migrators of the same
+/// column in two databases that share one lock service never block each
+/// other; two on the same database always meet.
 ///
 /// ```
 /// use manna_migrate::{migration_lock_name, ColumnRef, Shard};
 /// let c = ColumnRef::parse("plaid_items.access_token", "id").unwrap();
-/// assert_eq!(migration_lock_name(&c, Shard::ALL), "manna:migrate:plaid_items.access_token:0/1");
+/// assert_eq!(
+///     migration_lock_name("postgres:7301/app", &c, Shard::ALL),
+///     "manna:migrate:postgres:7301/app:plaid_items.access_token:0/1"
+/// );
 /// ```
-pub fn migration_lock_name(column: &ColumnRef, shard: Shard) -> String {
-    format!("manna:migrate:{column}:{shard}")
-}
-
-/// The lock taken while a shard layout is read or created:
-/// `manna:migrate:TABLE.COLUMN:layout`.
-pub(crate) fn layout_lock_name(column: &ColumnRef) -> String {
-    format!("manna:migrate:{column}:layout")
+pub fn migration_lock_name(database: &str, column: &ColumnRef, shard: Shard) -> String {
+    format!("manna:migrate:{database}:{column}:{shard}")
 }
 
 /// Blocking lock acquisition for the synchronous engine.

@@ -1,6 +1,7 @@
 //! What a run does and how: mode, target format, AAD binding, batching,
 //! parallelism, sharding, cancellation.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -204,12 +205,17 @@ pub struct Options {
     /// Bump the row's version column on rewrite. Off by default: the
     /// logical value did not change.
     pub bump_version: bool,
-    /// After a completed migrate run, always scan the partition once more
-    /// (read-only) for the census, so application writes made during the run
-    /// are reflected too. Off by default: a run that covered the partition
-    /// in one go reports how it left each row, and a run resumed from a
-    /// checkpoint rescans anyway (to count and list the rows done before).
-    pub census_after: bool,
+    /// Check the columns before the run ([`Migrator::preflight`](crate::Migrator::preflight)):
+    /// [`Migrator::run`](crate::Migrator::run) refuses to start when it
+    /// fails. Default on.
+    pub preflight: bool,
+    /// At most this many extra passes over the rows still not in the target
+    /// format after the main scan, each made only while the previous one
+    /// made progress. Default 8.
+    pub max_sweeps: u32,
+    /// Failed rows the operator acknowledged: still reported, they no longer
+    /// keep a column from completing.
+    pub accepted_failures: AcceptedFailures,
     /// Rows read by [`Migrator::preflight`](crate::Migrator::preflight) per
     /// column. Default 100.
     pub preflight_sample: usize,
@@ -231,7 +237,9 @@ impl Default for Options {
             shard: Shard::ALL,
             restart: false,
             bump_version: false,
-            census_after: false,
+            preflight: true,
+            max_sweeps: 8,
+            accepted_failures: AcceptedFailures::default(),
             preflight_sample: 100,
         }
     }
@@ -263,6 +271,85 @@ impl Options {
             return Err("target batch time must be positive".into());
         }
         Ok(())
+    }
+}
+
+/// Failed rows an operator has looked at and accepts (rows whose data is
+/// known lost, test rows): a run still lists them, but they no longer make
+/// it fail.
+///
+/// The text form has one row per line: `ID` (that id in every column) or
+/// `TABLE.COLUMN ID`; blank lines and lines starting with `#` are ignored.
+///
+/// ```
+/// use manna_migrate::{AcceptedFailures, ColumnRef, RowId};
+/// let a = AcceptedFailures::parse("# lost in 2023\n17\nusers.api_key 9f2c\n").unwrap();
+/// let tokens = ColumnRef::parse("plaid_items.access_token", "id").unwrap();
+/// let keys = ColumnRef::parse("users.api_key", "id").unwrap();
+/// assert!(a.accepts(&tokens, &RowId::Int(17)));
+/// assert!(a.accepts(&keys, &RowId::from("9f2c")));
+/// assert!(!a.accepts(&tokens, &RowId::from("9f2c")));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AcceptedFailures {
+    any_column: BTreeSet<String>,
+    by_column: BTreeSet<(String, String)>,
+}
+
+/// A line of an accepted-failures list that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: expected `ID` or `TABLE.COLUMN ID`")]
+pub struct AcceptedFailuresError {
+    /// The 1-based line number.
+    pub line: usize,
+}
+
+impl AcceptedFailures {
+    /// Parses the text form (see the type's docs).
+    pub fn parse(text: &str) -> Result<Self, AcceptedFailuresError> {
+        let mut accepted = AcceptedFailures::default();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            match line.split_once(char::is_whitespace) {
+                None => {
+                    accepted.any_column.insert(line.to_owned());
+                }
+                Some((column, id)) => {
+                    let column = ColumnRef::parse(column, "id")
+                        .map_err(|_| AcceptedFailuresError { line: i + 1 })?;
+                    accepted
+                        .by_column
+                        .insert((column.to_string(), id.trim().to_owned()));
+                }
+            }
+        }
+        Ok(accepted)
+    }
+
+    /// Accepts failed row `id`, in `column` only or (`None`) in every column.
+    pub fn accept(&mut self, column: Option<&ColumnRef>, id: &RowId) {
+        match column {
+            Some(c) => {
+                self.by_column.insert((c.to_string(), id.to_string()));
+            }
+            None => {
+                self.any_column.insert(id.to_string());
+            }
+        }
+    }
+
+    /// Whether failed row `id` of `column` is accepted.
+    pub fn accepts(&self, column: &ColumnRef, id: &RowId) -> bool {
+        let id = id.to_string();
+        self.any_column.contains(&id) || self.by_column.contains(&(column.to_string(), id))
+    }
+
+    /// Whether nothing is accepted.
+    pub fn is_empty(&self) -> bool {
+        self.any_column.is_empty() && self.by_column.is_empty()
     }
 }
 

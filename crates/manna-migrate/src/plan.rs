@@ -5,7 +5,8 @@ use std::borrow::Cow;
 use manna_crypto::{inspect, DecryptError, Format, KeyId, Keyring};
 
 use crate::options::{AadMode, Target};
-use crate::store::{ColumnRef, Row};
+use crate::report::ValueClass;
+use crate::store::{ColumnRef, Row, Value};
 
 /// How far planning goes for one value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,13 +26,16 @@ pub(crate) enum Outcome {
     /// SQL `NULL`: nothing to do.
     Null,
     /// Already in the target format.
-    Unchanged(Format),
+    Unchanged(ValueClass),
     /// Decrypts but is not in the target format; `new` is the re-encrypted
     /// value when planning at [`Depth::Rewrite`].
-    Pending { new: Option<String> },
+    Pending {
+        class: ValueClass,
+        new: Option<String>,
+    },
     /// Cannot be decrypted (or re-encrypted) with the configured keys.
     Failed {
-        format: Format,
+        class: ValueClass,
         reason: &'static str,
         error: Option<DecryptError>,
     },
@@ -41,6 +45,27 @@ pub(crate) enum Outcome {
 pub(crate) const VERIFICATION_MISMATCH: &str = "verification_mismatch";
 /// Label of a value that could not be encrypted for the target.
 pub(crate) const ENCRYPTION_FAILED: &str = "encryption_failed";
+/// Label of a stored value that is not UTF-8 text.
+pub(crate) const NOT_TEXT: &str = "not_text";
+
+/// The envelope header prefix of values under `key_id`: what a store can
+/// match to find the rows not yet under it.
+pub(crate) fn envelope_prefix(key_id: KeyId) -> String {
+    format!("mn1:{key_id}:")
+}
+
+/// Every Fernet token starts with these characters (version byte 0x80 and
+/// the high bytes of a timestamp before 2106).
+pub(crate) const FERNET_PREFIX: &str = "gAAAAA";
+
+/// The key id of a value shaped like a text envelope header
+/// (`mn1:<16 chars>:`), as a store's census query reads it.
+pub(crate) fn envelope_header_key(value: &str) -> Option<&str> {
+    let b = value.as_bytes();
+    (b.len() >= 21 && b.starts_with(b"mn1:") && b[20] == b':')
+        .then(|| value.get(4..20))
+        .flatten()
+}
 
 /// Plans values of one column.
 pub(crate) struct Planner<'a> {
@@ -71,34 +96,93 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// The format every value ends in.
-    pub(crate) fn target_format(&self) -> Format {
+    /// The primary key's id.
+    pub(crate) fn primary(&self) -> KeyId {
+        self.primary
+    }
+
+    /// The class every value ends in.
+    pub(crate) fn target_class(&self) -> ValueClass {
         match self.target {
-            Target::Aes256Gcm => Format::Aes256Gcm {
-                key_id: self.primary,
+            Target::Aes256Gcm => ValueClass::Aes256Gcm(self.primary),
+            Target::Fernet => match self.keyring.fernet_key_ids().first() {
+                Some(id) => ValueClass::Fernet(*id),
+                None => ValueClass::Unknown,
             },
-            Target::Fernet => Format::Fernet,
         }
     }
 
-    /// Whether a value of `format` is already in the target format.
-    pub(crate) fn in_target(&self, format: Format) -> bool {
-        match (self.target, format) {
-            (Target::Aes256Gcm, Format::Aes256Gcm { key_id }) => key_id == self.primary,
-            (Target::Fernet, Format::Fernet) => true,
+    /// The prefix every value in the target format starts with (a value
+    /// with it may still be damaged; one without it is surely not done).
+    pub(crate) fn target_prefix(&self) -> String {
+        match self.target {
+            Target::Aes256Gcm => envelope_prefix(self.primary),
+            Target::Fernet => FERNET_PREFIX.to_owned(),
+        }
+    }
+
+    /// Whether a value of class `class` is in the target format.
+    pub(crate) fn in_target(&self, class: ValueClass) -> bool {
+        match (self.target, class) {
+            (Target::Aes256Gcm, ValueClass::Aes256Gcm(key_id)) => key_id == self.primary,
+            (Target::Fernet, ValueClass::Fernet(_)) => true,
             _ => false,
+        }
+    }
+
+    fn failed(class: ValueClass, e: DecryptError) -> Outcome {
+        // A Fernet token that no configured key authenticates is under a
+        // key we do not have (Fernet has no AAD to get wrong).
+        let reason = match (&e, class) {
+            (DecryptError::Authentication, ValueClass::Unknown) => "unknown_key",
+            _ => e.kind(),
+        };
+        Outcome::Failed {
+            class,
+            reason,
+            error: Some(e),
         }
     }
 
     /// Plans `row` to `depth`.
     pub(crate) fn plan(&self, row: &Row, depth: Depth) -> Outcome {
-        let Some(value) = row.value.as_deref() else {
-            return Outcome::Null;
+        let value = match &row.value {
+            Value::Null => return Outcome::Null,
+            Value::Text(v) => v.as_str(),
+            Value::NotText => {
+                return Outcome::Failed {
+                    class: ValueClass::Unknown,
+                    reason: NOT_TEXT,
+                    error: None,
+                }
+            }
         };
         let format = inspect(value);
-        let in_target = self.in_target(format);
-        if in_target && depth != Depth::Verify {
-            return Outcome::Unchanged(format);
+        // Fernet tokens name no key: attribute them unless the value is
+        // about to be rewritten anyway (its decryption proves it readable).
+        let class = match format {
+            Format::Fernet if self.target == Target::Fernet || depth != Depth::Rewrite => {
+                match self.keyring.fernet_key_of(value) {
+                    Some(id) => ValueClass::Fernet(id),
+                    None if !self.keyring.has_fernet() => {
+                        return Self::failed(ValueClass::Unknown, DecryptError::NoFernetKey)
+                    }
+                    None => return Self::failed(ValueClass::Unknown, DecryptError::Authentication),
+                }
+            }
+            // Rewritten below: counted in the target format once written.
+            Format::Fernet => ValueClass::Unknown,
+            Format::Aes256Gcm { key_id } => ValueClass::Aes256Gcm(key_id),
+            Format::Plaintext => ValueClass::Plaintext,
+            _ => ValueClass::Unknown,
+        };
+        let in_target = self.in_target(class);
+        if in_target && (depth != Depth::Verify || matches!(class, ValueClass::Fernet(_))) {
+            // An attributed Fernet token was decrypted to attribute it.
+            return Outcome::Unchanged(class);
+        }
+        if matches!(class, ValueClass::Fernet(_)) && depth != Depth::Rewrite {
+            return Outcome::Pending { class, new: None };
         }
         let aad: Cow<'_, [u8]> = match &self.shared_aad {
             Some(shared) => Cow::Borrowed(shared),
@@ -106,19 +190,13 @@ impl<'a> Planner<'a> {
         };
         let plain = match self.keyring.decrypt(value, &aad) {
             Ok(p) => p,
-            Err(e) => {
-                return Outcome::Failed {
-                    format,
-                    reason: e.kind(),
-                    error: Some(e),
-                }
-            }
+            Err(e) => return Self::failed(class, e),
         };
         if in_target {
-            return Outcome::Unchanged(format);
+            return Outcome::Unchanged(class);
         }
         if depth != Depth::Rewrite {
-            return Outcome::Pending { new: None };
+            return Outcome::Pending { class, new: None };
         }
         let encrypted = match self.target {
             Target::Aes256Gcm => self.keyring.encrypt(&plain, &aad),
@@ -126,7 +204,7 @@ impl<'a> Planner<'a> {
         };
         let Ok(new) = encrypted else {
             return Outcome::Failed {
-                format,
+                class,
                 reason: ENCRYPTION_FAILED,
                 error: None,
             };
@@ -137,12 +215,15 @@ impl<'a> Planner<'a> {
             Ok(again) if again.as_bytes() == plain.as_bytes() => {}
             _ => {
                 return Outcome::Failed {
-                    format,
+                    class,
                     reason: VERIFICATION_MISMATCH,
                     error: None,
                 }
             }
         }
-        Outcome::Pending { new: Some(new) }
+        Outcome::Pending {
+            class,
+            new: Some(new),
+        }
     }
 }

@@ -3,45 +3,67 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use manna_crypto::Format;
+use manna_crypto::KeyId;
 use serde::Serialize;
 
 use crate::options::{Mode, Target};
 use crate::store::RowId;
 
-/// How many values are in each format: the report's `by_format` object,
-/// `{"aes256gcm": {"<key id>": n}, "fernet": n, "plaintext": n, "unknown": n}`.
+/// What a stored value is, for the census: its format and the configured
+/// key it is under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ValueClass {
+    /// An AES-256-GCM envelope naming this key id (configured or not).
+    Aes256Gcm(KeyId),
+    /// A Fernet token authentic under this configured Fernet key (the first
+    /// one in configured order, as MultiFernet tries them).
+    Fernet(KeyId),
+    /// Unencrypted text.
+    Plaintext,
+    /// Anything else: damaged tokens, garbage, values that are not text,
+    /// and Fernet tokens that no configured Fernet key opens.
+    Unknown,
+}
+
+/// How many values are in each format, by key: the report's `by_format`
+/// object, `{"aes256gcm": {"<key id>": n}, "fernet": {"<fernet key id>": n},
+/// "plaintext": n, "unknown": n}`.
 ///
-/// Formats are told from the stored value without decrypting
-/// ([`manna_crypto::inspect`]); `NULL`s are counted apart (the column
-/// report's `null`).
+/// AES values are counted under the key id their header names; Fernet
+/// tokens under the configured Fernet key that opens them. A Fernet token no
+/// configured key opens counts as `unknown` (and is a failed row); `NULL`s
+/// are counted apart (the column report's `null`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Census {
     /// AES-256-GCM envelopes by key id (hex).
     pub aes256gcm: BTreeMap<String, u64>,
-    /// Legacy Fernet tokens.
-    pub fernet: u64,
+    /// Legacy Fernet tokens by Fernet key id (hex, as `info` prints them).
+    pub fernet: BTreeMap<String, u64>,
     /// Unencrypted text.
     pub plaintext: u64,
-    /// Anything else (damaged tokens, garbage).
+    /// Anything else (damaged tokens, garbage, Fernet tokens under no
+    /// configured key).
     pub unknown: u64,
 }
 
 impl Census {
-    /// Counts one value of format `format`.
-    pub fn add(&mut self, format: Format) {
-        self.add_n(format, 1);
+    /// Counts one value of class `class`.
+    pub fn add(&mut self, class: ValueClass) {
+        self.add_n(class, 1);
     }
 
-    /// Counts `n` values of format `format`.
-    pub fn add_n(&mut self, format: Format, n: u64) {
-        match format {
-            Format::Aes256Gcm { key_id } => {
+    /// Counts `n` values of class `class`.
+    pub fn add_n(&mut self, class: ValueClass, n: u64) {
+        match class {
+            ValueClass::Aes256Gcm(key_id) => {
                 *self.aes256gcm.entry(key_id.to_string()).or_default() += n;
             }
-            Format::Fernet => self.fernet += n,
-            Format::Plaintext => self.plaintext += n,
-            _ => self.unknown += n,
+            ValueClass::Fernet(key_id) => {
+                *self.fernet.entry(key_id.to_string()).or_default() += n;
+            }
+            ValueClass::Plaintext => self.plaintext += n,
+            ValueClass::Unknown => self.unknown += n,
         }
     }
 
@@ -50,44 +72,72 @@ impl Census {
         for (k, n) in &other.aes256gcm {
             *self.aes256gcm.entry(k.clone()).or_default() += n;
         }
-        self.fernet += other.fernet;
+        for (k, n) in &other.fernet {
+            *self.fernet.entry(k.clone()).or_default() += n;
+        }
         self.plaintext += other.plaintext;
         self.unknown += other.unknown;
     }
 
     /// Number of values counted.
     pub fn total(&self) -> u64 {
-        self.aes256gcm.values().sum::<u64>() + self.fernet + self.plaintext + self.unknown
+        self.aes256gcm.values().sum::<u64>()
+            + self.fernet.values().sum::<u64>()
+            + self.plaintext
+            + self.unknown
     }
 
     /// Values under the AES key with this id (hex).
     pub fn aes_key(&self, key_id: &str) -> u64 {
         self.aes256gcm.get(key_id).copied().unwrap_or(0)
     }
+
+    /// Values under the Fernet key with this id (hex).
+    pub fn fernet_key(&self, key_id: &str) -> u64 {
+        self.fernet.get(key_id).copied().unwrap_or(0)
+    }
+
+    /// Fernet tokens under any configured Fernet key.
+    pub fn fernet_total(&self) -> u64 {
+        self.fernet.values().sum()
+    }
 }
 
-/// How a column's part of a run ended.
+/// How a column's part of a run ended: a statement about the column at the
+/// moment the run ended, never rounded up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum Status {
-    /// Every row of the partition was processed.
+    /// Every row of the partition is in the target format (or `NULL`, or a
+    /// failed row the caller acknowledged), as counted when the run ended.
     Completed,
+    /// The run went over every row, but rows that can be migrated are still
+    /// in another format (an application kept writing the old format, or
+    /// rows kept changing under the compare-and-set). Run again.
+    Incomplete,
+    /// Every other row is in the target format, but some rows cannot be
+    /// decrypted with the configured keys (listed by id in `failed`).
+    FailedRows,
     /// Stopped at a batch boundary by the [`CancelToken`](crate::CancelToken);
     /// the checkpoint lets the next run continue.
     Cancelled,
-    /// The migration lock's lease was lost; stopped at a batch boundary
-    /// without writing further. The next run continues from the checkpoint.
+    /// The migration lock's lease was lost (or a newer holder fenced this
+    /// run's writes off); stopped without writing further. The next run
+    /// continues from the checkpoint.
     LeaseLost,
     /// Not processed because the run stopped before reaching this column.
     NotStarted,
 }
 
 impl Status {
-    /// `"completed"`, `"cancelled"`, `"lease-lost"` or `"not-started"`.
+    /// `"completed"`, `"incomplete"`, `"failed-rows"`, `"cancelled"`,
+    /// `"lease-lost"` or `"not-started"`.
     pub fn label(self) -> &'static str {
         match self {
             Status::Completed => "completed",
+            Status::Incomplete => "incomplete",
+            Status::FailedRows => "failed-rows",
             Status::Cancelled => "cancelled",
             Status::LeaseLost => "lease-lost",
             Status::NotStarted => "not-started",
@@ -101,6 +151,50 @@ impl fmt::Display for Status {
     }
 }
 
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// The verdict of a whole report, what scripts branch on (the CLI's exit
+/// status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Verdict {
+    /// Every column completed: every row is in the target format (or
+    /// `NULL`, or an acknowledged failed row). Exit status 0.
+    Complete,
+    /// Some rows are still in another format (live old-format writers, a
+    /// cancelled run, a lost lease, a column not reached). Exit status 3.
+    Incomplete,
+    /// Some rows cannot be decrypted with the configured keys and were not
+    /// acknowledged. Exit status 4 (it wins over `Incomplete`: running again
+    /// does not fix these rows).
+    Undecryptable,
+}
+
+impl Verdict {
+    /// `"complete"`, `"incomplete"` or `"undecryptable"`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Complete => "complete",
+            Verdict::Incomplete => "incomplete",
+            Verdict::Undecryptable => "undecryptable",
+        }
+    }
+
+    /// The process exit status the CLI uses: 0, 3 or 4.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Complete => 0,
+            Verdict::Incomplete => 3,
+            Verdict::Undecryptable => 4,
+        }
+    }
+}
+
 /// Which moment [`ColumnReport::by_format`] describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -108,11 +202,9 @@ impl fmt::Display for Status {
 pub enum CensusKind {
     /// The values as the scan found them (dry-run, verify-only).
     AsFound,
-    /// The whole partition after a completed migrate run: how the run left
-    /// each row when it covered the partition in one go (application writes
-    /// made meanwhile are not reflected), otherwise — resumed from a
-    /// checkpoint, or [`Options::census_after`](crate::Options::census_after)
-    /// — a final read-only scan.
+    /// The whole partition when a migrate run that went over every row
+    /// ended: an aggregate count by envelope header plus a read of the rows
+    /// not in the target format, taken after the last write.
     After,
     /// Only the rows this run processed, as it left them (a migrate run that
     /// stopped early).
@@ -140,7 +232,8 @@ pub struct ColumnReport {
     /// and write. They were re-read and re-planned, never overwritten.
     pub conflicts: u64,
     /// Ids of rows that cannot be decrypted with the configured keys (never
-    /// their values). They are left untouched.
+    /// their values). They are left untouched. Acknowledged ones are listed
+    /// too (and counted in `failed_accepted`).
     pub failed: Vec<RowId>,
     /// Wall time of this column's run, in seconds.
     pub elapsed_s: f64,
@@ -155,9 +248,20 @@ pub struct ColumnReport {
     /// verify-only the rows a migration would rewrite; after a migration the
     /// rows still left behind (normally 0).
     pub pending: u64,
-    /// Failed rows by reason (`unknown-format`, `unknown-key`,
-    /// `authentication`, `no-fernet-key`, `plaintext-not-accepted`,
-    /// `verification-mismatch`, ...).
+    /// How many of the `failed` rows the caller acknowledged
+    /// ([`Options::accepted_failures`](crate::Options::accepted_failures)).
+    pub failed_accepted: u64,
+    /// Extra passes over the rows not yet in the target format, after the
+    /// main scan (rows written in the old format behind the cursor, rows
+    /// that changed under the compare-and-set).
+    pub sweeps: u32,
+    /// Why a saved checkpoint was not resumed (it belongs to a run with other
+    /// parameters), if one was found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_ignored: Option<String>,
+    /// Failed rows by reason (`unknown_format`, `unknown_key`,
+    /// `authentication`, `no_fernet_key`, `plaintext_not_accepted`,
+    /// `not_text`, `verification_mismatch`, ...).
     pub failure_kinds: BTreeMap<String, u64>,
     /// How this column's run ended.
     pub status: Status,
@@ -171,16 +275,19 @@ pub struct ColumnReport {
     pub batch_size: usize,
 }
 
-/// The result of a run over one or more columns.
+/// The result of a run over one or more columns. Check its
+/// [`verdict`](Report::verdict): a report is returned for runs that did not
+/// complete too.
 ///
 /// ```
 /// use manna_migrate::{Mode, Report, Target};
 /// let r = Report::new(Mode::DryRun, Target::Aes256Gcm);
-/// assert_eq!(r.to_json(), r#"{"mode":"dry-run","target":"aes256gcm","columns":[]}"#);
+/// assert_eq!(r.to_json(), r#"{"mode":"dry-run","target":"aes256gcm","columns":[],"verdict":"complete"}"#);
 /// assert!(r.is_success());
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+#[must_use = "a report may say the run did not complete: check its verdict"]
 pub struct Report {
     /// What the run did.
     pub mode: Mode,
@@ -188,6 +295,26 @@ pub struct Report {
     pub target: Target,
     /// One entry per column, in the order given.
     pub columns: Vec<ColumnReport>,
+}
+
+/// The JSON shape: the report's fields and its verdict.
+impl Serialize for Report {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Json<'a> {
+            mode: Mode,
+            target: Target,
+            columns: &'a [ColumnReport],
+            verdict: Verdict,
+        }
+        Json {
+            mode: self.mode,
+            target: self.target,
+            columns: &self.columns,
+            verdict: self.verdict(),
+        }
+        .serialize(serializer)
+    }
 }
 
 impl Report {
@@ -200,12 +327,24 @@ impl Report {
         }
     }
 
-    /// Whether every column completed with no failed row: what the CLI's
-    /// exit status reflects (verify-only exits non-zero on any failure).
-    pub fn is_success(&self) -> bool {
-        self.columns
+    /// The verdict: complete only when every column completed.
+    pub fn verdict(&self) -> Verdict {
+        if self
+            .columns
             .iter()
-            .all(|c| c.status == Status::Completed && c.failed.is_empty())
+            .any(|c| c.failed.len() as u64 > c.failed_accepted)
+        {
+            Verdict::Undecryptable
+        } else if self.columns.iter().all(|c| c.status == Status::Completed) {
+            Verdict::Complete
+        } else {
+            Verdict::Incomplete
+        }
+    }
+
+    /// Whether the verdict is [`Verdict::Complete`].
+    pub fn is_success(&self) -> bool {
+        self.verdict() == Verdict::Complete
     }
 
     /// Number of failed rows over all columns.

@@ -210,24 +210,84 @@ impl IdRange {
     }
 }
 
-/// One scanned row. `value` is `None` for SQL `NULL`.
+/// A stored value as a scan found it.
+///
+/// Its `Debug` never shows the text (only its length): values are
+/// ciphertext, but may be legacy plaintext.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Value {
+    /// SQL `NULL`.
+    Null,
+    /// Text, exactly as stored (adapters read values stored with another
+    /// storage class, e.g. an SQLite BLOB holding UTF-8, as their text).
+    Text(String),
+    /// Bytes that are not UTF-8 text (possible on SQLite): the row cannot be
+    /// migrated and is reported as failed by id.
+    NotText,
+}
+
+impl Value {
+    /// The text, if the value is text.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Value::Text(s) => Some(s),
+            Value::Null | Value::NotText => None,
+        }
+    }
+
+    /// Whether the value is SQL `NULL`.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("Null"),
+            Value::Text(s) => write!(f, "Text(len {})", s.len()),
+            Value::NotText => f.write_str("NotText"),
+        }
+    }
+}
+
+impl From<Option<String>> for Value {
+    fn from(v: Option<String>) -> Self {
+        v.map_or(Value::Null, Value::Text)
+    }
+}
+
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(v)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(v.to_owned())
+    }
+}
+
+/// One scanned row.
 ///
 /// The value is ciphertext (or legacy plaintext) exactly as stored; its
 /// `Debug` shows only its length so a row can be logged safely.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
     /// Primary key.
     pub id: RowId,
     /// Stored value.
-    pub value: Option<String>,
+    pub value: Value,
 }
 
-impl fmt::Debug for Row {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Row")
-            .field("id", &self.id)
-            .field("value_len", &self.value.as_ref().map(String::len))
-            .finish()
+impl Row {
+    /// A row holding `value`.
+    pub fn new(id: impl Into<RowId>, value: impl Into<Value>) -> Self {
+        Row {
+            id: id.into(),
+            value: value.into(),
+        }
     }
 }
 
@@ -307,19 +367,68 @@ pub struct Checkpoint {
     pub counts: Counts,
 }
 
-/// Identity of a checkpoint: column, partition and target format.
+/// Identity of a checkpoint: column, partition, and the parameters of the
+/// run that wrote it.
 ///
-/// A run only resumes from a checkpoint with the same key; changing the
-/// partitioning (`--workers`, `--shard`) or the target starts afresh, which is
-/// safe because rows already in the target format are skipped as unchanged.
+/// A run only resumes from a checkpoint whose key equals its own: a run with
+/// another id column, AAD mode, target format (or primary key) or shard
+/// layout starts over instead (its rows would be ordered, bound or judged
+/// differently). Starting over is always safe: rows already in the target
+/// format are skipped.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CheckpointKey {
     /// `TABLE.COLUMN`.
     pub column: String,
-    /// Partition label, e.g. `shard 0/1 worker 0/4`.
+    /// Partition label, e.g. `shard 0/1`.
     pub partition: String,
-    /// Target format label, e.g. `aes256gcm` or `fernet`.
-    pub target: String,
+    /// The run's parameters, e.g. `to aes256gcm:<key id> id id aad column`.
+    pub run: String,
+}
+
+/// Identity of a saved shard layout: the boundaries that split a column's
+/// keys into `shards` ranges, in the order of `id_column`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LayoutKey {
+    /// `TABLE.COLUMN`.
+    pub column: String,
+    /// The key column the boundaries are values of.
+    pub id_column: String,
+    /// Number of shards.
+    pub shards: u32,
+}
+
+/// A fencing token a write must carry: the store refuses the write, in the
+/// same transaction, when a higher token was already seen under `name`
+/// (a newer holder of the migration lock has written). Equal tokens pass:
+/// one holder writes many batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The fence's name (the migration lock's name).
+    pub name: String,
+    /// The lease's fencing token.
+    pub token: manna_lock::FencingToken,
+}
+
+/// Counts of a column's values by their envelope header, from one aggregate
+/// query ([`ColumnStore::census`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrefixCensus {
+    /// Rows in the range.
+    pub total: u64,
+    /// `NULL` values.
+    pub nulls: u64,
+    /// Values that start like an AES-256-GCM text envelope
+    /// (`mn1:<16 hex digits>:`), by the 16 hex digits of the key id (as
+    /// stored).
+    pub envelopes: std::collections::BTreeMap<String, u64>,
+}
+
+impl PrefixCensus {
+    /// Values that are neither `NULL` nor envelope-shaped (Fernet tokens,
+    /// plaintext, damaged values): the ones a census must read.
+    pub fn others(&self) -> u64 {
+        self.total - self.nulls - self.envelopes.values().sum::<u64>()
+    }
 }
 
 /// The kind of a [`StoreError`]; adapters map driver errors onto these.
@@ -336,6 +445,9 @@ pub enum StoreErrorKind {
     NotFound,
     /// The request cannot work against this schema (e.g. no version column, unsupported key type).
     Unsupported,
+    /// A write carried a fencing token lower than one already seen: a newer
+    /// holder of the lock has written, this writer's lease is gone.
+    Fenced,
     /// Anything else.
     Other,
 }
@@ -368,25 +480,45 @@ impl StoreError {
 /// # Contract
 /// - Identifiers in [`ColumnRef`] are validated; implementations still quote
 ///   them, and always bind values.
+/// - Values are compared byte for byte (never under a collation), and a
+///   value stored with another storage class (an SQLite BLOB) is read as its
+///   text, or as [`Value::NotText`] when it is not UTF-8: no row is ever
+///   skipped or aborts a scan.
 /// - [`scan`](ColumnStore::scan) returns rows of `range` in ascending key
 ///   order, at most `limit` of them (keyset pagination: `id > after ORDER BY
 ///   id LIMIT limit`). Text keys are ordered by their bytes (PostgreSQL:
 ///   `COLLATE "C"`), as [`RowId`]'s `Ord` is; otherwise pagination skips rows.
 /// - [`write_batch`](ColumnStore::write_batch) writes each [`Rewrite`] only if
 ///   the row still holds `old` (compare-and-set), in one transaction that also
-///   stores `checkpoint`, and returns exactly the ids it wrote; the others were
-///   changed concurrently and are conflicts. It never touches other columns
-///   (except `version` when asked; without a version column that request is
-///   [`StoreErrorKind::Unsupported`]). With no rewrites it still saves the
-///   checkpoint (the engine also stores shard layouts this way).
+///   checks `fence` and stores `checkpoint`, and returns exactly the ids it
+///   wrote; the others were changed concurrently and are conflicts. It never
+///   touches other columns (except `version` when asked; without a version
+///   column that request is [`StoreErrorKind::Unsupported`]). With no
+///   rewrites it still checks the fence and saves the checkpoint. A fence
+///   lower than one seen before is [`StoreErrorKind::Fenced`], and nothing
+///   is written.
 /// - Errors carry a [`StoreErrorKind`]; no driver type leaks through.
 pub trait ColumnStore: Send + Sync {
-    /// Checks that the table and both columns exist and describes them.
-    /// A missing table or column is [`StoreErrorKind::NotFound`].
+    /// A stable name of the database (not the connection), for lock names:
+    /// two stores on the same database answer the same, stores on different
+    /// databases answer differently. Where one database holds several
+    /// namespaces (PostgreSQL schemas), the namespace unqualified table names
+    /// resolve in is part of it. Never contains credentials.
+    fn identity(&self) -> Result<String, StoreError>;
+
+    /// Checks that the table and both columns exist, spelled exactly as the
+    /// catalog spells them, and describes them. A missing table or column is
+    /// [`StoreErrorKind::NotFound`]; a name that matches only when case is
+    /// ignored is `NotFound` too, with "did you mean" and the catalog's
+    /// spelling in the message.
     fn check_column(&self, column: &ColumnRef) -> Result<ColumnInfo, StoreError>;
 
     /// Number of rows in `range`.
     fn count(&self, column: &ColumnRef, range: &IdRange) -> Result<u64, StoreError>;
+
+    /// Counts the values of `range` by envelope header in one aggregate
+    /// query, without reading them.
+    fn census(&self, column: &ColumnRef, range: &IdRange) -> Result<PrefixCensus, StoreError>;
 
     /// Splits the table's keys into at most `parts` disjoint ranges that
     /// together cover every row (present and future). Fewer ranges may be
@@ -401,24 +533,57 @@ pub trait ColumnStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<Row>, StoreError>;
 
+    /// Like [`scan`](ColumnStore::scan), but only rows whose value is not
+    /// `NULL` and does not start with the bytes of `prefix` (values that are
+    /// not text are included).
+    fn scan_unprefixed(
+        &self,
+        column: &ColumnRef,
+        range: &IdRange,
+        limit: usize,
+        prefix: &str,
+    ) -> Result<Vec<Row>, StoreError>;
+
     /// The current rows for `ids` (missing rows are left out), in key order.
     fn read(&self, column: &ColumnRef, ids: &[RowId]) -> Result<Vec<Row>, StoreError>;
 
-    /// Compare-and-set `rewrites` and save `checkpoint` in one transaction;
-    /// returns the ids written.
+    /// Checks `fence`, compare-and-sets `rewrites` and saves `checkpoint`, in
+    /// one transaction; returns the ids written.
     fn write_batch(
         &self,
         column: &ColumnRef,
         rewrites: &[Rewrite],
         options: WriteOptions,
         checkpoint: Option<&Checkpoint>,
+        fence: Option<&Fence>,
     ) -> Result<Vec<RowId>, StoreError>;
+
+    /// Raises `fence` without writing anything else: from now on, writes
+    /// carrying a lower token under its name are refused. A fence already
+    /// higher is [`StoreErrorKind::Fenced`]. The default implementation is an
+    /// empty [`write_batch`](ColumnStore::write_batch) carrying the fence.
+    fn raise_fence(&self, column: &ColumnRef, fence: &Fence) -> Result<(), StoreError> {
+        self.write_batch(column, &[], WriteOptions::default(), None, Some(fence))
+            .map(|_| ())
+    }
 
     /// The saved checkpoint for `key`, if any.
     fn load_checkpoint(&self, key: &CheckpointKey) -> Result<Option<Checkpoint>, StoreError>;
 
-    /// Forgets the checkpoint for `key` (`--restart`).
+    /// Every saved checkpoint of `column` (`TABLE.COLUMN`), whatever run
+    /// wrote it.
+    fn checkpoints(&self, column: &str) -> Result<Vec<Checkpoint>, StoreError>;
+
+    /// Forgets the checkpoint for `key`.
     fn clear_checkpoint(&self, key: &CheckpointKey) -> Result<(), StoreError>;
+
+    /// The saved shard layout for `key`: the ascending boundaries.
+    fn load_layout(&self, key: &LayoutKey) -> Result<Option<Vec<RowId>>, StoreError>;
+
+    /// Saves `bounds` as the layout for `key` unless one is saved already,
+    /// atomically, and returns the saved one: every caller gets the same
+    /// boundaries, whoever came first.
+    fn save_layout(&self, key: &LayoutKey, bounds: &[RowId]) -> Result<Vec<RowId>, StoreError>;
 }
 
 /// Parses shard specifications `i/n` (0-based index, `i < n`).

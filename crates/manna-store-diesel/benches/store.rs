@@ -135,7 +135,7 @@ fn benches(c: &mut Criterion) {
     let key = CheckpointKey {
         column: "items.token".into(),
         partition: "bench".into(),
-        target: "aes256gcm".into(),
+        run: "aes256gcm".into(),
     };
     let mut g = c.benchmark_group("batch_cas_1000");
     g.throughput(Throughput::Elements(ROWS as u64));
@@ -150,7 +150,7 @@ fn benches(c: &mut Criterion) {
                     counts: Counts::default(),
                 };
                 let written = store
-                    .write_batch(&col, &rw, WriteOptions::bump_version(true), Some(&cp))
+                    .write_batch(&col, &rw, WriteOptions::bump_version(true), Some(&cp), None)
                     .unwrap();
                 assert_eq!(written.len(), ROWS as usize);
             },

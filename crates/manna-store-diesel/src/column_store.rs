@@ -2,19 +2,32 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
-use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::sql_types::{BigInt, Binary, Nullable, Text};
 use manna_migrate::{
-    Checkpoint, CheckpointKey, ColumnInfo, ColumnRef, ColumnStore, Counts, IdKind, IdRange,
-    Rewrite, Row, RowId, StoreError, WriteOptions,
+    Checkpoint, CheckpointKey, ColumnInfo, ColumnRef, ColumnStore, Counts, Fence as LockFence,
+    IdKind, IdRange, Ident, LayoutKey, PrefixCensus, Rewrite, Row, RowId, StoreError, Value,
+    WriteOptions,
 };
 
 use crate::conn::{AnyConn, Dialect, StoreConnection};
 use crate::error::Error;
+use crate::fence::Fence;
 use crate::pool::{DbPool, PoolOptions};
-use crate::schema::{columns_of, ensure_checkpoint_table, CHECKPOINT_TABLE, VERSION_COLUMN};
+use crate::schema::{
+    columns_of, ensure_checkpoint_table, ensure_layout_table, ColumnDescription, CHECKPOINT_TABLE,
+    LAYOUT_TABLE, MIGRATION_FENCE_TABLE, VERSION_COLUMN,
+};
 use crate::sql::{Bind, Sql};
+
+/// Session limits of a PostgreSQL batch transaction: the server ends the
+/// session of a writer idle inside it for 10 s (a batch never pauses that
+/// long between its statements unless its process is stopped), and a lock
+/// wait ends after 30 s with an error instead of hanging.
+const PG_BATCH_TIMEOUTS: &str = "SELECT \
+     set_config('idle_in_transaction_session_timeout', '10s', true), \
+     set_config('lock_timeout', '30s', true)";
 
 /// SQLite's statement-parameter budget per `IN (…)` list when reading ids.
 const SQLITE_IN_CHUNK: usize = 500;
@@ -25,11 +38,21 @@ const SQLITE_IN_CHUNK: usize = 500;
 /// - `scan`: keyset pagination (`id > last ORDER BY id LIMIT n`) for integer,
 ///   text and UUID keys. Text keys are ordered bytewise (`COLLATE "C"` on
 ///   PostgreSQL), matching [`RowId`]'s order.
+/// - Values are read and compared byte for byte: on SQLite as
+///   `CAST(c AS BLOB)` with `typeof(c)`, so a value stored as a BLOB reads as
+///   its text ([`Value::NotText`] when it is not UTF-8) and no collation
+///   (`NOCASE`) ever applies; on PostgreSQL under `COLLATE "C"`.
 /// - `write_batch`: PostgreSQL runs **one** `UPDATE … FROM unnest($1, $2, $3)
 ///   … RETURNING id` per batch, comparing each row with the old ciphertext;
 ///   SQLite runs one cached prepared `UPDATE` per row inside a single
-///   `BEGIN IMMEDIATE` transaction. Either way the checkpoint row in
-///   `manna_migration_checkpoints` is upserted in the same transaction.
+///   `BEGIN IMMEDIATE` transaction. In the same transaction the fence
+///   (`manna_migration_fences`, the logic of [`Fence`]) is checked first and
+///   the checkpoint row in `manna_migration_checkpoints` is upserted last.
+/// - `census`: one aggregate query grouping envelope headers by key id.
+/// - `save_layout`: `INSERT … ON CONFLICT DO NOTHING` into
+///   `manna_shard_layouts`, then read back, in one transaction.
+/// - `identity`: `postgres:<system identifier>/<database>` or
+///   `sqlite:<canonical path of the main database file>`.
 /// - `split`: integer keys by arithmetic on `MIN`/`MAX`, text and UUID keys
 ///   by quantile boundaries.
 ///
@@ -48,14 +71,18 @@ const SQLITE_IN_CHUNK: usize = 500;
 /// let written = store.write_batch(&col, &[
 ///     Rewrite { id: RowId::Int(1), old: "old-1".into(), new: "new-1".into() },
 ///     Rewrite { id: RowId::Int(2), old: "changed meanwhile".into(), new: "new-2".into() },
-/// ], WriteOptions::default(), None).unwrap();
+/// ], WriteOptions::default(), None, None).unwrap();
 /// assert_eq!(written, vec![RowId::Int(1)]); // row 2 is a conflict, left alone
 /// ```
 #[derive(Debug)]
 pub struct DieselStore {
     pool: DbPool,
     info: Mutex<HashMap<ColumnRef, Described>>,
+    identity: OnceLock<String>,
+    fence: Fence,
     checkpoint_table_ready: AtomicBool,
+    fence_table_ready: AtomicBool,
+    layout_table_ready: AtomicBool,
 }
 
 /// What the store knows about a column.
@@ -73,6 +100,7 @@ struct Collation {
     collation: Option<String>,
 }
 
+/// A PostgreSQL row with an integer key: TEXT values are always UTF-8 there.
 #[derive(diesel::QueryableByName)]
 struct IntRow {
     #[diesel(sql_type = BigInt)]
@@ -87,6 +115,49 @@ struct TextRow {
     id: String,
     #[diesel(sql_type = Nullable<Text>)]
     value: Option<String>,
+}
+
+/// An SQLite row with an integer key: the value's bytes and storage class.
+#[derive(diesel::QueryableByName)]
+struct IntBytesRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = Nullable<Binary>)]
+    value: Option<Vec<u8>>,
+}
+
+#[derive(diesel::QueryableByName)]
+struct TextBytesRow {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = Nullable<Binary>)]
+    value: Option<Vec<u8>>,
+}
+
+#[derive(diesel::QueryableByName)]
+struct CensusRow {
+    #[diesel(sql_type = Nullable<Binary>)]
+    k: Option<Vec<u8>>,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+    #[diesel(sql_type = BigInt)]
+    nn: i64,
+}
+
+#[derive(diesel::QueryableByName)]
+struct IdentityRow {
+    #[diesel(sql_type = Text)]
+    v: String,
+}
+
+#[derive(diesel::QueryableByName)]
+struct BoundsRow {
+    #[diesel(sql_type = Text)]
+    bounds: String,
 }
 
 #[derive(diesel::QueryableByName)]
@@ -117,6 +188,12 @@ struct MinMax {
 
 #[derive(diesel::QueryableByName)]
 struct CheckpointRow {
+    #[diesel(sql_type = Text)]
+    column_name: String,
+    #[diesel(sql_type = Text)]
+    partition_name: String,
+    #[diesel(sql_type = Text)]
+    target: String,
     #[diesel(sql_type = Nullable<Text>)]
     last_id: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
@@ -139,7 +216,12 @@ impl DieselStore {
         DieselStore {
             pool,
             info: Mutex::new(HashMap::new()),
+            identity: OnceLock::new(),
+            fence: Fence::with_table(MIGRATION_FENCE_TABLE)
+                .expect("the fence table's name is a valid identifier"),
             checkpoint_table_ready: AtomicBool::new(false),
+            fence_table_ready: AtomicBool::new(false),
+            layout_table_ready: AtomicBool::new(false),
         }
     }
 
@@ -157,21 +239,23 @@ impl DieselStore {
     }
 
     fn describe(&self, conn: &mut AnyConn<'_>, column: &ColumnRef) -> Result<Described, Error> {
-        let cols = columns_of(conn, &column.table)?;
+        let dialect = conn.dialect();
+        let cols = exact_columns(conn, column)?;
         let find = |name: &str| {
             cols.iter()
-                .find(|c| c.name.eq_ignore_ascii_case(name))
+                .find(|c| c.name == name)
                 .map(|c| c.sql_type.clone())
         };
-        let id_type = find(column.id_column.as_str()).ok_or_else(|| {
-            Error::not_found(format!(
-                "column {}.{} does not exist",
-                column.table, column.id_column
-            ))
-        })?;
+        let id_type = find(column.id_column.as_str())
+            .ok_or_else(|| missing_column(&column.table, column.id_column.as_str(), &cols))?;
         let value_type = find(column.column.as_str())
-            .ok_or_else(|| Error::not_found(format!("column {column} does not exist")))?;
-        let dialect = conn.dialect();
+            .ok_or_else(|| missing_column(&column.table, column.column.as_str(), &cols))?;
+        // SQLite resolves column names case-insensitively (so does the
+        // quoted `"version"` it is written as); PostgreSQL does not.
+        let has_version = cols.iter().any(|c| match dialect {
+            Dialect::Postgres => c.name == VERSION_COLUMN,
+            Dialect::Sqlite => c.name.eq_ignore_ascii_case(VERSION_COLUMN),
+        });
         let id_kind = id_kind(dialect, &id_type).ok_or_else(|| {
             Error::unsupported(format!(
                 "key column {}.{} has type {id_type}: only integer, text and UUID keys are supported",
@@ -187,7 +271,7 @@ impl DieselStore {
             && id_kind == IdKind::Text
             && !bytewise_collation(conn, column)?;
         Ok(Described {
-            info: ColumnInfo::new(id_kind, find(VERSION_COLUMN).is_some()),
+            info: ColumnInfo::new(id_kind, has_version),
             collate_c,
         })
     }
@@ -215,11 +299,169 @@ impl DieselStore {
     }
 
     fn ensure_checkpoints(&self, conn: &mut AnyConn<'_>) -> Result<(), Error> {
-        if !self.checkpoint_table_ready.load(Ordering::Acquire) {
-            ensure_checkpoint_table(conn)?;
-            self.checkpoint_table_ready.store(true, Ordering::Release);
+        ensure_once(&self.checkpoint_table_ready, || {
+            ensure_checkpoint_table(conn)
+        })
+    }
+
+    fn ensure_fences(&self, conn: &mut AnyConn<'_>) -> Result<(), Error> {
+        ensure_once(&self.fence_table_ready, || self.fence.ensure_table(conn))
+    }
+
+    fn ensure_layouts(&self, conn: &mut AnyConn<'_>) -> Result<(), Error> {
+        ensure_once(&self.layout_table_ready, || ensure_layout_table(conn))
+    }
+
+    /// Rows of `range` (optionally only values not starting with `prefix`),
+    /// in key order, at most `limit`.
+    fn scan_where(
+        &self,
+        column: &ColumnRef,
+        range: &IdRange,
+        limit: usize,
+        unprefixed: Option<&str>,
+    ) -> Result<Vec<Row>, StoreError> {
+        self.with_conn(|conn| {
+            let d = self.info(conn, column)?;
+            let kind = d.info.id_kind;
+            let mut q = Sql::new(conn.dialect());
+            q.push("SELECT ");
+            push_id_select(&mut q, "", column, kind);
+            push_value_select(&mut q, column);
+            q.push(" FROM ").ident(&column.table);
+            let has_where = push_range(&mut q, column, kind, d.collate_c, range)?;
+            if let Some(prefix) = unprefixed {
+                q.push(if has_where { " AND " } else { " WHERE " });
+                push_unprefixed(&mut q, column, prefix);
+            }
+            q.push(" ORDER BY ");
+            push_id_expr(&mut q, "", column, d.collate_c);
+            q.push(" LIMIT ")
+                .bind(Bind::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+            rows_from(q, conn, kind)
+        })
+    }
+
+    fn query_identity(&self) -> Result<String, Error> {
+        let mut conn = self.pool.get()?;
+        let mut conn = conn.any();
+        let mut q = Sql::new(conn.dialect());
+        match conn.dialect() {
+            Dialect::Postgres => {
+                q.push(
+                    // The schema too: unqualified table names resolve in
+                    // it, so two schemas' `items` are two tables.
+                    "SELECT 'postgres:' || CAST(system_identifier AS TEXT) || '/' || current_database() \
+                     || '/' || COALESCE(current_schema(), '') AS v FROM pg_control_system()",
+                );
+                let rows: Vec<IdentityRow> = q.load(&mut conn)?;
+                rows.into_iter()
+                    .next()
+                    .map(|r| r.v)
+                    .ok_or_else(|| Error::other("pg_control_system() returned no row"))
+            }
+            Dialect::Sqlite => {
+                q.push("SELECT file AS v FROM pragma_database_list WHERE name = 'main'");
+                let rows: Vec<IdentityRow> = q.load(&mut conn)?;
+                let file = rows.into_iter().next().map(|r| r.v).unwrap_or_default();
+                if file.is_empty() {
+                    // An in-memory or temporary database belongs to this
+                    // store's pool alone.
+                    static NEXT: std::sync::atomic::AtomicU64 =
+                        std::sync::atomic::AtomicU64::new(0);
+                    return Ok(format!(
+                        "sqlite::memory:{}:{}",
+                        std::process::id(),
+                        NEXT.fetch_add(1, Ordering::Relaxed)
+                    ));
+                }
+                let path = std::fs::canonicalize(&file).map_err(|e| {
+                    Error::other(format!("cannot resolve the SQLite database file: {e}"))
+                })?;
+                Ok(format!("sqlite:{}", path.display()))
+            }
         }
-        Ok(())
+    }
+}
+
+fn ensure_once(
+    ready: &AtomicBool,
+    create: impl FnOnce() -> Result<(), Error>,
+) -> Result<(), Error> {
+    if !ready.load(Ordering::Acquire) {
+        create()?;
+        ready.store(true, Ordering::Release);
+    }
+    Ok(())
+}
+
+/// The columns of `column.table`, found only under the catalog's exact
+/// spelling of the table; a table that exists under another case is
+/// `NotFound` with "did you mean" and the catalog's spelling.
+fn exact_columns(
+    conn: &mut AnyConn<'_>,
+    column: &ColumnRef,
+) -> Result<Vec<ColumnDescription>, Error> {
+    let mut q = Sql::new(conn.dialect());
+    match conn.dialect() {
+        Dialect::Postgres => {
+            // Tables visible through the search_path, as `to_regclass` finds them.
+            q.push(
+                "SELECT c.relname::text AS v FROM pg_class c \
+                 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND pg_table_is_visible(c.oid) \
+                 AND lower(c.relname::text) = lower(",
+            )
+            .bind(Bind::Text(column.table.as_str().to_owned()))
+            .push(") ORDER BY c.relname::text = ")
+            .bind(Bind::Text(column.table.as_str().to_owned()))
+            .push(" DESC, 1");
+        }
+        Dialect::Sqlite => {
+            q.push(
+                "SELECT name AS v FROM sqlite_master WHERE type IN ('table', 'view') \
+                 AND name = ",
+            )
+            .bind(Bind::Text(column.table.as_str().to_owned()))
+            .push(" COLLATE NOCASE ORDER BY name = ")
+            .bind(Bind::Text(column.table.as_str().to_owned()))
+            .push(" DESC, 1");
+        }
+    }
+    let names: Vec<IdentityRow> = q.load(conn)?;
+    let Some(spelled) = names.into_iter().next().map(|r| r.v) else {
+        return Err(Error::not_found(format!(
+            "table {} does not exist",
+            column.table
+        )));
+    };
+    if spelled != column.table.as_str() {
+        // Suggest the column as the catalog spells it too, when it exists.
+        let suggested_column = Ident::new(&spelled)
+            .ok()
+            .and_then(|t| columns_of(conn, &t).ok())
+            .and_then(|cols| {
+                cols.into_iter()
+                    .find(|c| c.name.eq_ignore_ascii_case(column.column.as_str()))
+                    .map(|c| c.name)
+            })
+            .unwrap_or_else(|| column.column.to_string());
+        return Err(Error::not_found(format!(
+            "table {} does not exist; did you mean `{spelled}.{suggested_column}`?",
+            column.table
+        )));
+    }
+    columns_of(conn, &column.table)
+}
+
+/// `NotFound` for a column missing under its exact spelling, with "did you
+/// mean" when the catalog has it under another case.
+fn missing_column(table: &Ident, name: &str, cols: &[ColumnDescription]) -> Error {
+    match cols.iter().find(|c| c.name.eq_ignore_ascii_case(name)) {
+        Some(c) => Error::not_found(format!(
+            "column {table}.{name} does not exist; did you mean `{table}.{}`?",
+            c.name
+        )),
+        None => Error::not_found(format!("column {table}.{name} does not exist")),
     }
 }
 
@@ -332,7 +574,7 @@ fn push_range(
     kind: IdKind,
     collate_c: bool,
     range: &IdRange,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let mut first = true;
     let mut clause = |q: &mut Sql| {
         q.push(if first { " WHERE " } else { " AND " });
@@ -350,26 +592,83 @@ fn push_range(
         q.push(" <= ");
         push_id_value(q, kind, until)?;
     }
-    Ok(())
+    Ok(!first)
 }
 
+/// `, value` (PostgreSQL) or `, kind, value` (SQLite: the storage class and
+/// the bytes, whatever the storage class and the column's collation).
+fn push_value_select(q: &mut Sql, column: &ColumnRef) {
+    match q.dialect() {
+        Dialect::Postgres => {
+            q.push(", ").ident(&column.column).push(" AS value");
+        }
+        Dialect::Sqlite => {
+            q.push(", typeof(")
+                .ident(&column.column)
+                .push(") AS kind, CAST(")
+                .ident(&column.column)
+                .push(" AS BLOB) AS value");
+        }
+    }
+}
+
+/// The value is not `NULL` and does not start with the bytes of `prefix`
+/// (no `LIKE`: it has wildcards, and ignores case on SQLite).
+fn push_unprefixed(q: &mut Sql, column: &ColumnRef, prefix: &str) {
+    q.ident(&column.column).push(" IS NOT NULL AND ");
+    match q.dialect() {
+        Dialect::Postgres => {
+            q.push("NOT starts_with(")
+                .ident(&column.column)
+                .push(" COLLATE \"C\", ")
+                .bind(Bind::Text(prefix.to_owned()))
+                .push(")");
+        }
+        Dialect::Sqlite => {
+            // substr() of an empty BLOB is NULL, not X''.
+            q.push("COALESCE(substr(CAST(")
+                .ident(&column.column)
+                .push(" AS BLOB), 1, ")
+                .bind(Bind::Int(i64::try_from(prefix.len()).unwrap_or(i64::MAX)))
+                .push("), X'') <> ")
+                .bind(Bind::Bytes(prefix.as_bytes().to_vec()));
+        }
+    }
+}
+
+/// An SQLite value from its storage class and bytes: text when UTF-8.
+fn sqlite_value(kind: &str, bytes: Option<Vec<u8>>) -> Value {
+    match (kind, bytes) {
+        ("null", _) | (_, None) => Value::Null,
+        ("text" | "blob", Some(b)) => String::from_utf8(b).map_or(Value::NotText, Value::Text),
+        // INTEGER or REAL: not a stored string at all.
+        _ => Value::NotText,
+    }
+}
+
+/// Loads rows selected with [`push_id_select`] and [`push_value_select`].
 fn rows_from(q: Sql, conn: &mut AnyConn<'_>, kind: IdKind) -> Result<Vec<Row>, Error> {
-    Ok(match kind {
-        IdKind::Int => q
+    let row = |id: RowId, value: Value| Row { id, value };
+    Ok(match (q.dialect(), kind) {
+        (Dialect::Postgres, IdKind::Int) => q
             .load::<IntRow>(conn)?
             .into_iter()
-            .map(|r| Row {
-                id: RowId::Int(r.id),
-                value: r.value,
-            })
+            .map(|r| row(RowId::Int(r.id), r.value.into()))
             .collect(),
-        _ => q
+        (Dialect::Postgres, _) => q
             .load::<TextRow>(conn)?
             .into_iter()
-            .map(|r| Row {
-                id: RowId::Text(r.id),
-                value: r.value,
-            })
+            .map(|r| row(RowId::Text(r.id), r.value.into()))
+            .collect(),
+        (Dialect::Sqlite, IdKind::Int) => q
+            .load::<IntBytesRow>(conn)?
+            .into_iter()
+            .map(|r| row(RowId::Int(r.id), sqlite_value(&r.kind, r.value)))
+            .collect(),
+        (Dialect::Sqlite, _) => q
+            .load::<TextBytesRow>(conn)?
+            .into_iter()
+            .map(|r| row(RowId::Text(r.id), sqlite_value(&r.kind, r.value)))
             .collect(),
     })
 }
@@ -398,6 +697,14 @@ fn count_u64(n: i64) -> u64 {
 }
 
 impl ColumnStore for DieselStore {
+    fn identity(&self) -> Result<String, StoreError> {
+        if let Some(id) = self.identity.get() {
+            return Ok(id.clone());
+        }
+        let id = self.query_identity()?;
+        Ok(self.identity.get_or_init(|| id).clone())
+    }
+
     fn check_column(&self, column: &ColumnRef) -> Result<ColumnInfo, StoreError> {
         self.with_conn(|conn| {
             let d = self.describe(conn, column)?;
@@ -416,6 +723,59 @@ impl ColumnStore for DieselStore {
             push_range(&mut q, column, kind, d.collate_c, range)?;
             let rows: Vec<CountRow> = q.load(conn)?;
             Ok(rows.first().map_or(0, |r| count_u64(r.n)))
+        })
+    }
+
+    fn census(&self, column: &ColumnRef, range: &IdRange) -> Result<PrefixCensus, StoreError> {
+        self.with_conn(|conn| {
+            let d = self.info(conn, column)?;
+            let mut q = Sql::new(conn.dialect());
+            // Envelope headers `mn1:<16 bytes>:`, compared as bytes; one
+            // group per key id plus one (k NULL) for NULLs and the rest.
+            match conn.dialect() {
+                Dialect::Postgres => {
+                    q.push(
+                        "SELECT CASE WHEN substring(manna_b FROM 1 FOR 4) = CAST('mn1:' AS bytea) \
+                         AND substring(manna_b FROM 21 FOR 1) = CAST(':' AS bytea) \
+                         THEN substring(manna_b FROM 5 FOR 16) END AS k, \
+                         CAST(COUNT(*) AS BIGINT) AS n, CAST(COUNT(manna_b) AS BIGINT) AS nn \
+                         FROM (SELECT convert_to(",
+                    )
+                    .ident(&column.column)
+                    .push(", 'UTF8') AS manna_b FROM ")
+                    .ident(&column.table);
+                    push_range(&mut q, column, d.info.id_kind, d.collate_c, range)?;
+                    q.push(") AS manna_s GROUP BY 1");
+                }
+                Dialect::Sqlite => {
+                    q.push("SELECT CASE WHEN substr(CAST(")
+                        .ident(&column.column)
+                        .push(" AS BLOB), 1, 4) = X'6d6e313a' AND substr(CAST(")
+                        .ident(&column.column)
+                        .push(" AS BLOB), 21, 1) = X'3a' THEN substr(CAST(")
+                        .ident(&column.column)
+                        .push(
+                            " AS BLOB), 5, 16) END AS k, \
+                             CAST(COUNT(*) AS BIGINT) AS n, CAST(COUNT(",
+                        )
+                        .ident(&column.column)
+                        .push(") AS BIGINT) AS nn FROM ")
+                        .ident(&column.table);
+                    push_range(&mut q, column, d.info.id_kind, d.collate_c, range)?;
+                    q.push(" GROUP BY 1");
+                }
+            }
+            let mut census = PrefixCensus::default();
+            for r in q.load::<CensusRow>(conn)? {
+                census.total += count_u64(r.n);
+                census.nulls += count_u64(r.n - r.nn);
+                // A key id that is not UTF-8 belongs to a value that is not
+                // text (SQLite): one of the others.
+                if let Some(k) = r.k.and_then(|k| String::from_utf8(k).ok()) {
+                    *census.envelopes.entry(k).or_default() += count_u64(r.n);
+                }
+            }
+            Ok(census)
         })
     }
 
@@ -486,23 +846,17 @@ impl ColumnStore for DieselStore {
         range: &IdRange,
         limit: usize,
     ) -> Result<Vec<Row>, StoreError> {
-        self.with_conn(|conn| {
-            let d = self.info(conn, column)?;
-            let kind = d.info.id_kind;
-            let mut q = Sql::new(conn.dialect());
-            q.push("SELECT ");
-            push_id_select(&mut q, "", column, kind);
-            q.push(", ")
-                .ident(&column.column)
-                .push(" AS value FROM ")
-                .ident(&column.table);
-            push_range(&mut q, column, kind, d.collate_c, range)?;
-            q.push(" ORDER BY ");
-            push_id_expr(&mut q, "", column, d.collate_c);
-            q.push(" LIMIT ")
-                .bind(Bind::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
-            rows_from(q, conn, kind)
-        })
+        self.scan_where(column, range, limit, None)
+    }
+
+    fn scan_unprefixed(
+        &self,
+        column: &ColumnRef,
+        range: &IdRange,
+        limit: usize,
+        prefix: &str,
+    ) -> Result<Vec<Row>, StoreError> {
+        self.scan_where(column, range, limit, Some(prefix))
     }
 
     fn read(&self, column: &ColumnRef, ids: &[RowId]) -> Result<Vec<Row>, StoreError> {
@@ -516,9 +870,8 @@ impl ColumnStore for DieselStore {
             let select = |q: &mut Sql| {
                 q.push("SELECT ");
                 push_id_select(q, "", column, kind);
-                q.push(", ")
-                    .ident(&column.column)
-                    .push(" AS value FROM ")
+                push_value_select(q, column);
+                q.push(" FROM ")
                     .ident(&column.table)
                     .push(" WHERE ")
                     .ident(&column.id_column);
@@ -560,6 +913,7 @@ impl ColumnStore for DieselStore {
         rewrites: &[Rewrite],
         options: WriteOptions,
         checkpoint: Option<&Checkpoint>,
+        fence: Option<&LockFence>,
     ) -> Result<Vec<RowId>, StoreError> {
         self.with_conn(|conn| {
             let info = self.info(conn, column)?.info;
@@ -572,7 +926,30 @@ impl ColumnStore for DieselStore {
             if checkpoint.is_some() {
                 self.ensure_checkpoints(conn)?;
             }
+            let fence = match fence {
+                Some(f) => {
+                    self.ensure_fences(conn)?;
+                    let token = f.token.get();
+                    let token = i64::try_from(token).map_err(|_| Error::TokenOutOfRange(token))?;
+                    Some((f.name.as_str(), token))
+                }
+                None => None,
+            };
             conn.write_transaction(|conn| {
+                if conn.dialect() == Dialect::Postgres {
+                    // A migrator paused inside this transaction (SIGSTOP, a
+                    // stalled VM) would hold its row and fence locks for as
+                    // long as it stays paused: the server ends such a session
+                    // instead, and a writer waiting on locks gives up in
+                    // bounded time rather than forever.
+                    let mut q = Sql::new(Dialect::Postgres);
+                    q.push(PG_BATCH_TIMEOUTS);
+                    q.execute(conn)?;
+                }
+                // First: a stale holder is refused before it writes anything.
+                if let Some((name, token)) = fence {
+                    self.fence.check_and_bump(conn, name, token)?;
+                }
                 let mut written = if rewrites.is_empty() {
                     Vec::new()
                 } else {
@@ -599,33 +976,23 @@ impl ColumnStore for DieselStore {
         self.with_conn(|conn| {
             self.ensure_checkpoints(conn)?;
             let mut q = Sql::new(conn.dialect());
-            q.push(
-                "SELECT last_id, last_id_kind, scanned, migrated, unchanged, conflicts, failed FROM ",
-            )
-            .push(&format!("\"{CHECKPOINT_TABLE}\""));
+            push_checkpoint_select(&mut q);
             push_key(&mut q, key);
             let rows: Vec<CheckpointRow> = q.load(conn)?;
-            let Some(r) = rows.into_iter().next() else {
-                return Ok(None);
-            };
-            let last_id = match (r.last_id, r.last_id_kind.as_deref()) {
-                (Some(id), Some("int")) => Some(RowId::Int(id.parse().map_err(|_| {
-                    Error::other(format!("corrupt checkpoint for {}: bad integer last id", key.column))
-                })?)),
-                (Some(id), _) => Some(RowId::Text(id)),
-                (None, _) => None,
-            };
-            Ok(Some(Checkpoint {
-                key: key.clone(),
-                last_id,
-                counts: Counts {
-                    scanned: count_u64(r.scanned),
-                    migrated: count_u64(r.migrated),
-                    unchanged: count_u64(r.unchanged),
-                    conflicts: count_u64(r.conflicts),
-                    failed: count_u64(r.failed),
-                },
-            }))
+            rows.into_iter().next().map(checkpoint_of).transpose()
+        })
+    }
+
+    fn checkpoints(&self, column: &str) -> Result<Vec<Checkpoint>, StoreError> {
+        self.with_conn(|conn| {
+            self.ensure_checkpoints(conn)?;
+            let mut q = Sql::new(conn.dialect());
+            push_checkpoint_select(&mut q);
+            q.push(" WHERE column_name = ")
+                .bind(Bind::Text(column.to_owned()))
+                .push(" ORDER BY partition_name, target");
+            let rows: Vec<CheckpointRow> = q.load(conn)?;
+            rows.into_iter().map(checkpoint_of).collect()
         })
     }
 
@@ -640,6 +1007,100 @@ impl ColumnStore for DieselStore {
             Ok(())
         })
     }
+
+    fn load_layout(&self, key: &LayoutKey) -> Result<Option<Vec<RowId>>, StoreError> {
+        self.with_conn(|conn| {
+            self.ensure_layouts(conn)?;
+            load_layout(conn, key)
+        })
+    }
+
+    fn save_layout(&self, key: &LayoutKey, bounds: &[RowId]) -> Result<Vec<RowId>, StoreError> {
+        let json = serde_json::to_string(bounds)
+            .map_err(|e| Error::other(format!("cannot encode a shard layout: {e}")))?;
+        self.with_conn(|conn| {
+            self.ensure_layouts(conn)?;
+            conn.write_transaction(|conn| {
+                // The first layout saved wins; a concurrent saver waits for
+                // it (primary key) and then reads it back.
+                let mut q = Sql::new(conn.dialect());
+                q.push(&format!(
+                    "INSERT INTO \"{LAYOUT_TABLE}\" (column_name, id_column, shards, bounds) VALUES ("
+                ))
+                .bind(Bind::Text(key.column.clone()))
+                .push(", ")
+                .bind(Bind::Text(key.id_column.clone()))
+                .push(", ")
+                .bind(Bind::Int(i64::from(key.shards)))
+                .push(", ")
+                .bind(Bind::Text(json))
+                .push(") ON CONFLICT (column_name, id_column, shards) DO NOTHING");
+                q.execute(conn)?;
+                load_layout(conn, key)?.ok_or_else(|| {
+                    Error::other(format!(
+                        "the shard layout of {} vanished while it was saved",
+                        key.column
+                    ))
+                })
+            })
+        })
+    }
+}
+
+fn load_layout(conn: &mut AnyConn<'_>, key: &LayoutKey) -> Result<Option<Vec<RowId>>, Error> {
+    let mut q = Sql::new(conn.dialect());
+    q.push(&format!(
+        "SELECT bounds FROM \"{LAYOUT_TABLE}\" WHERE column_name = "
+    ))
+    .bind(Bind::Text(key.column.clone()))
+    .push(" AND id_column = ")
+    .bind(Bind::Text(key.id_column.clone()))
+    .push(" AND shards = ")
+    .bind(Bind::Int(i64::from(key.shards)));
+    let rows: Vec<BoundsRow> = q.load(conn)?;
+    rows.into_iter()
+        .next()
+        .map(|r| {
+            serde_json::from_str(&r.bounds)
+                .map_err(|e| Error::other(format!("corrupt shard layout for {}: {e}", key.column)))
+        })
+        .transpose()
+}
+
+fn push_checkpoint_select(q: &mut Sql) {
+    q.push(
+        "SELECT column_name, partition_name, target, last_id, last_id_kind, \
+         scanned, migrated, unchanged, conflicts, failed FROM ",
+    )
+    .push(&format!("\"{CHECKPOINT_TABLE}\""));
+}
+
+fn checkpoint_of(r: CheckpointRow) -> Result<Checkpoint, Error> {
+    let last_id = match (r.last_id, r.last_id_kind.as_deref()) {
+        (Some(id), Some("int")) => Some(RowId::Int(id.parse().map_err(|_| {
+            Error::other(format!(
+                "corrupt checkpoint for {}: bad integer last id",
+                r.column_name
+            ))
+        })?)),
+        (Some(id), _) => Some(RowId::Text(id)),
+        (None, _) => None,
+    };
+    Ok(Checkpoint {
+        key: CheckpointKey {
+            column: r.column_name,
+            partition: r.partition_name,
+            run: r.target,
+        },
+        last_id,
+        counts: Counts {
+            scanned: count_u64(r.scanned),
+            migrated: count_u64(r.migrated),
+            unchanged: count_u64(r.unchanged),
+            conflicts: count_u64(r.conflicts),
+            failed: count_u64(r.failed),
+        },
+    })
 }
 
 fn bind_id_array(q: &mut Sql, kind: IdKind, ids: &[RowId]) -> Result<(), Error> {
@@ -685,7 +1146,7 @@ fn bind_id_array(q: &mut Sql, kind: IdKind, ids: &[RowId]) -> Result<(), Error> 
 }
 
 /// One statement for the whole batch:
-/// `UPDATE t SET c = v.new FROM unnest(ids, olds, news) v WHERE t.id = v.id AND t.c = v.old RETURNING t.id`.
+/// `UPDATE t SET c = v.new FROM unnest(ids, olds, news) v WHERE t.id = v.id AND t.c = v.old COLLATE "C" RETURNING t.id`.
 fn write_pg(
     conn: &mut AnyConn<'_>,
     column: &ColumnRef,
@@ -715,12 +1176,14 @@ fn write_pg(
         .ident(&column.id_column)
         .push(" = manna_v.id AND manna_t.")
         .ident(&column.column)
-        .push(" = manna_v.old RETURNING ");
+        // Byte for byte, whatever the column's collation: a value the
+        // application changed only in case is a conflict.
+        .push(" = manna_v.old COLLATE \"C\" RETURNING ");
     push_id_select(&mut q, "manna_t.", column, kind);
     ids_from(q, conn, kind)
 }
 
-/// One cached prepared `UPDATE … WHERE id = ? AND c = ?` per row, all inside
+/// One cached prepared `UPDATE … WHERE id = ? AND CAST(c AS BLOB) = ?` per row, all inside
 /// the caller's `BEGIN IMMEDIATE` transaction.
 fn write_sqlite(
     conn: &mut AnyConn<'_>,
@@ -743,10 +1206,12 @@ fn write_sqlite(
         }
         q.push(" WHERE ").ident(&column.id_column).push(" = ");
         push_id_value(&mut q, kind, &r.id)?;
-        q.push(" AND ")
+        // Bytes against bytes: matches a value stored as a BLOB too, and no
+        // collation (NOCASE) applies.
+        q.push(" AND CAST(")
             .ident(&column.column)
-            .push(" = ")
-            .bind(Bind::Text(r.old.clone()));
+            .push(" AS BLOB) = ")
+            .bind(Bind::Bytes(r.old.as_bytes().to_vec()));
         if q.execute(conn)? > 0 {
             written.push(r.id.clone());
         }
@@ -760,7 +1225,7 @@ fn push_key(q: &mut Sql, key: &CheckpointKey) {
         .push(" AND partition_name = ")
         .bind(Bind::Text(key.partition.clone()))
         .push(" AND target = ")
-        .bind(Bind::Text(key.target.clone()));
+        .bind(Bind::Text(key.run.clone()));
 }
 
 fn save_checkpoint(conn: &mut AnyConn<'_>, cp: &Checkpoint) -> Result<(), Error> {
@@ -780,7 +1245,7 @@ fn save_checkpoint(conn: &mut AnyConn<'_>, cp: &Checkpoint) -> Result<(), Error>
         .push(", ")
         .bind(Bind::Text(cp.key.partition.clone()))
         .push(", ")
-        .bind(Bind::Text(cp.key.target.clone()))
+        .bind(Bind::Text(cp.key.run.clone()))
         .push(", ")
         .bind(Bind::OptText(last_id))
         .push(", ")

@@ -44,12 +44,16 @@ fn installed() -> Result<&'static Keyring, Error> {
 }
 
 /// Names the column an encrypted value belongs to. Its [`AAD`](Self::AAD)
-/// (`TABLE.COLUMN`) is authenticated with every value, so a ciphertext
-/// copied into another column does not decrypt.
+/// (`TABLE.COLUMN`, the **SQL** names) is authenticated with every value, so
+/// a ciphertext copied into another column does not decrypt.
 ///
-/// Declare implementations with [`encrypted_column!`](crate::encrypted_column).
+/// Declare implementations with [`encrypted_column!`](crate::encrypted_column):
+/// it builds the AAD from validated SQL identifiers, exactly as the migrator
+/// and the CLI do (`manna_migrate::ColumnRef::aad_context`), so one column
+/// has one AAD whoever writes it.
 pub trait EncryptedColumn: Send + Sync + 'static {
-    /// `TABLE.COLUMN`, the additional authenticated data of the column.
+    /// `TABLE.COLUMN` with the SQL names, the additional authenticated data
+    /// of the column.
     const AAD: &'static str;
 
     /// The row-bound AAD `TABLE.COLUMN:ID` (the migrator's `--aad row`).
@@ -60,22 +64,44 @@ pub trait EncryptedColumn: Send + Sync + 'static {
 
 /// Declares a marker type binding encrypted values to one column.
 ///
-/// With a Diesel column path the compiler also checks that the column exists
-/// in your `table!` declaration; the AAD is `TABLE.COLUMN`:
+/// The AAD is always `TABLE.COLUMN` with the names **as SQL spells them**:
+/// the names the migrator and the CLI (`--column TABLE.COLUMN`) use. With a
+/// Diesel column path, they are read from the `table!` declaration, so
+/// `#[sql_name]` is honoured (and the compiler checks that the column
+/// exists):
 ///
 /// ```
-/// diesel::table! { plaid_items (id) { id -> BigInt, access_token -> Text, version -> Integer } }
+/// diesel::table! {
+///     #[sql_name = "plaid_items"]
+///     items (id) {
+///         id -> BigInt,
+///         #[sql_name = "access_token"]
+///         token -> Text,
+///     }
+/// }
 /// manna_store_diesel::encrypted_column!(
 ///     /// Plaid access tokens.
-///     pub PlaidAccessToken => plaid_items::access_token
+///     pub PlaidAccessToken => items::token
 /// );
 /// use manna_store_diesel::EncryptedColumn;
-/// assert_eq!(PlaidAccessToken::AAD, "plaid_items.access_token");
+/// assert_eq!(PlaidAccessToken::AAD, "plaid_items.access_token"); // not `items.token`
 /// assert_eq!(PlaidAccessToken::row_aad(7), "plaid_items.access_token:7");
 /// ```
 ///
-/// Without a `table!` declaration, give the names directly:
+/// Without a `table!` declaration, give the SQL names directly:
 /// `encrypted_column!(pub Notes = "users"."notes");`
+///
+/// Either way both names must be SQL identifiers as the migrator accepts
+/// them (ASCII letters, digits and `_`, not starting with a digit, at most 63
+/// bytes), checked at compile time: `"a.b"."c"` and `"a"."b.c"` would share
+/// the AAD `a.b.c`, so neither compiles.
+///
+/// ```compile_fail,E0080
+/// manna_store_diesel::encrypted_column!(Ambiguous = "a.b"."c");
+/// ```
+///
+/// A schema-qualified `table!` (`#[sql_name]` with a schema, `schema.table`)
+/// does not compile either: columns are named by table and column only.
 #[macro_export]
 macro_rules! encrypted_column {
     ($(#[$meta:meta])* $vis:vis $name:ident => $table:ident :: $column:ident) => {
@@ -83,11 +109,21 @@ macro_rules! encrypted_column {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
         $vis struct $name;
         impl $crate::EncryptedColumn for $name {
-            const AAD: &'static str = concat!(stringify!($table), ".", stringify!($column));
+            const AAD: &'static str = {
+                const TABLE: &str = $crate::__private::table_sql_name::<$table::table>();
+                const COLUMN: &str = <$table::$column as $crate::diesel::Column>::NAME;
+                const AAD: [u8; TABLE.len() + 1 + COLUMN.len()] =
+                    $crate::__private::join_aad(TABLE, COLUMN);
+                $crate::__private::aad_str(&AAD)
+            };
         }
-        const _: fn() = || {
-            // Fails to compile when the Diesel column does not exist.
-            let _ = $table::$column;
+        const _: () = {
+            $crate::__private::check_identifier(
+                $crate::__private::table_sql_name::<$table::table>(),
+            );
+            $crate::__private::check_identifier(
+                <$table::$column as $crate::diesel::Column>::NAME,
+            );
         };
     };
     ($(#[$meta:meta])* $vis:vis $name:ident = $table:literal . $column:literal) => {
@@ -97,7 +133,75 @@ macro_rules! encrypted_column {
         impl $crate::EncryptedColumn for $name {
             const AAD: &'static str = concat!($table, ".", $column);
         }
+        const _: () = {
+            $crate::__private::check_identifier($table);
+            $crate::__private::check_identifier($column);
+        };
     };
+}
+
+/// Compile-time support of [`encrypted_column!`](crate::encrypted_column);
+/// not a public API.
+#[doc(hidden)]
+pub(crate) mod macro_support {
+    use diesel::internal::table_macro::{Identifier, StaticQueryFragment};
+
+    /// The SQL name of a `table!` (its `#[sql_name]`, else its Rust name):
+    /// the identifier Diesel writes into every query on it.
+    pub const fn table_sql_name<T>() -> &'static str
+    where
+        T: StaticQueryFragment<Component = Identifier<'static>>,
+    {
+        T::STATIC_COMPONENT.0
+    }
+
+    /// Panics (at compile time, in a `const`) unless `name` is an SQL
+    /// identifier as `manna_migrate::Ident` accepts it.
+    pub const fn check_identifier(name: &str) {
+        let b = name.as_bytes();
+        if b.is_empty() || b.len() > manna_migrate::MAX_IDENT_LEN {
+            panic!("encrypted_column!: a table or column name is empty or longer than 63 bytes");
+        }
+        if b[0].is_ascii_digit() {
+            panic!("encrypted_column!: a table or column name starts with a digit");
+        }
+        let mut i = 0;
+        while i < b.len() {
+            if !(b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                panic!(
+                    "encrypted_column!: table and column names are SQL identifiers: ASCII letters, digits and _ only"
+                );
+            }
+            i += 1;
+        }
+    }
+
+    /// `TABLE.COLUMN` as bytes; `N` must be their total length.
+    pub const fn join_aad<const N: usize>(table: &str, column: &str) -> [u8; N] {
+        let (t, c) = (table.as_bytes(), column.as_bytes());
+        assert!(t.len() + 1 + c.len() == N, "join_aad: wrong length");
+        let mut out = [0u8; N];
+        let mut i = 0;
+        while i < t.len() {
+            out[i] = t[i];
+            i += 1;
+        }
+        out[t.len()] = b'.';
+        let mut j = 0;
+        while j < c.len() {
+            out[t.len() + 1 + j] = c[j];
+            j += 1;
+        }
+        out
+    }
+
+    /// The AAD bytes as text (they are joined from two `&str`).
+    pub const fn aad_str(bytes: &'static [u8]) -> &'static str {
+        match core::str::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(_) => panic!("encrypted_column!: the AAD is not UTF-8"),
+        }
+    }
 }
 
 /// A secret stored encrypted in a TEXT column, decrypted on read with the

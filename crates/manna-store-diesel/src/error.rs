@@ -113,7 +113,8 @@ impl Error {
     pub fn kind(&self) -> StoreErrorKind {
         match self {
             Error::Unavailable { .. } => StoreErrorKind::Unavailable,
-            Error::Conflict(_) | Error::StaleToken { .. } => StoreErrorKind::Conflict,
+            Error::Conflict(_) => StoreErrorKind::Conflict,
+            Error::StaleToken { .. } => StoreErrorKind::Fenced,
             Error::NoVersionColumn { .. } => StoreErrorKind::Unsupported,
             Error::OperationReused { .. } => StoreErrorKind::Constraint,
             Error::Database { kind, .. } => *kind,

@@ -4,7 +4,7 @@ use diesel::sql_types::BigInt;
 use manna_lock::FencingToken;
 use manna_migrate::Ident;
 
-use crate::conn::{AnyConn, StoreConnection};
+use crate::conn::{AnyConn, Dialect, StoreConnection};
 use crate::error::Error;
 use crate::schema::{ensure_fence_table, FENCE_TABLE};
 use crate::sql::{Bind, Sql};
@@ -91,15 +91,30 @@ impl Fence {
         })
     }
 
-    fn check_and_bump(
+    pub(crate) fn check_and_bump(
         &self,
         conn: &mut AnyConn<'_>,
         resource: &str,
         token: i64,
     ) -> Result<(), Error> {
+        // The holder writing again (the common case): on PostgreSQL a shared
+        // lock on the fence row is enough, so one holder's concurrent writes
+        // (the migrator's workers) do not serialize on it, while a newer
+        // holder's upsert below waits for them to commit. The plain read
+        // first keeps a writer from holding a shared lock it then needs to
+        // upgrade (two such writers would deadlock).
+        if conn.dialect() == Dialect::Postgres
+            && self.read_token(conn, resource, false)? == Some(token)
+        {
+            match self.read_token(conn, resource, true)? {
+                Some(t) if t == token => return Ok(()),
+                Some(t) if t > token => return Err(stale(resource, token, t)),
+                _ => {}
+            }
+        }
         // One statement: insert the resource, or raise its token if ours is
         // at least as high. On PostgreSQL the upsert locks the fence row, so
-        // concurrent fenced writers of one resource serialize here.
+        // a newer holder waits for the writes in flight under the older token.
         let mut q = Sql::new(conn.dialect());
         q.push("INSERT INTO ")
             .ident(&self.table)
@@ -113,12 +128,27 @@ impl Fence {
         if q.execute(conn)? == 1 {
             return Ok(());
         }
-        let highest = self.highest_any(conn, resource)?.unwrap_or(0);
-        Err(Error::StaleToken {
-            resource: resource.to_owned(),
-            token: u64::try_from(token).unwrap_or(0),
-            highest,
-        })
+        let highest = self.read_token(conn, resource, false)?.unwrap_or(0);
+        Err(stale(resource, token, highest))
+    }
+
+    /// The token recorded for `resource`, under a shared row lock if `share`.
+    fn read_token(
+        &self,
+        conn: &mut AnyConn<'_>,
+        resource: &str,
+        share: bool,
+    ) -> Result<Option<i64>, Error> {
+        let mut q = Sql::new(conn.dialect());
+        q.push("SELECT token FROM ")
+            .ident(&self.table)
+            .push(" WHERE resource = ")
+            .bind(Bind::Text(resource.to_owned()));
+        if share {
+            q.push(" FOR SHARE");
+        }
+        let rows: Vec<TokenRow> = q.load(conn)?;
+        Ok(rows.first().map(|r| r.token))
     }
 
     /// The highest token recorded for `resource`.
@@ -131,12 +161,21 @@ impl Fence {
     }
 
     fn highest_any(&self, conn: &mut AnyConn<'_>, resource: &str) -> Result<Option<u64>, Error> {
-        let mut q = Sql::new(conn.dialect());
-        q.push("SELECT token FROM ")
-            .ident(&self.table)
-            .push(" WHERE resource = ")
-            .bind(Bind::Text(resource.to_owned()));
-        let rows: Vec<TokenRow> = q.load(conn)?;
-        Ok(rows.first().map(|r| u64::try_from(r.token).unwrap_or(0)))
+        Ok(self
+            .read_token(conn, resource, false)?
+            .map(|t| u64::try_from(t).unwrap_or(0)))
+    }
+
+    /// Creates the fence table if needed, through any connection.
+    pub(crate) fn ensure_table(&self, conn: &mut AnyConn<'_>) -> Result<(), Error> {
+        ensure_fence_table(conn, &self.table)
+    }
+}
+
+fn stale(resource: &str, token: i64, highest: i64) -> Error {
+    Error::StaleToken {
+        resource: resource.to_owned(),
+        token: u64::try_from(token).unwrap_or(0),
+        highest: u64::try_from(highest).unwrap_or(0),
     }
 }

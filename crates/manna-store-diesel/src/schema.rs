@@ -17,6 +17,11 @@ pub const OPERATIONS_TABLE: &str = "manna_operations";
 pub const FENCE_TABLE: &str = "manna_fences";
 /// Name of the migration checkpoint table ([`create_checkpoint_table`]).
 pub const CHECKPOINT_TABLE: &str = "manna_migration_checkpoints";
+/// Name of the fence table of the migrator's fenced batches (the shape of
+/// [`create_fence_table`]'s, one row per lock name).
+pub const MIGRATION_FENCE_TABLE: &str = "manna_migration_fences";
+/// Name of the shard layout table ([`create_layout_table`]).
+pub const LAYOUT_TABLE: &str = "manna_shard_layouts";
 /// Default name of the version column.
 pub const VERSION_COLUMN: &str = "version";
 /// Name of the lease table of the database lock ([`create_lock_table`],
@@ -198,8 +203,11 @@ pub(crate) fn ensure_lock_table(conn: &mut AnyConn<'_>) -> Result<(), Error> {
 }
 
 /// Creates `manna_migration_checkpoints` if it does not exist: one row per
-/// (column, partition, target) with the last id processed, the counts and
-/// `updated_at`.
+/// (column, partition, run) with the last id processed, the counts and
+/// `updated_at`. The `target` column holds the run key
+/// ([`manna_migrate::CheckpointKey::run`]: the run's parameters); rows written
+/// by older versions, which held only the target format there, simply never
+/// match a current run and are started over.
 pub fn create_checkpoint_table<C: StoreConnection>(conn: &mut C) -> Result<(), Error> {
     ensure_checkpoint_table(&mut conn.any())
 }
@@ -219,6 +227,26 @@ pub(crate) fn ensure_checkpoint_table(conn: &mut AnyConn<'_>) -> Result<(), Erro
            failed BIGINT NOT NULL DEFAULT 0, \
            updated_at TIMESTAMPTZ NOT NULL DEFAULT CURRENT_TIMESTAMP, \
            PRIMARY KEY (column_name, partition_name, target))"
+    );
+    run_ddl(conn, &ddl)
+}
+
+/// Creates `manna_shard_layouts` if it does not exist: one row per
+/// (column, id column, shard count) with the boundaries (a JSON array of row
+/// ids) and `created_at`. The first layout saved for a key is kept.
+pub fn create_layout_table<C: StoreConnection>(conn: &mut C) -> Result<(), Error> {
+    ensure_layout_table(&mut conn.any())
+}
+
+pub(crate) fn ensure_layout_table(conn: &mut AnyConn<'_>) -> Result<(), Error> {
+    let ddl = format!(
+        "CREATE TABLE IF NOT EXISTS \"{LAYOUT_TABLE}\" (\
+           column_name TEXT NOT NULL, \
+           id_column TEXT NOT NULL, \
+           shards BIGINT NOT NULL, \
+           bounds TEXT NOT NULL, \
+           created_at TIMESTAMPTZ NOT NULL DEFAULT CURRENT_TIMESTAMP, \
+           PRIMARY KEY (column_name, id_column, shards))"
     );
     run_ddl(conn, &ddl)
 }

@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 use diesel::backend::Backend;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
-use diesel::sql_types::{BigInt, HasSqlType, Nullable, Text, Untyped};
+use diesel::sql_types::{BigInt, Binary, HasSqlType, Nullable, Text, Untyped};
 use diesel::{QueryResult, RunQueryDsl};
 use manna_migrate::Ident;
 
@@ -23,6 +23,7 @@ pub(crate) enum Bind {
     Int(i64),
     Text(String),
     OptText(Option<String>),
+    Bytes(Vec<u8>),
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     IntArray(Vec<i64>),
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
@@ -152,6 +153,7 @@ fn bind_pg(b: Bind) -> BoxedBind<diesel::pg::Pg> {
         Bind::Int(v) => Box::new(Bound::<BigInt, _>::new(v)),
         Bind::Text(v) => Box::new(Bound::<Text, _>::new(v)),
         Bind::OptText(v) => Box::new(Bound::<Nullable<Text>, _>::new(v)),
+        Bind::Bytes(v) => Box::new(Bound::<Binary, _>::new(v)),
         Bind::IntArray(v) => Box::new(Bound::<Array<BigInt>, _>::new(v)),
         Bind::TextArray(v) => Box::new(Bound::<Array<Text>, _>::new(v)),
     }
@@ -163,6 +165,7 @@ fn bind_sqlite(b: Bind) -> BoxedBind<diesel::sqlite::Sqlite> {
         Bind::Int(v) => Box::new(Bound::<BigInt, _>::new(v)),
         Bind::Text(v) => Box::new(Bound::<Text, _>::new(v)),
         Bind::OptText(v) => Box::new(Bound::<Nullable<Text>, _>::new(v)),
+        Bind::Bytes(v) => Box::new(Bound::<Binary, _>::new(v)),
         // Arrays are a PostgreSQL feature; the SQLite code paths never bind them.
         Bind::IntArray(_) | Bind::TextArray(_) => Box::new(Unsupported),
     }

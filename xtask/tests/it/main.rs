@@ -6,6 +6,7 @@
 mod db;
 mod keys;
 mod migrate;
+mod verdicts;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -56,4 +57,20 @@ pub(crate) fn assert_one_line_error(o: &Output) -> String {
         "the error comes last: {err:?}"
     );
     errors[0].to_owned()
+}
+
+/// A run that ended with a verdict other than "complete": exit status
+/// `code` (3 incomplete, 4 undecryptable), no `error:` line, no panic, and
+/// the reason as the last line of stderr, starting with `prefix`. Returns
+/// that line.
+pub(crate) fn assert_verdict(o: &Output, code: i32, prefix: &str) -> String {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.lines().any(|l| l.starts_with("error:")),
+        "{err:?}"
+    );
+    let last = err.lines().last().unwrap_or_default().to_owned();
+    assert!(last.starts_with(prefix), "{err:?}");
+    last
 }

@@ -11,7 +11,7 @@ use manna_crypto::{AesKey, FernetKey, Keyring};
 use serde_json::Value;
 
 use crate::db::{redis_url, TestDb};
-use crate::{assert_one_line_error, stderr, stdout, xtask};
+use crate::{assert_one_line_error, assert_verdict, stderr, stdout, xtask};
 
 /// The keys of one scenario, as the CLI's environment.
 struct Keys {
@@ -94,6 +94,13 @@ fn migrate(db: &TestDb, keys: &Keys, table: &str, args: &[&str]) -> (Value, std:
     (report, out)
 }
 
+/// A dry run of a column with rows still to migrate: exit 3 (incomplete).
+fn dry_run(db: &TestDb, keys: &Keys, table: &str) -> Value {
+    let (report, out) = migrate(db, keys, table, &["--dry-run"]);
+    assert_verdict(&out, 3, "incomplete:");
+    report
+}
+
 fn ok(db: &TestDb, keys: &Keys, table: &str, args: &[&str]) -> Value {
     let (report, out) = migrate(db, keys, table, args);
     assert!(
@@ -136,14 +143,18 @@ fn hundred_thousand_rows(db: TestDb) {
     let keys = Keys::new();
     let expected = seed_fernet(&db, &keys, "plaid_items", 100_000);
 
-    let before = ok(&db, &keys, "plaid_items", &["--dry-run"]);
+    let before = dry_run(&db, &keys, "plaid_items");
     assert_eq!(before["mode"], "dry-run");
     assert_eq!(before["target"], "aes256gcm");
     let c = column_report(&before);
     assert_eq!(c["table"], "plaid_items");
     assert_eq!(c["column"], "secret");
     assert_eq!(c["total"], 100_000);
-    assert_eq!(c["by_format"]["fernet"], 100_000);
+    assert_eq!(
+        c["by_format"]["fernet"][keys.fernet_key().id().to_string()],
+        100_000
+    );
+    assert_eq!(c["pending"], 100_000);
     assert_eq!(c["migrated"], 0);
 
     let run = ok(&db, &keys, "plaid_items", &["--batch-size", "2000"]);
@@ -155,7 +166,9 @@ fn hundred_thousand_rows(db: TestDb) {
 
     let after = ok(&db, &keys, "plaid_items", &["--verify-only"]);
     let c = column_report(&after);
-    assert_eq!(c["by_format"]["fernet"], 0);
+    assert_eq!(c["by_format"]["fernet"], serde_json::json!({}));
+    assert_eq!(c["status"], "completed");
+    assert_eq!(after["verdict"], "complete");
     assert_eq!(c["by_format"]["aes256gcm"][keys.primary_id()], 100_000);
     assert_plaintexts(&db, &keys, "plaid_items", &expected);
 
@@ -180,9 +193,13 @@ fn read_only_modes_write_nothing(db: TestDb) {
     seed_fernet(&db, &keys, "items", 500);
     let before = db.rows("items");
     let checkpoints = db.checkpoint_rows();
-    ok(&db, &keys, "items", &["--dry-run"]);
-    // verify-only on Fernet rows: every row decrypts, so it succeeds.
-    ok(&db, &keys, "items", &["--verify-only"]);
+    dry_run(&db, &keys, "items");
+    // verify-only on Fernet rows: every row decrypts, but none is in the
+    // target format yet: incomplete, exit 3.
+    let (verify, out) = migrate(&db, &keys, "items", &["--verify-only"]);
+    assert_verdict(&out, 3, "incomplete:");
+    assert_eq!(column_report(&verify)["pending"], 500);
+    assert_eq!(column_report(&verify)["failed"], serde_json::json!([]));
     assert_eq!(db.rows("items"), before);
     assert_eq!(db.checkpoint_rows(), checkpoints);
 }
@@ -234,7 +251,7 @@ fn rotation_rollback_and_forward_again() {
         &[],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    // B is in use: non-zero, one line.
+    // B is in use: exit 3 with the count.
     let o = keys.run(
         &[
             "keys",
@@ -247,7 +264,7 @@ fn rotation_rollback_and_forward_again() {
         ],
         &[],
     );
-    assert!(assert_one_line_error(&o).contains("still used by 1000 row(s)"));
+    assert!(assert_verdict(&o, 3, "in use:").contains("still needed by 1000 row(s)"));
 
     // Roll back to Fernet, then forward again.
     let back = ok(&db, &keys, "items", &["--to", "fernet"]);
@@ -281,7 +298,7 @@ fn bad_rows_are_reported_by_id_and_left_untouched() {
     let before: HashMap<i64, Option<String>> = db.rows("items").into_iter().collect();
 
     let (report, out) = migrate(&db, &keys, "items", &[]);
-    let err = assert_one_line_error(&out);
+    let err = assert_verdict(&out, 4, "undecryptable:");
     assert!(err.contains("3 row(s) cannot be decrypted"), "{err}");
     assert!(
         !err.contains("garbage"),
@@ -373,7 +390,10 @@ fn concurrent_application_writes_are_never_lost() {
     // Rows written as Fernet after the scan passed them are picked up by a second run.
     ok(&db, &keys, "items", &[]);
     let verify = ok(&db, &keys, "items", &["--verify-only"]);
-    assert_eq!(column_report(&verify)["by_format"]["fernet"], 0);
+    assert_eq!(
+        column_report(&verify)["by_format"]["fernet"],
+        serde_json::json!({})
+    );
     assert_plaintexts(&db, &keys, "items", &expected);
 }
 
@@ -396,6 +416,8 @@ fn killed_mid_run_then_resumed() {
             "--fixed-batch-size",
             "--max-rows-per-sec",
             "4000",
+            "--lock-ttl",
+            "2",
         ])
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env_remove("REDIS_URL")
@@ -430,7 +452,8 @@ fn killed_mid_run_then_resumed() {
         .count();
     assert!(partial < 20_000, "killed too late to test resumption");
 
-    let report = ok(&db, &keys, "items", &[]);
+    // The killed migrator's lease (2 s) lapses while this one waits.
+    let report = ok(&db, &keys, "items", &["--lock-wait", "10"]);
     let c = column_report(&report);
     assert_eq!(c["resumed"], true);
     assert_eq!(c["failed"], Value::Array(vec![]));
@@ -593,4 +616,33 @@ fn clear_errors_for_bad_input() {
         "{err}"
     );
     assert!(db.is_pg() || db.rows("items") == before);
+}
+
+/// Without a database the commands that need one say so, naming both ways
+/// to give it; they never fall back to (and create) the demo's SQLite file.
+#[test]
+fn no_database_is_an_error_naming_the_flag_and_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    for args in [
+        &["migrate", "--column", "items.secret"][..],
+        &["keys", "retire-check", "fernet", "--column", "items.secret"][..],
+    ] {
+        let env = keys.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let o = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .envs(env)
+            .output()
+            .unwrap();
+        let err = assert_one_line_error(&o);
+        assert!(
+            err.contains("--database-url") && err.contains("DATABASE_URL"),
+            "{err}"
+        );
+        assert!(!dir.path().join("manna-demo.db").exists(), "{args:?}");
+    }
 }

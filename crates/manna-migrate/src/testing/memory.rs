@@ -7,8 +7,8 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::store::{
-    Checkpoint, CheckpointKey, ColumnInfo, ColumnRef, ColumnStore, IdKind, IdRange, Rewrite, Row,
-    RowId, StoreError, StoreErrorKind, WriteOptions,
+    Checkpoint, CheckpointKey, ColumnInfo, ColumnRef, ColumnStore, Fence, IdKind, IdRange,
+    LayoutKey, PrefixCensus, Rewrite, Row, RowId, StoreError, StoreErrorKind, Value, WriteOptions,
 };
 
 /// A store operation, for failure injection and statistics.
@@ -31,6 +31,12 @@ pub enum Op {
     LoadCheckpoint,
     /// [`ColumnStore::clear_checkpoint`].
     ClearCheckpoint,
+    /// [`ColumnStore::census`].
+    Census,
+    /// [`ColumnStore::save_layout`].
+    SaveLayout,
+    /// [`ColumnStore::raise_fence`].
+    RaiseFence,
 }
 
 /// An injected failure: the `nth` call (1-based, counted from when it was
@@ -85,7 +91,7 @@ pub type WriteHook = Arc<dyn Fn(&MemoryStore, &ColumnRef, &[Rewrite]) + Send + S
 
 #[derive(Debug, Clone)]
 struct MemRow {
-    values: BTreeMap<String, Option<String>>,
+    values: BTreeMap<String, Value>,
     version: i64,
 }
 
@@ -102,6 +108,8 @@ struct MemTable {
 struct Inner {
     tables: BTreeMap<String, MemTable>,
     checkpoints: HashMap<CheckpointKey, Checkpoint>,
+    layouts: HashMap<LayoutKey, Vec<RowId>>,
+    fences: HashMap<String, manna_lock::FencingToken>,
     failures: Vec<(Failure, u64)>,
     calls: HashMap<Op, u64>,
     stats: Stats,
@@ -123,10 +131,17 @@ struct Inner {
 /// assert_eq!(store.scan(&c, &IdRange::all(), 10).unwrap().len(), 2);
 /// assert_eq!(store.value(&c, 1), Some(Some("a".into())));
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryStore {
+    identity: Arc<str>,
     inner: Arc<Mutex<Inner>>,
     hook: Arc<Mutex<Option<WriteHook>>>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
 }
 
 impl fmt::Debug for MemoryStore {
@@ -162,9 +177,16 @@ fn range_bounds(range: &IdRange) -> (Bound<&RowId>, Bound<&RowId>) {
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store. Each store is its own database: clones share it
+    /// (and its [`ColumnStore::identity`]), new stores do not.
     pub fn new() -> Self {
-        MemoryStore::default()
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        MemoryStore {
+            identity: Arc::from(format!("memory:{}:{n}", std::process::id())),
+            inner: Arc::default(),
+            hook: Arc::default(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -201,6 +223,15 @@ impl MemoryStore {
     /// # Panics
     /// If the table or column does not exist.
     pub fn insert(&self, column: &ColumnRef, id: impl Into<RowId>, value: Option<String>) {
+        self.insert_value(column, id, value.into());
+    }
+
+    /// Like [`MemoryStore::insert`], with any [`Value`] (e.g.
+    /// [`Value::NotText`], bytes that are not UTF-8).
+    ///
+    /// # Panics
+    /// If the table or column does not exist.
+    pub fn insert_value(&self, column: &ColumnRef, id: impl Into<RowId>, value: Value) {
         let mut inner = self.lock();
         let table = inner
             .tables
@@ -228,7 +259,7 @@ impl MemoryStore {
         let Some(row) = table.rows.get_mut(id) else {
             return false;
         };
-        row.values.insert(column.column.to_string(), value);
+        row.values.insert(column.column.to_string(), value.into());
         row.version += 1;
         true
     }
@@ -242,13 +273,20 @@ impl MemoryStore {
             .is_some_and(|t| t.rows.remove(id).is_some())
     }
 
-    /// The value of `column` in row `id`: `None` if there is no such row,
-    /// `Some(None)` for `NULL`.
+    /// The text of `column` in row `id`: `None` if there is no such row,
+    /// `Some(None)` for `NULL` (and for [`Value::NotText`]: see
+    /// [`MemoryStore::stored`]).
     pub fn value(&self, column: &ColumnRef, id: impl Into<RowId>) -> Option<Option<String>> {
+        self.stored(column, id).map(|v| v.text().map(str::to_owned))
+    }
+
+    /// The stored value of `column` in row `id`, `None` if there is no such
+    /// row.
+    pub fn stored(&self, column: &ColumnRef, id: impl Into<RowId>) -> Option<Value> {
         let id = id.into();
         let inner = self.lock();
         let row = inner.tables.get(column.table.as_str())?.rows.get(&id)?;
-        Some(row.values.get(column.column.as_str()).cloned().flatten())
+        Some(value_of(row, column))
     }
 
     /// Every row of `column`'s table with the value of `column`, in key order.
@@ -262,7 +300,7 @@ impl MemoryStore {
                     .iter()
                     .map(|(id, r)| Row {
                         id: id.clone(),
-                        value: r.values.get(column.column.as_str()).cloned().flatten(),
+                        value: value_of(r, column),
                     })
                     .collect()
             })
@@ -285,9 +323,14 @@ impl MemoryStore {
         self.lock().stats
     }
 
-    /// Every checkpoint saved (for assertions).
-    pub fn checkpoints(&self) -> Vec<Checkpoint> {
+    /// Every checkpoint saved, of every column (for assertions).
+    pub fn all_checkpoints(&self) -> Vec<Checkpoint> {
         self.lock().checkpoints.values().cloned().collect()
+    }
+
+    /// The highest fencing token a write carried under `name`.
+    pub fn fence(&self, name: &str) -> Option<manna_lock::FencingToken> {
+        self.lock().fences.get(name).copied()
     }
 
     /// Injects a failure (see [`Failure`]).
@@ -341,25 +384,92 @@ impl MemoryStore {
         }
     }
 
+    fn pass_fence(inner: &mut Inner, f: &Fence) -> Result<(), StoreError> {
+        match inner.fences.get(&f.name) {
+            Some(seen) if *seen > f.token => Err(StoreError::new(
+                StoreErrorKind::Fenced,
+                format!(
+                    "write fenced off: `{}` has seen token {seen}, this writer holds {}",
+                    f.name, f.token
+                ),
+            )),
+            _ => {
+                inner.fences.insert(f.name.clone(), f.token);
+                Ok(())
+            }
+        }
+    }
+
     fn table<'a>(inner: &'a Inner, column: &ColumnRef) -> Result<&'a MemTable, StoreError> {
-        let t = inner
-            .tables
-            .get(column.table.as_str())
-            .ok_or_else(|| not_found(format!("table {} does not exist", column.table)))?;
+        let Some(t) = inner.tables.get(column.table.as_str()) else {
+            let spelled = inner
+                .tables
+                .keys()
+                .find(|t| t.eq_ignore_ascii_case(column.table.as_str()));
+            return Err(not_found(match spelled {
+                Some(t) => format!(
+                    "table {} does not exist; did you mean `{t}.{}`?",
+                    column.table, column.column
+                ),
+                None => format!("table {} does not exist", column.table),
+            }));
+        };
+        let missing = |name: &str, candidates: Vec<&String>| {
+            let spelled = candidates
+                .into_iter()
+                .find(|c| c.eq_ignore_ascii_case(name));
+            not_found(match spelled {
+                Some(c) => format!(
+                    "column {}.{name} does not exist; did you mean `{}.{c}`?",
+                    column.table, column.table
+                ),
+                None => format!("column {}.{name} does not exist", column.table),
+            })
+        };
         if !t.columns.contains(column.column.as_str()) {
-            return Err(not_found(format!("column {column} does not exist")));
+            return Err(missing(
+                column.column.as_str(),
+                t.columns.iter().chain([&t.id_column]).collect(),
+            ));
         }
         if t.id_column != column.id_column.as_str() {
-            return Err(not_found(format!(
-                "column {}.{} does not exist",
-                column.table, column.id_column
-            )));
+            return Err(missing(
+                column.id_column.as_str(),
+                std::iter::once(&t.id_column).chain(&t.columns).collect(),
+            ));
         }
         Ok(t)
     }
+
+    fn rows_in<'a>(
+        t: &'a MemTable,
+        column: &'a ColumnRef,
+        range: &'a IdRange,
+    ) -> impl Iterator<Item = Row> + 'a {
+        let rows = if is_empty(range) {
+            None
+        } else {
+            Some(t.rows.range(range_bounds(range)))
+        };
+        rows.into_iter().flatten().map(|(id, r)| Row {
+            id: id.clone(),
+            value: value_of(r, column),
+        })
+    }
+}
+
+fn value_of(row: &MemRow, column: &ColumnRef) -> Value {
+    row.values
+        .get(column.column.as_str())
+        .cloned()
+        .unwrap_or(Value::Null)
 }
 
 impl ColumnStore for MemoryStore {
+    fn identity(&self) -> Result<String, StoreError> {
+        Ok(self.identity.to_string())
+    }
+
     fn check_column(&self, column: &ColumnRef) -> Result<ColumnInfo, StoreError> {
         let mut inner = self.lock();
         Self::check(&mut inner, Op::CheckColumn)?;
@@ -371,10 +481,27 @@ impl ColumnStore for MemoryStore {
         let mut inner = self.lock();
         Self::check(&mut inner, Op::Count)?;
         let t = Self::table(&inner, column)?;
-        if is_empty(range) {
-            return Ok(0);
+        Ok(Self::rows_in(t, column, range).count() as u64)
+    }
+
+    fn census(&self, column: &ColumnRef, range: &IdRange) -> Result<PrefixCensus, StoreError> {
+        let mut inner = self.lock();
+        Self::check(&mut inner, Op::Census)?;
+        let t = Self::table(&inner, column)?;
+        let mut census = PrefixCensus::default();
+        for row in Self::rows_in(t, column, range) {
+            census.total += 1;
+            match &row.value {
+                Value::Null => census.nulls += 1,
+                Value::Text(v) => {
+                    if let Some(k) = crate::plan::envelope_header_key(v) {
+                        *census.envelopes.entry(k.to_owned()).or_default() += 1;
+                    }
+                }
+                Value::NotText => {}
+            }
         }
-        Ok(t.rows.range(range_bounds(range)).count() as u64)
+        Ok(census)
     }
 
     fn split(&self, column: &ColumnRef, parts: u32) -> Result<Vec<IdRange>, StoreError> {
@@ -399,16 +526,27 @@ impl ColumnStore for MemoryStore {
         Self::check(&mut inner, Op::Scan)?;
         inner.stats.scans += 1;
         let t = Self::table(&inner, column)?;
-        if is_empty(range) {
-            return Ok(Vec::new());
-        }
-        Ok(t.rows
-            .range(range_bounds(range))
-            .take(limit)
-            .map(|(id, r)| Row {
-                id: id.clone(),
-                value: r.values.get(column.column.as_str()).cloned().flatten(),
+        Ok(Self::rows_in(t, column, range).take(limit).collect())
+    }
+
+    fn scan_unprefixed(
+        &self,
+        column: &ColumnRef,
+        range: &IdRange,
+        limit: usize,
+        prefix: &str,
+    ) -> Result<Vec<Row>, StoreError> {
+        let mut inner = self.lock();
+        Self::check(&mut inner, Op::Scan)?;
+        inner.stats.scans += 1;
+        let t = Self::table(&inner, column)?;
+        Ok(Self::rows_in(t, column, range)
+            .filter(|r| match &r.value {
+                Value::Null => false,
+                Value::Text(v) => !v.as_bytes().starts_with(prefix.as_bytes()),
+                Value::NotText => true,
             })
+            .take(limit)
             .collect())
     }
 
@@ -423,7 +561,7 @@ impl ColumnStore for MemoryStore {
             .filter_map(|id| {
                 t.rows.get(id).map(|r| Row {
                     id: id.clone(),
-                    value: r.values.get(column.column.as_str()).cloned().flatten(),
+                    value: value_of(r, column),
                 })
             })
             .collect())
@@ -435,6 +573,7 @@ impl ColumnStore for MemoryStore {
         rewrites: &[Rewrite],
         options: WriteOptions,
         checkpoint: Option<&Checkpoint>,
+        fence: Option<&Fence>,
     ) -> Result<Vec<RowId>, StoreError> {
         let hook = self
             .hook
@@ -459,6 +598,9 @@ impl ColumnStore for MemoryStore {
                 format!("table {} has no version column", column.table),
             ));
         }
+        if let Some(f) = fence {
+            Self::pass_fence(&mut inner, f)?;
+        }
         let inner = &mut *inner;
         let table = inner
             .tables
@@ -469,9 +611,12 @@ impl ColumnStore for MemoryStore {
             let Some(row) = table.rows.get_mut(&rw.id) else {
                 continue;
             };
-            let slot = row.values.entry(column.column.to_string()).or_insert(None);
-            if slot.as_deref() == Some(rw.old.as_str()) {
-                *slot = Some(rw.new.clone());
+            let slot = row
+                .values
+                .entry(column.column.to_string())
+                .or_insert(Value::Null);
+            if slot.text() == Some(rw.old.as_str()) {
+                *slot = Value::Text(rw.new.clone());
                 if options.bump_version {
                     row.version += 1;
                 }
@@ -489,10 +634,30 @@ impl ColumnStore for MemoryStore {
         }
     }
 
+    fn raise_fence(&self, column: &ColumnRef, fence: &Fence) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        Self::check(&mut inner, Op::RaiseFence)?;
+        Self::table(&inner, column)?;
+        Self::pass_fence(&mut inner, fence)
+    }
+
     fn load_checkpoint(&self, key: &CheckpointKey) -> Result<Option<Checkpoint>, StoreError> {
         let mut inner = self.lock();
         Self::check(&mut inner, Op::LoadCheckpoint)?;
         Ok(inner.checkpoints.get(key).cloned())
+    }
+
+    fn checkpoints(&self, column: &str) -> Result<Vec<Checkpoint>, StoreError> {
+        let mut inner = self.lock();
+        Self::check(&mut inner, Op::LoadCheckpoint)?;
+        let mut found: Vec<Checkpoint> = inner
+            .checkpoints
+            .values()
+            .filter(|c| c.key.column == column)
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| (&a.key.partition, &a.key.run).cmp(&(&b.key.partition, &b.key.run)));
+        Ok(found)
     }
 
     fn clear_checkpoint(&self, key: &CheckpointKey) -> Result<(), StoreError> {
@@ -501,5 +666,21 @@ impl ColumnStore for MemoryStore {
         inner.stats.checkpoint_clears += 1;
         inner.checkpoints.remove(key);
         Ok(())
+    }
+
+    fn load_layout(&self, key: &LayoutKey) -> Result<Option<Vec<RowId>>, StoreError> {
+        let mut inner = self.lock();
+        Self::check(&mut inner, Op::LoadCheckpoint)?;
+        Ok(inner.layouts.get(key).cloned())
+    }
+
+    fn save_layout(&self, key: &LayoutKey, bounds: &[RowId]) -> Result<Vec<RowId>, StoreError> {
+        let mut inner = self.lock();
+        Self::check(&mut inner, Op::SaveLayout)?;
+        Ok(inner
+            .layouts
+            .entry(key.clone())
+            .or_insert_with(|| bounds.to_vec())
+            .clone())
     }
 }

@@ -3,8 +3,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use manna_migrate::testing::conformance::{self, Harness, TableSpec};
 use manna_migrate::testing::{MemoryHarness, MemoryStore};
 use manna_migrate::{
-    Checkpoint, CheckpointKey, ColumnInfo, ColumnRef, ColumnStore, IdKind, IdRange, Rewrite, Row,
-    RowId, StoreError, WriteOptions,
+    Checkpoint, CheckpointKey, ColumnInfo, ColumnRef, ColumnStore, Fence, IdKind, IdRange,
+    LayoutKey, PrefixCensus, Rewrite, Row, RowId, StoreError, WriteOptions,
 };
 
 #[test]
@@ -16,6 +16,33 @@ fn memory_store_passes_the_suite() {
 struct Clobbering(MemoryStore);
 
 impl ColumnStore for Clobbering {
+    fn identity(&self) -> Result<String, StoreError> {
+        self.0.identity()
+    }
+    fn census(&self, c: &ColumnRef, r: &IdRange) -> Result<PrefixCensus, StoreError> {
+        self.0.census(c, r)
+    }
+    fn scan_unprefixed(
+        &self,
+        c: &ColumnRef,
+        r: &IdRange,
+        l: usize,
+        p: &str,
+    ) -> Result<Vec<Row>, StoreError> {
+        self.0.scan_unprefixed(c, r, l, p)
+    }
+    fn raise_fence(&self, c: &ColumnRef, f: &Fence) -> Result<(), StoreError> {
+        self.0.raise_fence(c, f)
+    }
+    fn checkpoints(&self, c: &str) -> Result<Vec<Checkpoint>, StoreError> {
+        self.0.checkpoints(c)
+    }
+    fn load_layout(&self, k: &LayoutKey) -> Result<Option<Vec<RowId>>, StoreError> {
+        self.0.load_layout(k)
+    }
+    fn save_layout(&self, k: &LayoutKey, b: &[RowId]) -> Result<Vec<RowId>, StoreError> {
+        self.0.save_layout(k, b)
+    }
     fn check_column(&self, c: &ColumnRef) -> Result<ColumnInfo, StoreError> {
         self.0.check_column(c)
     }
@@ -37,6 +64,7 @@ impl ColumnStore for Clobbering {
         rewrites: &[Rewrite],
         o: WriteOptions,
         cp: Option<&Checkpoint>,
+        f: Option<&Fence>,
     ) -> Result<Vec<RowId>, StoreError> {
         let mut ids = Vec::new();
         for rw in rewrites {
@@ -45,7 +73,7 @@ impl ColumnStore for Clobbering {
                 ids.push(rw.id.clone());
             }
         }
-        self.0.write_batch(c, &[], o, cp)?;
+        self.0.write_batch(c, &[], o, cp, f)?;
         Ok(ids)
     }
     fn load_checkpoint(&self, k: &CheckpointKey) -> Result<Option<Checkpoint>, StoreError> {

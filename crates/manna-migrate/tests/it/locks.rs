@@ -6,7 +6,8 @@ use std::time::Duration;
 use manna_lock::{FencingToken, LockError};
 use manna_migrate::testing::strategies::TestKeys;
 use manna_migrate::{
-    migration_lock_name, AadMode, HeldLock, MigrateError, MigrationLocks, Mode, Shard, Status,
+    migration_lock_name, AadMode, ColumnStore, HeldLock, MigrateError, MigrationLocks, Mode, Shard,
+    Status,
 };
 
 use crate::support::{
@@ -20,14 +21,24 @@ fn a_second_migrator_refuses_while_the_lock_is_held() {
     let store = seed_fernet(&keys, 10);
     let locks = fresh_locks();
     let held = locks
-        .acquire(&migration_lock_name(&column(), Shard::ALL))
+        .acquire(&migration_lock_name(
+            &store.identity().unwrap(),
+            &column(),
+            Shard::ALL,
+        ))
         .unwrap();
     let err = migrator(&store, &keyring, locks.clone(), |_| {})
         .run(&[column()])
         .unwrap_err();
     match &err {
         MigrateError::Locked { lock, .. } => {
-            assert_eq!(lock, "manna:migrate:plaid_items.access_token:0/1");
+            assert_eq!(
+                lock,
+                &format!(
+                    "manna:migrate:{}:plaid_items.access_token:0/1",
+                    store.identity().unwrap()
+                )
+            );
         }
         other => panic!("unexpected {other}"),
     }
@@ -52,7 +63,11 @@ fn a_second_migrator_waits_when_configured_to() {
     let store = seed_fernet(&keys, 10);
     let base = fresh_locks();
     let held = base
-        .acquire(&migration_lock_name(&column(), Shard::ALL))
+        .acquire(&migration_lock_name(
+            &store.identity().unwrap(),
+            &column(),
+            Shard::ALL,
+        ))
         .unwrap();
     let waiting = Arc::new((*base).clone().wait(Duration::from_secs(30)));
     let (tx, rx) = mpsc::channel();
@@ -194,11 +209,16 @@ fn the_lock_is_released_after_the_run() {
     let keyring = keys.keyring();
     let store = seed_fernet(&keys, 5);
     let locks = fresh_locks();
-    migrator(&store, &keyring, locks.clone(), |_| {})
+    let report = migrator(&store, &keyring, locks.clone(), |_| {})
         .run(&[column()])
         .unwrap();
+    assert!(report.is_success());
     let again = locks
-        .acquire(&migration_lock_name(&column(), Shard::ALL))
+        .acquire(&migration_lock_name(
+            &store.identity().unwrap(),
+            &column(),
+            Shard::ALL,
+        ))
         .unwrap();
     assert!(!again.is_lost());
     assert!(again.release().unwrap());
@@ -229,14 +249,14 @@ fn an_expired_manna_lock_lease_stops_the_run() {
             Arc::new((*locks).clone().wait(Duration::from_secs(30))),
             usurper.clone(),
         );
-        store.on_write(move |_, _, rewrites| {
+        store.on_write(move |s, _, rewrites| {
             let mut slot = usurper.lock().unwrap();
             if rewrites.is_empty() || slot.is_some() {
                 return;
             }
             // The first migrator "pauses" here; a second one takes the lock
             // as soon as the first lease expires.
-            let name = migration_lock_name(&column(), Shard::ALL);
+            let name = migration_lock_name(&s.identity().unwrap(), &column(), Shard::ALL);
             *slot = Some(other.acquire(&name).unwrap());
         });
     }

@@ -14,3 +14,4 @@ mod properties;
 mod report;
 mod resume;
 mod shards;
+mod verdicts;

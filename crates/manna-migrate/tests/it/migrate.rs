@@ -5,7 +5,9 @@ use manna_migrate::testing::strategies::{TestKeys, ValueKind};
 use manna_migrate::testing::MemoryStore;
 use manna_migrate::{key_usage, AadMode, CensusKind, Mode, RetiringKey, RowId, Status, Target};
 
-use crate::support::{all_under_primary, column, plaintexts, run, seed_fernet, snapshot};
+use crate::support::{
+    all_under_primary, column, plaintexts, run, run_complete, seed_fernet, snapshot,
+};
 
 #[test]
 fn fernet_rows_move_to_the_primary_key_with_plaintexts_unchanged() {
@@ -25,11 +27,11 @@ fn fernet_rows_move_to_the_primary_key_with_plaintexts_unchanged() {
     assert_eq!(c.total, 1234);
     let primary = keyring.primary_key_id().to_string();
     assert_eq!(c.by_format.aes_key(&primary), 1234);
-    assert_eq!(c.by_format.fernet, 0);
+    assert!(c.by_format.fernet.is_empty());
     assert!(all_under_primary(&store, &keyring));
     assert_eq!(plaintexts(&store, &keyring, AadMode::Column), before);
     assert!(
-        store.checkpoints().is_empty(),
+        store.all_checkpoints().is_empty(),
         "a completed run clears its checkpoint"
     );
 
@@ -49,11 +51,11 @@ fn versions_are_not_bumped_unless_asked() {
     let keyring = keys.keyring();
     let store = seed_fernet(&keys, 20);
     let c = column();
-    run(&store, &keyring, |o| o.batch_size = 7);
+    run_complete(&store, &keyring, |o| o.batch_size = 7);
     assert!((1..=20).all(|i| store.version(&c, &RowId::Int(i)) == Some(1)));
 
     let store = seed_fernet(&keys, 20);
-    run(&store, &keyring, |o| o.bump_version = true);
+    run_complete(&store, &keyring, |o| o.bump_version = true);
     assert!((1..=20).all(|i| store.version(&c, &RowId::Int(i)) == Some(2)));
 }
 
@@ -81,7 +83,7 @@ fn dry_run_and_verify_write_nothing() {
         // 10 of each kind; unknown key, wrong AAD and garbage fail.
         assert_eq!(c.failed.len(), 30, "{mode}");
         assert_eq!(c.null, 10);
-        assert_eq!(c.by_format.fernet, 10);
+        assert_eq!(c.by_format.fernet_total(), 10);
         assert_eq!(c.by_format.plaintext, 10);
         assert_eq!(c.by_format.unknown, 10);
         assert_eq!(
@@ -220,7 +222,7 @@ fn rotation_from_an_old_key_and_retirement_check() {
     let keyring = keys.keyring();
     let before = plaintexts(&store, &keyring, AadMode::Column);
     let old = RetiringKey::Aes(keys.previous.id());
-    let usage = key_usage(&store, &[column()], old).unwrap();
+    let usage = key_usage(&store, &keyring, &[column()], old).unwrap();
     assert!(usage.in_use());
     assert_eq!(usage.rows(), 200);
     assert_eq!(usage.columns[0].sample_ids.len(), 10);
@@ -231,14 +233,23 @@ fn rotation_from_an_old_key_and_retirement_check() {
         (200, 100)
     );
     assert_eq!(plaintexts(&store, &keyring, AadMode::Column), before);
-    assert!(!key_usage(&store, &[column()], old).unwrap().in_use());
-    assert!(!key_usage(&store, &[column()], RetiringKey::Fernet)
+    assert!(!key_usage(&store, &keyring, &[column()], old)
         .unwrap()
         .in_use());
-    assert_eq!(
-        key_usage(&store, &[column()], RetiringKey::Aes(keys.primary.id()))
+    assert!(
+        !key_usage(&store, &keyring, &[column()], RetiringKey::Fernet)
             .unwrap()
-            .rows(),
+            .in_use()
+    );
+    assert_eq!(
+        key_usage(
+            &store,
+            &keyring,
+            &[column()],
+            RetiringKey::Aes(keys.primary.id())
+        )
+        .unwrap()
+        .rows(),
         300
     );
     // Once no row needs it, the old key can go: a keyring without it reads everything.
@@ -269,15 +280,20 @@ fn rollback_to_fernet_and_forward_again() {
     });
     let c = &back.columns[0];
     assert_eq!(back.target, Target::Fernet);
-    assert_eq!((c.migrated, c.by_format.fernet, c.null), (100, 100, 50));
-    assert!(store.rows(&column()).iter().all(|r| r
-        .value
-        .as_deref()
-        .is_none_or(|v| inspect(v) == Format::Fernet)));
+    assert_eq!(
+        (c.migrated, c.by_format.fernet_total(), c.null),
+        (100, 100, 50)
+    );
+    assert!(store
+        .rows(&column())
+        .iter()
+        .all(|r| r.value.text().is_none_or(|v| inspect(v) == Format::Fernet)));
     assert_eq!(plaintexts(&store, &keyring, AadMode::Row), before);
-    assert!(key_usage(&store, &[column()], RetiringKey::Fernet)
-        .unwrap()
-        .in_use());
+    assert!(
+        key_usage(&store, &keyring, &[column()], RetiringKey::Fernet)
+            .unwrap()
+            .in_use()
+    );
 
     let forward = run(&store, &keyring, |o| {
         o.aad = AadMode::Row;
@@ -306,7 +322,7 @@ fn row_bound_values_cannot_move_between_rows() {
     let keys = TestKeys::generate();
     let keyring = keys.keyring();
     let store = seed_fernet(&keys, 4);
-    run(&store, &keyring, |o| o.aad = AadMode::Row);
+    run_complete(&store, &keyring, |o| o.aad = AadMode::Row);
     let c = column();
     let one = store.value(&c, 1).flatten().unwrap();
     assert!(keyring.decrypt(&one, b"plaid_items.access_token:1").is_ok());
@@ -328,7 +344,7 @@ fn no_aad_mode_writes_unbound_values() {
     let keys = TestKeys::generate();
     let keyring = keys.keyring();
     let store = seed_fernet(&keys, 3);
-    run(&store, &keyring, |o| o.aad = AadMode::None);
+    run_complete(&store, &keyring, |o| o.aad = AadMode::None);
     let v = store.value(&column(), 2).flatten().unwrap();
     assert_eq!(&*keyring.decrypt(&v, b"").unwrap(), b"secret-2");
     assert!(keyring.decrypt(&v, b"plaid_items.access_token").is_err());
@@ -392,15 +408,13 @@ fn throttle_limits_rows_per_scan() {
     let report = run(&store, &keyring, |o| {
         o.batch_size = 1000;
         o.max_rows_per_sec = Some(20_000);
-        o.census_after = false;
     });
     assert_eq!(report.columns[0].migrated, 60);
     assert_eq!(report.columns[0].census, CensusKind::After);
     let store = seed_fernet(&keys, 20);
-    run(&store, &keyring, |o| {
+    run_complete(&store, &keyring, |o| {
         o.batch_size = 1000;
         o.max_rows_per_sec = Some(10);
-        o.census_after = false;
         o.adaptive = false;
     });
     // At most 10 rows per scan: 2 scans with rows plus the empty one.

@@ -16,7 +16,12 @@ fn store_with_rows(keys: &TestKeys, n: i64) -> MockColumnStore {
         .returning(|_| Ok(ColumnInfo::new(IdKind::Int, true)));
     store.expect_count().returning(move |_, _| Ok(n as u64));
     store.expect_load_checkpoint().returning(|_| Ok(None));
+    store.expect_checkpoints().returning(|_| Ok(Vec::new()));
+    store.expect_raise_fence().returning(|_, _| Ok(()));
     store.expect_clear_checkpoint().returning(|_| Ok(()));
+    store
+        .expect_identity()
+        .returning(|| Ok("mock:db".to_owned()));
     store.expect_scan().returning(move |_, range, limit| {
         let start = match range.after {
             Some(RowId::Int(i)) => i + 1,
@@ -24,10 +29,7 @@ fn store_with_rows(keys: &TestKeys, n: i64) -> MockColumnStore {
         };
         Ok((start..=n)
             .take(limit)
-            .map(|i| Row {
-                id: RowId::Int(i),
-                value: Some(keyring.encrypt_fernet(b"x").unwrap()),
-            })
+            .map(|i| Row::new(i, keyring.encrypt_fernet(b"x").unwrap()))
             .collect())
     });
     store
@@ -39,7 +41,7 @@ fn a_panicking_store_becomes_an_error_not_a_hang() {
     let mut store = store_with_rows(&keys, 500);
     store
         .expect_write_batch()
-        .returning(|_, _, _, _| panic!("bug in the adapter"));
+        .returning(|_, _, _, _, _| panic!("bug in the adapter"));
     let mut o = manna_migrate::Options::default();
     o.batch_size = 10;
     o.workers = 2;
@@ -55,7 +57,7 @@ fn a_panicking_store_becomes_an_error_not_a_hang() {
 fn store_errors_name_the_column_and_keep_their_kind() {
     let keys = TestKeys::generate();
     let mut store = store_with_rows(&keys, 30);
-    store.expect_write_batch().returning(|_, _, _, _| {
+    store.expect_write_batch().returning(|_, _, _, _, _| {
         Err(StoreError::new(
             StoreErrorKind::Unavailable,
             "connection refused",
@@ -110,7 +112,7 @@ fn the_lock_is_released_once_even_when_the_store_fails() {
 
     let keys = TestKeys::generate();
     let mut store = store_with_rows(&keys, 30);
-    store.expect_write_batch().returning(|_, _, _, _| {
+    store.expect_write_batch().returning(|_, _, _, _, _| {
         Err(StoreError::new(
             StoreErrorKind::Conflict,
             "deadlock detected",
@@ -118,9 +120,11 @@ fn the_lock_is_released_once_even_when_the_store_fails() {
     });
     let mut locks = MockMigrationLocks::new();
     locks.expect_acquire().times(1).returning(|name| {
-        assert_eq!(name, "manna:migrate:plaid_items.access_token:0/1");
+        assert_eq!(name, "manna:migrate:mock:db:plaid_items.access_token:0/1");
         let mut held = MockHeldLock::new();
         held.expect_is_lost().returning(|| false);
+        held.expect_token()
+            .return_const(manna_lock::FencingToken::new(1));
         held.expect_name().return_const("held".to_owned());
         held.expect_release().times(1).returning(|| Ok(true));
         Ok(Box::new(held))

@@ -42,7 +42,8 @@ fn json_has_the_contract_shape() {
     assert_eq!(c["column"], "access_token");
     assert_eq!(c["total"], 8);
     let bf = &c["by_format"];
-    assert_eq!(bf["fernet"], 1);
+    let fernet = keyring.fernet_key_ids()[0].to_string();
+    assert_eq!(bf["fernet"][fernet], 1);
     assert_eq!(bf["plaintext"], 1);
     assert_eq!(bf["unknown"], 1);
     assert_eq!(bf["aes256gcm"][keyring.primary_key_id().to_string()], 1);
@@ -50,8 +51,13 @@ fn json_has_the_contract_shape() {
     assert_eq!(bf["aes256gcm"][keys.unknown.id().to_string()], 1);
     // Failed ids are the JSON numbers of the rows (unknown key 5, wrong AAD 6, garbage 8).
     assert_eq!(c["failed"], serde_json::json!([5, 6, 8]));
-    assert_eq!(c["status"], "completed");
+    // The Fernet row and the older key's two would still be rewritten.
+    assert_eq!(c["pending"], 3);
+    assert_eq!(c["status"], "incomplete");
     assert_eq!(c["census"], "as-found");
+    // Undecryptable rows win over incomplete ones: exit status 4.
+    assert_eq!(v["verdict"], "undecryptable");
+    assert_eq!(report.verdict().exit_code(), 4);
     assert!(c["elapsed_s"].is_f64() && c["rows_per_s"].is_f64());
 
     let dry = run(&store, &keyring, |o| o.mode = Mode::DryRun);
@@ -149,16 +155,25 @@ fn progress_sees_start_batches_and_finish() {
 }
 
 #[test]
-fn retiring_key_parses_ids_and_fernet() {
+fn retiring_key_resolves_configured_ids_and_fernet() {
     let keys = TestKeys::generate();
+    let keyring = keys.keyring();
     let id = keys.primary.id();
     assert_eq!(
-        id.to_string().parse::<RetiringKey>().unwrap(),
-        RetiringKey::Aes(id)
+        RetiringKey::resolve(&id.to_string(), &keyring),
+        Ok(RetiringKey::Aes(id))
+    );
+    let fernet = keyring.fernet_key_ids()[0];
+    assert_eq!(
+        RetiringKey::resolve(&fernet.to_string(), &keyring),
+        Ok(RetiringKey::FernetKey(fernet))
     );
     assert_eq!(
-        "fernet".parse::<RetiringKey>().unwrap(),
-        RetiringKey::Fernet
+        RetiringKey::resolve("fernet", &keyring),
+        Ok(RetiringKey::Fernet)
     );
-    assert!("zz".parse::<RetiringKey>().is_err());
+    assert!(RetiringKey::resolve("zz", &keyring).is_err());
+    let err = RetiringKey::resolve("00112233445566ff", &keyring).unwrap_err();
+    assert!(err.to_string().contains(&id.to_string()), "{err}");
+    assert!(err.to_string().contains(&fernet.to_string()), "{err}");
 }

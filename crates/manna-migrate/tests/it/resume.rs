@@ -9,7 +9,7 @@ use manna_migrate::{
 };
 
 use crate::support::{
-    all_under_primary, column, fresh_locks, migrator, plaintexts, run, seed_fernet,
+    all_under_primary, column, fresh_locks, migrator, plaintexts, run, run_complete, seed_fernet,
 };
 
 fn migrated_rows(store: &MemoryStore, keyring: &manna_crypto::Keyring) -> usize {
@@ -17,7 +17,7 @@ fn migrated_rows(store: &MemoryStore, keyring: &manna_crypto::Keyring) -> usize 
         .rows(&column())
         .iter()
         .filter(|r| {
-            r.value.as_deref().is_some_and(|v| {
+            r.value.text().is_some_and(|v| {
                 manna_crypto::inspect(v).key_id() == Some(keyring.primary_key_id())
             })
         })
@@ -46,7 +46,7 @@ fn a_failure_mid_run_resumes_from_the_checkpoint() {
     }
     // Batches 1–4 committed; the 4th write carried the checkpoint of 1–3.
     assert_eq!(migrated_rows(&store, &keyring), 400);
-    let cps = store.checkpoints();
+    let cps = store.all_checkpoints();
     assert_eq!(cps.len(), 1);
     assert_eq!(cps[0].last_id, Some(RowId::Int(300)));
     assert_eq!((cps[0].counts.scanned, cps[0].counts.migrated), (300, 300));
@@ -60,7 +60,7 @@ fn a_failure_mid_run_resumes_from_the_checkpoint() {
     assert_eq!((c.migrated, c.unchanged), (900, 100));
     assert!(all_under_primary(&store, &keyring));
     assert_eq!(plaintexts(&store, &keyring, AadMode::Column), before);
-    assert!(store.checkpoints().is_empty());
+    assert!(store.all_checkpoints().is_empty());
 }
 
 #[test]
@@ -127,7 +127,7 @@ fn failures_on_any_store_call_keep_the_data_consistent() {
                 "{op:?}: row {id}"
             );
         }
-        run(&store, &keyring, |o| o.batch_size = 30);
+        run_complete(&store, &keyring, |o| o.batch_size = 30);
         assert!(all_under_primary(&store, &keyring), "{op:?}");
     }
 }
@@ -145,7 +145,7 @@ fn restart_ignores_the_checkpoint() {
     assert!(migrator(&store, &keyring, fresh_locks(), set)
         .run(&[column()])
         .is_err());
-    assert_eq!(store.checkpoints().len(), 1);
+    assert_eq!(store.all_checkpoints().len(), 1);
     let report = run(&store, &keyring, |o| {
         set(o);
         o.restart = true;
@@ -204,7 +204,7 @@ fn cancellation_stops_at_a_batch_boundary_and_saves_the_checkpoint() {
     assert_eq!(migrated_rows(&store, &keyring) as u64, c.migrated);
     // Batches always finish whole: the count is a multiple of the batch.
     assert_eq!(c.migrated % 100, 0);
-    let cps = store.checkpoints();
+    let cps = store.all_checkpoints();
     assert_eq!(cps.len(), 1);
     assert_eq!(
         cps[0].counts.migrated, c.migrated,

@@ -1,7 +1,7 @@
 use std::thread;
 
 use manna_migrate::testing::strategies::TestKeys;
-use manna_migrate::{AadMode, Mode, RowId, Shard};
+use manna_migrate::{AadMode, ColumnStore, LayoutKey, Mode, RowId, Shard};
 
 use crate::support::{all_under_primary, column, fresh_locks, migrator, plaintexts, seed_fernet};
 
@@ -37,18 +37,25 @@ fn shards_on_parallel_machines_cover_every_row_once() {
         reports.iter().all(|r| r.columns[0].migrated > 0),
         "work is spread"
     );
+    let c = column();
     let shards: Vec<_> = reports.iter().map(|r| r.columns[0].shard.clone()).collect();
     assert_eq!(shards.len(), 3);
     assert!(all_under_primary(&store, &keyring));
     assert_eq!(plaintexts(&store, &keyring, AadMode::Column), before);
-    // The layout stays saved (2 boundaries + marker); shard checkpoints are gone.
-    let cps = store.checkpoints();
-    assert_eq!(cps.len(), 3, "{cps:?}");
-    assert!(cps.iter().all(|c| c.key.target == "layout"));
+    // The layout stays saved; shard checkpoints are gone.
+    let cps = store.all_checkpoints();
+    assert!(cps.is_empty(), "{cps:?}");
+    let layout = store
+        .load_layout(&LayoutKey {
+            column: c.to_string(),
+            id_column: "id".into(),
+            shards: 3,
+        })
+        .unwrap();
+    assert_eq!(layout.map(|b| b.len()), Some(2));
 
     // Rows added later, below, between and above the boundaries, are still
     // covered by exactly one shard: the saved boundaries are reused.
-    let c = column();
     let fernet = keyring.clone();
     for id in [-10i64, 1500, 999_999] {
         store.insert(
@@ -94,7 +101,7 @@ fn read_only_shards_need_no_saved_layout() {
         seen += r.columns[0].scanned;
     }
     assert_eq!(seen, 100);
-    assert!(store.checkpoints().is_empty(), "dry-run saved nothing");
+    assert!(store.all_checkpoints().is_empty(), "dry-run saved nothing");
 }
 
 #[test]

@@ -25,6 +25,9 @@ pub fn migrator(
     set: impl FnOnce(&mut Options),
 ) -> Migrator {
     let mut o = Options::default();
+    // These tests drive the engine over damaged columns too; preflight has
+    // its own tests.
+    o.preflight = false;
     set(&mut o);
     Migrator::new(Arc::new(store.clone()), keyring.clone())
         .options(o)
@@ -35,6 +38,16 @@ pub fn run(store: &MemoryStore, keyring: &Keyring, set: impl FnOnce(&mut Options
     migrator(store, keyring, fresh_locks(), set)
         .run(&[column()])
         .unwrap()
+}
+
+/// Runs and checks the verdict is complete.
+pub fn run_complete(store: &MemoryStore, keyring: &Keyring, set: impl FnOnce(&mut Options)) {
+    let report = run(store, keyring, set);
+    assert_eq!(
+        report.verdict(),
+        manna_migrate::Verdict::Complete,
+        "{report:?}"
+    );
 }
 
 /// `n` Fernet rows with secrets `secret-<id>` (ids 1..=n).
@@ -58,9 +71,9 @@ pub fn plaintexts(
         .rows(&c)
         .into_iter()
         .map(|r| {
-            let p = r.value.map(|v| {
+            let p = r.value.text().map(|v| {
                 let p = keyring
-                    .decrypt(&v, &aad.aad(&c, &r.id))
+                    .decrypt(v, &aad.aad(&c, &r.id))
                     .unwrap_or_else(|e| panic!("row {}: {e}", r.id));
                 String::from_utf8(p.as_bytes().to_vec()).unwrap()
             });
@@ -73,7 +86,7 @@ pub fn plaintexts(
 pub fn all_under_primary(store: &MemoryStore, keyring: &Keyring) -> bool {
     store.rows(&column()).iter().all(|r| {
         r.value
-            .as_deref()
+            .text()
             .is_none_or(|v| manna_crypto::inspect(v).key_id() == Some(keyring.primary_key_id()))
     })
 }
@@ -82,6 +95,6 @@ pub fn snapshot(store: &MemoryStore) -> Vec<(RowId, Option<String>)> {
     store
         .rows(&column())
         .into_iter()
-        .map(|r| (r.id, r.value))
+        .map(|r| (r.id, r.value.text().map(str::to_owned)))
         .collect()
 }

@@ -51,7 +51,7 @@ fn key(partition: &str) -> CheckpointKey {
     CheckpointKey {
         column: "items.token".into(),
         partition: partition.into(),
-        target: "aes256gcm".into(),
+        run: "aes256gcm".into(),
     }
 }
 
@@ -80,7 +80,7 @@ both_backends! {
         let all = scan_all(&s, &col, &IdRange::all(), 7);
         assert_eq!(all.len(), 103);
         assert!(all.windows(2).all(|w| w[0].id < w[1].id), "ascending keys");
-        assert_eq!(all[0].value.as_deref(), Some("old-1"));
+        assert_eq!(all[0].value.text(), Some("old-1"));
         assert_eq!(s.count(&col, &IdRange::all()).unwrap(), 103);
         let mid = IdRange { after: Some(RowId::Int(10)), until: Some(RowId::Int(20)) };
         assert_eq!(s.count(&col, &mid).unwrap(), 10);
@@ -150,9 +150,9 @@ both_backends! {
             .iter()
             .map(|id| Rewrite { id: RowId::Text(id.clone()), old: "old".into(), new: "new".into() })
             .collect();
-        let written = s.write_batch(&col, &rw, WriteOptions::default(), None).unwrap();
+        let written = s.write_batch(&col, &rw, WriteOptions::default(), None, None).unwrap();
         assert_eq!(written.len(), 3);
-        assert_eq!(s.read(&col, &written).unwrap().iter().filter(|r| r.value.as_deref() == Some("new")).count(), 3);
+        assert_eq!(s.read(&col, &written).unwrap().iter().filter(|r| r.value.text() == Some("new")).count(), 3);
     }
 }
 
@@ -165,14 +165,14 @@ both_backends! {
         db.exec("UPDATE items SET token = 'app-wrote' WHERE id IN (3, 17, 42); DELETE FROM items WHERE id = 9");
         let rewrites: Vec<Rewrite> = rows
             .iter()
-            .map(|r| Rewrite { id: r.id.clone(), old: r.value.clone().unwrap(), new: format!("new-{}", r.id) })
+            .map(|r| Rewrite { id: r.id.clone(), old: r.value.text().unwrap().to_owned(), new: format!("new-{}", r.id) })
             .collect();
         let cp = Checkpoint {
             key: key("shard 0/1 worker 0/1"),
             last_id: Some(RowId::Int(50)),
             counts: Counts { scanned: 50, migrated: 46, unchanged: 0, conflicts: 4, failed: 0 },
         };
-        let written = s.write_batch(&col, &rewrites, WriteOptions::bump_version(true), Some(&cp)).unwrap();
+        let written = s.write_batch(&col, &rewrites, WriteOptions::bump_version(true), Some(&cp), None).unwrap();
         let expected: Vec<RowId> = (1..=50).filter(|i| ![3, 9, 17, 42].contains(i)).map(RowId::Int).collect();
         assert_eq!(written, expected);
         // The concurrent writes survived; everything else was rewritten once.
@@ -181,7 +181,7 @@ both_backends! {
         assert_eq!(db.scalar_i64("SELECT COUNT(*) AS v FROM items WHERE version = 2"), 46);
         assert_eq!(s.load_checkpoint(&cp.key).unwrap(), Some(cp.clone()));
         // Replaying the same batch writes nothing: every old value is gone.
-        assert!(s.write_batch(&col, &rewrites, WriteOptions::default(), None).unwrap().is_empty());
+        assert!(s.write_batch(&col, &rewrites, WriteOptions::default(), None, None).unwrap().is_empty());
     }
 }
 
@@ -193,7 +193,7 @@ both_backends! {
         assert_eq!(s.load_checkpoint(&k).unwrap(), None);
         let first = Checkpoint { key: k.clone(), last_id: Some(RowId::Int(2)), counts: Counts { scanned: 2, ..Counts::default() } };
         let ok = [Rewrite { id: RowId::Int(1), old: "old-1".into(), new: "n1".into() }];
-        assert_eq!(s.write_batch(&col, &ok, WriteOptions::default(), Some(&first)).unwrap(), vec![RowId::Int(1)]);
+        assert_eq!(s.write_batch(&col, &ok, WriteOptions::default(), Some(&first), None).unwrap(), vec![RowId::Int(1)]);
         // A batch that violates the table's CHECK constraint fails as a whole:
         // neither its rows nor its checkpoint are written.
         let second = Checkpoint { key: k.clone(), last_id: Some(RowId::Int(5)), counts: Counts { scanned: 5, ..Counts::default() } };
@@ -201,20 +201,20 @@ both_backends! {
             Rewrite { id: RowId::Int(3), old: "old-3".into(), new: "n3".into() },
             Rewrite { id: RowId::Int(4), old: "old-4".into(), new: "x".repeat(300) },
         ];
-        let err = s.write_batch(&col, &bad, WriteOptions::default(), Some(&second)).unwrap_err();
+        let err = s.write_batch(&col, &bad, WriteOptions::default(), Some(&second), None).unwrap_err();
         assert_eq!(err.kind(), StoreErrorKind::Constraint, "{err}");
         assert_eq!(s.load_checkpoint(&k).unwrap(), Some(first.clone()));
         assert_eq!(db.scalar_text("SELECT token AS v FROM items WHERE id = 3").as_deref(), Some("old-3"));
         // A checkpoint alone (an empty batch) is saved; partitions are separate.
         let other = Checkpoint { key: key("q"), last_id: None, counts: Counts::default() };
-        assert!(s.write_batch(&col, &[], WriteOptions::default(), Some(&other)).unwrap().is_empty());
+        assert!(s.write_batch(&col, &[], WriteOptions::default(), Some(&other), None).unwrap().is_empty());
         assert_eq!(s.load_checkpoint(&other.key).unwrap(), Some(other.clone()));
         s.clear_checkpoint(&k).unwrap();
         assert_eq!(s.load_checkpoint(&k).unwrap(), None);
         assert_eq!(s.load_checkpoint(&other.key).unwrap(), Some(other));
         // Text ids round-trip through the checkpoint too.
         let t = Checkpoint { key: key("t"), last_id: Some(RowId::from("42")), counts: Counts::default() };
-        s.write_batch(&col, &[], WriteOptions::default(), Some(&t)).unwrap();
+        s.write_batch(&col, &[], WriteOptions::default(), Some(&t), None).unwrap();
         assert_eq!(s.load_checkpoint(&t.key).unwrap(), Some(t));
     }
 }
@@ -226,12 +226,12 @@ both_backends! {
         let s = store(db);
         assert!(!s.check_column(&col).unwrap().has_version);
         let rw = [Rewrite { id: RowId::Int(1), old: "a".into(), new: "b".into() }];
-        let err = s.write_batch(&col, &rw, WriteOptions::bump_version(true), None).unwrap_err();
+        let err = s.write_batch(&col, &rw, WriteOptions::bump_version(true), None, None).unwrap_err();
         assert_eq!(err.kind(), StoreErrorKind::Unsupported);
         assert!(err.to_string().contains("version"), "{err}");
-        assert_eq!(s.write_batch(&col, &rw, WriteOptions::default(), None).unwrap(), vec![RowId::Int(1)]);
+        assert_eq!(s.write_batch(&col, &rw, WriteOptions::default(), None, None).unwrap(), vec![RowId::Int(1)]);
         let wrong = [Rewrite { id: RowId::from("1"), old: "b".into(), new: "c".into() }];
-        assert_eq!(s.write_batch(&col, &wrong, WriteOptions::default(), None).unwrap_err().kind(), StoreErrorKind::Unsupported);
+        assert_eq!(s.write_batch(&col, &wrong, WriteOptions::default(), None, None).unwrap_err().kind(), StoreErrorKind::Unsupported);
     }
 }
 
@@ -260,4 +260,162 @@ fn postgres_text_key_with_linguistic_collation_scans_bytewise() {
         until: Some(RowId::from("a")),
     };
     assert_eq!(s.count(&col, &after_b).unwrap(), 3, "Zed, _x, a");
+}
+
+/// What Python's sqlite3 stores for `bytes`: BLOBs in a TEXT column, one of
+/// them not UTF-8. Before: the BLOB never matched `c = ?` (never migrated,
+/// never reported) and the bad one aborted the whole scan.
+#[test]
+fn sqlite_blob_values_are_read_and_migrated_and_non_utf8_is_not_text() {
+    use manna_migrate::Value;
+    let db = TestDb::sqlite();
+    let env = "mn1:00112233aabbccdd:payload";
+    let hex = |s: &[u8]| s.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    db.exec(&format!(
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, token TEXT);
+         INSERT INTO items VALUES (1, 'text-1'), (2, X'{}'), (3, X'ff00fe'), (4, X'{}'), (5, NULL)",
+        hex(b"gAAAAAblob-fernet"),
+        hex(env.as_bytes())
+    ));
+    let col = ColumnRef::parse("items.token", "id").unwrap();
+    let s = store(&db);
+    let rows = scan_all(&s, &col, &IdRange::all(), 2);
+    let values: Vec<Value> = rows.iter().map(|r| r.value.clone()).collect();
+    assert_eq!(
+        values,
+        vec![
+            Value::from("text-1"),
+            Value::from("gAAAAAblob-fernet"),
+            Value::NotText,
+            Value::from(env),
+            Value::Null
+        ]
+    );
+    let read = s.read(&col, &[RowId::Int(3), RowId::Int(2)]).unwrap();
+    assert_eq!(read[0].value, Value::from("gAAAAAblob-fernet"));
+    assert_eq!(read[1].value, Value::NotText);
+    let census = s.census(&col, &IdRange::all()).unwrap();
+    assert_eq!((census.total, census.nulls, census.others()), (5, 1, 3));
+    assert_eq!(census.envelopes.get("00112233aabbccdd"), Some(&1));
+    let pending = s
+        .scan_unprefixed(&col, &IdRange::all(), 10, "mn1:")
+        .unwrap();
+    assert_eq!(
+        pending.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        [1, 2, 3].map(RowId::Int).to_vec()
+    );
+    // The BLOB-stored text matches its text: migrated, now stored as TEXT.
+    let rw = [Rewrite {
+        id: RowId::Int(2),
+        old: "gAAAAAblob-fernet".into(),
+        new: "mn1:new".into(),
+    }];
+    assert_eq!(
+        s.write_batch(&col, &rw, WriteOptions::default(), None, None)
+            .unwrap(),
+        vec![RowId::Int(2)]
+    );
+    assert_eq!(
+        db.scalar_text("SELECT typeof(token) || ':' || token AS v FROM items WHERE id = 2")
+            .as_deref(),
+        Some("text:mn1:new")
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT CAST(token = X'ff00fe' AS BIGINT) AS v FROM items WHERE id = 3"),
+        1,
+        "the non-text value is left alone"
+    );
+}
+
+both_backends! {
+    fn case_differing_names_are_refused_with_the_catalog_spelling(db: &TestDb) {
+        db.exec("CREATE TABLE items (id BIGINT PRIMARY KEY, tok TEXT); \
+                 CREATE TABLE \"Plaid\" (\"Id\" BIGINT PRIMARY KEY, \"Tok\" TEXT)");
+        let s = store(db);
+        let refused = |c: &str, id: &str| {
+            let e = s.check_column(&ColumnRef::parse(c, id).unwrap()).unwrap_err();
+            assert_eq!(e.kind(), StoreErrorKind::NotFound, "{c} ({id}): {e}");
+            e.to_string()
+        };
+        for (c, id, hint) in [
+            ("ITEMS.tok", "id", "`items.tok`"),
+            ("items.Tok", "id", "`items.tok`"),
+            ("Items.TOK", "id", "`items.tok`"),
+            ("items.tok", "ID", "`items.id`"),
+            ("plaid.Tok", "Id", "`Plaid.Tok`"),
+            ("plaid.tok", "Id", "`Plaid.Tok`"),
+            ("Plaid.tok", "Id", "`Plaid.Tok`"),
+            ("Plaid.Tok", "id", "`Plaid.Id`"),
+        ] {
+            let msg = refused(c, id);
+            assert!(msg.contains(&format!("did you mean {hint}?")), "{c} ({id}): {msg}");
+        }
+        assert!(refused("nope.tok", "id").ends_with("does not exist"));
+        s.check_column(&ColumnRef::parse("items.tok", "id").unwrap()).unwrap();
+        s.check_column(&ColumnRef::parse("Plaid.Tok", "Id").unwrap()).unwrap();
+        // Every operation checks the spelling, not only check_column.
+        let wrong = ColumnRef::parse("ITEMS.tok", "id").unwrap();
+        assert_eq!(s.scan(&wrong, &IdRange::all(), 1).unwrap_err().kind(), StoreErrorKind::NotFound);
+    }
+}
+
+both_backends! {
+    fn fenced_batches_refuse_a_stale_holder_and_let_one_holder_write_concurrently(db: &TestDb) {
+        use manna_migrate::Fence;
+        let col = int_table(db, 40);
+        let s = store(db);
+        let fence = |t: u64| Fence { name: "manna-migrate:items.token".into(), token: manna_lock::FencingToken::from(t) };
+        let rw = |i: i64| Rewrite { id: RowId::Int(i), old: format!("old-{i}"), new: format!("new-{i}") };
+        // One holder (token 3), four workers writing batches at once.
+        std::thread::scope(|scope| {
+            for w in 0..4i64 {
+                let (s, fence, col) = (&s, &fence, &col);
+                scope.spawn(move || {
+                    for b in 0..5i64 {
+                        let ids: Vec<Rewrite> = (0..2).map(|k| rw(1 + w * 10 + b * 2 + k)).collect();
+                        loop {
+                            match s.write_batch(col, &ids, WriteOptions::default(), None, Some(&fence(3))) {
+                                Ok(written) => { assert_eq!(written.len(), 2); break }
+                                Err(e) if e.kind() == StoreErrorKind::Conflict => continue, // SQLite busy
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(db.scalar_i64("SELECT COUNT(*) AS v FROM items WHERE token LIKE 'new-%'"), 40);
+        // A newer holder takes over; the old one wakes up: refused, nothing written.
+        db.exec("UPDATE items SET token = 'old-1' WHERE id = 1");
+        let cp = Checkpoint { key: key("shard 0/1"), last_id: Some(RowId::Int(1)), counts: Counts::default() };
+        s.write_batch(&col, &[], WriteOptions::default(), Some(&cp), Some(&fence(4))).unwrap();
+        let stale = Checkpoint { last_id: Some(RowId::Int(99)), ..cp.clone() };
+        let err = s.write_batch(&col, &[rw(1)], WriteOptions::default(), Some(&stale), Some(&fence(3))).unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Fenced, "{err}");
+        assert!(err.to_string().contains("token 3"), "{err}");
+        assert_eq!(db.scalar_text("SELECT token AS v FROM items WHERE id = 1").as_deref(), Some("old-1"));
+        assert_eq!(s.load_checkpoint(&cp.key).unwrap(), Some(cp.clone()), "checkpoint not written");
+        assert_eq!(
+            db.scalar_i64("SELECT token AS v FROM manna_migration_fences WHERE resource = 'manna-migrate:items.token'"),
+            4
+        );
+        // The newer holder goes on.
+        assert_eq!(s.write_batch(&col, &[rw(1)], WriteOptions::default(), None, Some(&fence(4))).unwrap(), vec![RowId::Int(1)]);
+        // Tokens beyond BIGINT are refused, not wrapped.
+        let huge = Fence { name: "x".into(), token: manna_lock::FencingToken::from(u64::MAX) };
+        assert!(s.write_batch(&col, &[], WriteOptions::default(), None, Some(&huge)).is_err());
+    }
+}
+
+both_backends! {
+    fn identity_names_the_database_not_the_connection(db: &TestDb) {
+        let a = store(db).identity().unwrap();
+        let b = DieselStore::new(db.reopen()).identity().unwrap();
+        assert_eq!(a, b);
+        let other = DieselStore::new(db.other_database()).identity().unwrap();
+        assert_ne!(a, other);
+        let prefix = if db.is_pg() { "postgres:" } else { "sqlite:/" };
+        assert!(a.starts_with(prefix), "{a}");
+        assert!(!a.contains('@') && !a.contains("password"), "{a}");
+    }
 }

@@ -43,14 +43,30 @@ impl Harness for DieselHarness<'_> {
         } else {
             ""
         };
+        let collation = match (spec.case_insensitive, self.db.is_pg()) {
+            (false, _) => "",
+            (true, true) => {
+                // A nondeterministic ICU collation: 'a' = 'A' under it.
+                self.db.exec(
+                    "DO $$ BEGIN CREATE COLLATION manna_ci (provider = icu, \
+                     locale = 'und-u-ks-level2', deterministic = false); \
+                     EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+                );
+                " COLLATE manna_ci"
+            }
+            (true, false) => " COLLATE NOCASE",
+        };
+        // Quoted: the suite's names keep their case.
+        let q = |s: &str| Ident::new(s).unwrap().quoted();
         let (t, id, v, o) = (
-            &spec.table,
-            &spec.id_column,
-            &spec.value_column,
-            &spec.other_column,
+            &q(&spec.table),
+            &q(&spec.id_column),
+            &q(&spec.value_column),
+            &q(&spec.other_column),
         );
+        // SQLite table names ignore case: drop any spelling of the name.
         let mut sql = format!(
-            "DROP TABLE IF EXISTS {t}; CREATE TABLE {t} ({id} {id_type} PRIMARY KEY, {v} TEXT, {o} TEXT{version});"
+            "DROP TABLE IF EXISTS {t}; CREATE TABLE {t} ({id} {id_type} PRIMARY KEY, {v} TEXT{collation}, {o} TEXT{version});"
         );
         for chunk in spec.rows.chunks(500) {
             let values: Vec<String> = chunk
@@ -71,16 +87,16 @@ impl Harness for DieselHarness<'_> {
         }
         self.db.exec(&sql);
         if spec.has_version {
-            self.versioned.insert(t.clone());
+            self.versioned.insert(spec.table.clone());
         } else {
-            self.versioned.remove(t);
+            self.versioned.remove(&spec.table);
         }
         // A fresh store: the table may have changed shape under the same name.
         self.store = DieselStore::new(self.db.pool().clone());
         ColumnRef::new(
-            Ident::new(t).unwrap(),
-            Ident::new(v).unwrap(),
-            Ident::new(id).unwrap(),
+            Ident::new(&spec.table).unwrap(),
+            Ident::new(&spec.value_column).unwrap(),
+            Ident::new(&spec.id_column).unwrap(),
         )
     }
 
@@ -139,6 +155,30 @@ impl Harness for DieselHarness<'_> {
 
     fn supports(&self, _kind: IdKind) -> bool {
         true
+    }
+
+    fn app_write_bytes(&mut self, column: &ColumnRef, id: &RowId, bytes: &[u8]) -> bool {
+        if self.db.is_pg() {
+            return false; // TEXT holds only valid text on PostgreSQL
+        }
+        // What Python's sqlite3 does with `bytes`: a BLOB in a TEXT column.
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        self.db.exec(&format!(
+            "UPDATE {} SET {} = X'{hex}' WHERE {} = {}",
+            column.table.quoted(),
+            column.column.quoted(),
+            column.id_column.quoted(),
+            id_lit(id)
+        ));
+        true
+    }
+
+    fn same_database(&self) -> Option<Box<dyn ColumnStore>> {
+        Some(Box::new(DieselStore::new(self.db.reopen())))
+    }
+
+    fn other_database(&self) -> Option<Box<dyn ColumnStore>> {
+        Some(Box::new(DieselStore::new(self.db.other_database())))
     }
 }
 

@@ -208,3 +208,60 @@ both_backends! {
         assert_eq!(legacy.secret.expose(), b"hello");
     }
 }
+
+diesel::table! {
+    /// Rust names differ from the SQL names.
+    #[sql_name = "plaid_items"]
+    items (id) {
+        id -> BigInt,
+        #[sql_name = "access_token"]
+        token -> Text,
+    }
+}
+
+encrypted_column!(
+    /// `plaid_items.access_token`, declared through Rust names.
+    ItemToken => items::token
+);
+
+#[derive(Insertable)]
+#[diesel(table_name = items)]
+struct Item {
+    id: i64,
+    token: Encrypted<ItemToken>,
+}
+
+both_backends! {
+    fn sql_names_bind_the_aad_so_the_migrator_reads_what_the_app_wrote(db: &TestDb) {
+        use manna_migrate::{ColumnRef, ColumnStore, IdRange};
+        keys();
+        db.exec("CREATE TABLE plaid_items (id BIGINT PRIMARY KEY, access_token TEXT NOT NULL)");
+        assert_eq!(ItemToken::AAD, "plaid_items.access_token");
+        on_conn!(db, |c| diesel::insert_into(items::table)
+            .values(&Item { id: 1, token: Encrypted::new("access-sandbox-9") })
+            .execute(c)
+            .unwrap());
+        // The migrator's view: SQL names, ColumnRef's AAD.
+        let col = ColumnRef::parse("plaid_items.access_token", "id").unwrap();
+        let store = manna_store_diesel::DieselStore::new(db.pool().clone());
+        let rows = store.scan(&col, &IdRange::all(), 10).unwrap();
+        assert_eq!(rows.len(), 1);
+        let stored = rows[0].value.text().unwrap();
+        let pt = keys().keyring.decrypt(stored, col.aad_context().as_bytes()).unwrap();
+        assert_eq!(pt.to_str().unwrap(), "access-sandbox-9");
+        // The Rust names are not the AAD.
+        assert!(keys().keyring.decrypt(stored, b"items.token").is_err());
+        // And what the migrator writes, the application reads.
+        let sealed = keys().keyring.encrypt(b"from-the-migrator", col.aad_context().as_bytes()).unwrap();
+        on_conn!(db, |c| diesel::update(items::table.find(1))
+            .set(items::token.eq(&sealed))
+            .execute(c)
+            .unwrap());
+        let back: Encrypted<ItemToken> = on_conn!(db, |c| items::table
+            .find(1)
+            .select(items::token)
+            .first(c)
+            .unwrap());
+        assert_eq!(back.expose_str(), Some("from-the-migrator"));
+    }
+}

@@ -78,7 +78,7 @@ both_backends! {
         assert_eq!(rows.len(), ROWS as usize);
         for r in &rows {
             let manna_migrate::RowId::Int(id) = r.id else { unreachable!() };
-            let v = r.value.as_deref().unwrap();
+            let v = r.value.text().unwrap();
             assert!(!keyring.needs_reencryption(v), "row {id} still needs re-encryption");
             let pt = Sealed::<Token>::from_ciphertext(v).open(&keyring).unwrap();
             let want = if id % 7 == 0 { format!("app-{id}") } else { format!("access-{id}") };

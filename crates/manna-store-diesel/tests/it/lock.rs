@@ -39,7 +39,7 @@ fn this_process() -> String {
 /// Four clients, each on its own pool, of one database.
 async fn conformance_on(db: TestDb) {
     let clients: Vec<Arc<dyn LockBackend>> = (0..4)
-        .map(|_| Arc::new(DbLockBackend::new(db.another_pool())) as Arc<dyn LockBackend>)
+        .map(|_| Arc::new(DbLockBackend::new(db.reopen())) as Arc<dyn LockBackend>)
         .collect();
     let next = AtomicUsize::new(0);
     let make = move || Arc::clone(&clients[next.fetch_add(1, Ordering::Relaxed) % clients.len()]);
@@ -60,8 +60,8 @@ async fn sqlite_passes_the_conformance_suite() {
 /// tokens increasing across both, and a holder that stops renewing loses the
 /// lock to the other after its TTL.
 async fn two_processes_on(db: TestDb) {
-    let a = DbLockBackend::new(db.another_pool());
-    let b = DbLockBackend::new(db.another_pool());
+    let a = DbLockBackend::new(db.reopen());
+    let b = DbLockBackend::new(db.reopen());
     let name = "migrate:users.token";
     let ttl = Duration::from_secs(30);
     bounded(60, async {
@@ -144,7 +144,7 @@ async fn two_pools_on_one_sqlite_file_exclude_each_other() {
 /// The refusal names the holder (host, pid, since when), the waiter's
 /// Timeout says it, and the row forgets the holder once released.
 async fn holder_named_on(db: TestDb) {
-    let backend = DbLockBackend::new(db.another_pool());
+    let backend = DbLockBackend::new(db.reopen());
     let name = "holder-check";
     bounded(30, async {
         let lease = acquired(&backend, name, Duration::from_secs(30)).await;
@@ -190,7 +190,7 @@ async fn sqlite_refusal_names_the_holder() {
 /// not even when an operator deletes the row (a new row starts from the
 /// server's clock in microseconds).
 async fn tokens_survive_a_deleted_row_on(db: TestDb) {
-    let backend = DbLockBackend::new(db.another_pool());
+    let backend = DbLockBackend::new(db.reopen());
     bounded(30, async {
         let first = acquired(&backend, "deleted", Duration::from_secs(30)).await;
         assert!(backend.release(&first).await.unwrap());
@@ -282,7 +282,7 @@ async fn busy_sqlite_is_unavailable_within_the_bounds() {
 #[test]
 fn description_and_no_runtime() {
     let db = TestDb::postgres();
-    let backend = DbLockBackend::new(db.another_pool());
+    let backend = DbLockBackend::new(db.reopen());
     assert!(
         backend
             .describe()

@@ -73,17 +73,45 @@ impl TestDb {
         }
     }
 
+    /// A new pool on the same database, as another process would open: on
+    /// SQLite through another spelling of the file's path (`dir/./test.db`).
+    pub(crate) fn reopen(&self) -> DbPool {
+        let url = match self {
+            TestDb::Pg { url, .. } => url.clone(),
+            TestDb::Sqlite { _dir, .. } => {
+                format!(
+                    "sqlite://{}",
+                    _dir.path().join(".").join("test.db").display()
+                )
+            }
+        };
+        DbPool::connect(&url, &PoolOptions::default().max_size(4)).unwrap()
+    }
+
+    /// A pool on another database of the same backend: PostgreSQL's
+    /// `postgres` database, or another SQLite file next to this one.
+    pub(crate) fn other_database(&self) -> DbPool {
+        let url = match self {
+            TestDb::Pg { .. } => {
+                let base = pg_base_url();
+                let (head, query) = base.split_once('?').map_or((base, ""), |(h, q)| (h, q));
+                let (server, _db) = head.rsplit_once('/').unwrap();
+                let sep = if query.is_empty() { "" } else { "?" };
+                format!("{server}/postgres{sep}{query}")
+            }
+            TestDb::Sqlite { _dir, .. } => {
+                format!("sqlite://{}", _dir.path().join("other.db").display())
+            }
+        };
+        DbPool::connect(&url, &PoolOptions::default().max_size(2)).unwrap()
+    }
+
     /// The database's URL (PostgreSQL: with this test's schema as the
     /// search path), for opening more pools on it.
     pub(crate) fn url(&self) -> &str {
         match self {
             TestDb::Pg { url, .. } | TestDb::Sqlite { url, .. } => url,
         }
-    }
-
-    /// Another pool on the same database, as another process would open.
-    pub(crate) fn another_pool(&self) -> DbPool {
-        DbPool::connect(self.url(), &PoolOptions::default().max_size(4)).unwrap()
     }
 
     pub(crate) fn conn(&self) -> DbConnection {
