@@ -269,3 +269,60 @@ fn key_file_errors_never_quote_keys() {
         }
     ));
 }
+
+/// Issue 9: a key pasted into any string field of a key file is never
+/// echoed, in whole or in part (no 8-character substring of it), in TOML or
+/// JSON; the error names the field and the entry instead.
+#[test]
+fn key_pasted_into_any_field_is_never_echoed() {
+    let p = Path::new("keys.toml");
+    let pasted = AesKey::generate().to_base64().to_string();
+    let valid = AesKey::generate().to_base64().to_string();
+    // (field, other fields of the entry)
+    let cases: [(&str, &[(&str, &str)]); 6] = [
+        ("key", &[("status", "primary"), ("algorithm", "fernet")]),
+        ("id", &[("key", &valid), ("status", "primary")]),
+        ("status", &[("key", &valid)]),
+        ("algorithm", &[("key", &valid), ("status", "primary")]),
+        ("created_at", &[("key", &valid), ("status", "primary")]),
+        ("expires_at", &[("key", &valid), ("status", "primary")]),
+    ];
+    for (field, others) in cases {
+        let mut fields: Vec<(&str, &str)> = others.to_vec();
+        fields.push((field, &pasted));
+        let toml_text = fields.iter().fold("[[keys]]\n".to_owned(), |acc, (k, v)| {
+            acc + &format!("{k} = \"{v}\"\n")
+        });
+        let json_text = format!(
+            "{{\"keys\": [{{{}}}]}}",
+            fields
+                .iter()
+                .map(|(k, v)| format!("\"{k}\": \"{v}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for (text, format) in [
+            (toml_text, KeyFileFormat::Toml),
+            (json_text, KeyFileFormat::Json),
+        ] {
+            let err = parse_key_file(&text, format, p).unwrap_err();
+            let shown = format!("{err} {err:?}");
+            for secret in [&pasted, &valid] {
+                for start in 0..=secret.len() - 8 {
+                    let piece = &secret[start..start + 8];
+                    assert!(
+                        !shown.contains(piece),
+                        "{field} ({format:?}): {piece:?} echoed in {shown}"
+                    );
+                }
+            }
+            assert!(
+                shown.contains("keys entry 1"),
+                "{field} ({format:?}): {shown}"
+            );
+            if field != "key" {
+                assert!(shown.contains(field), "{field} ({format:?}): {shown}");
+            }
+        }
+    }
+}
