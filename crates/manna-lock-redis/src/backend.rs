@@ -55,7 +55,8 @@ pub struct RedisBackend {
     scripts: Scripts,
     namespace: String,
     describe: String,
-    secret: Option<String>,
+    /// The URL as given (with its password): only to scrub driver messages.
+    url: String,
     response_timeout: Duration,
     notifier: ReleaseNotifier,
     subs: Arc<Subscriptions>,
@@ -149,10 +150,9 @@ impl RedisBackend {
     /// server cannot be reached within the connect timeout.
     pub async fn connect(config: RedisLockConfig) -> Result<Self, LockError> {
         let describe = config.describe();
-        let secret = config.secret();
         let unavailable = |reason: String| LockError::Unavailable {
             backend: describe.clone(),
-            reason: scrub(reason, secret.as_deref()),
+            reason: config.scrub(&reason),
         };
         let client = Client::open(config.url.as_str())
             .map_err(|e| unavailable(format!("invalid Redis URL: {e}")))?;
@@ -190,7 +190,7 @@ impl RedisBackend {
             scripts: Scripts::new(),
             namespace: config.namespace,
             describe,
-            secret,
+            url: config.url,
             response_timeout: config.response_timeout,
             notifier,
             subs,
@@ -252,7 +252,7 @@ impl RedisBackend {
     }
 
     fn map_err(&self, e: RedisError) -> LockError {
-        let reason = scrub(e.to_string(), self.secret.as_deref());
+        let reason = manna_lock::redact::scrub_message(&e.to_string(), &self.url);
         if e.is_io_error()
             || e.is_timeout()
             || e.is_connection_dropped()
@@ -294,13 +294,6 @@ fn holder_of(owner: &str) -> Option<&str> {
         .split_once(HOLDER_SEPARATOR)
         .map(|(_, holder)| holder)
         .filter(|h| !h.is_empty())
-}
-
-fn scrub(reason: String, secret: Option<&str>) -> String {
-    match secret {
-        Some(s) if reason.contains(s) => reason.replace(s, "***"),
-        _ => reason,
-    }
 }
 
 #[async_trait]

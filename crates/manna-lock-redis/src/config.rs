@@ -16,7 +16,7 @@ pub const DEFAULT_NAMESPACE: &str = "manna:lock:";
 /// let config = RedisLockConfig::new("redis://:s3cret@cache.internal:6379/2")
 ///     .namespace("billing:lock:")
 ///     .response_timeout(Duration::from_millis(500));
-/// assert_eq!(config.redacted_url(), "redis://:***@cache.internal:6379/2");
+/// assert_eq!(config.redacted_url(), "redis://***@cache.internal:6379/2");
 /// assert_eq!(config.namespace_str(), "billing:lock:");
 /// ```
 #[derive(Clone)]
@@ -88,7 +88,8 @@ impl RedisLockConfig {
         &self.namespace
     }
 
-    /// The URL with any password replaced by `***`.
+    /// The URL with its user info (everything between `://` and the last
+    /// `@`) and any password parameter replaced by `***`.
     pub fn redacted_url(&self) -> String {
         redact_url(&self.url)
     }
@@ -103,97 +104,37 @@ impl RedisLockConfig {
         format!("redis at {}{origin}", self.redacted_url())
     }
 
-    /// The password in the URL, if any, to scrub it from driver messages.
-    pub(crate) fn secret(&self) -> Option<String> {
-        let rest = self.url.split_once("://")?.1;
-        let authority = rest.split(['/', '?']).next()?;
-        let (userinfo, _) = authority.rsplit_once('@')?;
-        let secret = match userinfo.split_once(':') {
-            Some((_, password)) => password,
-            None => userinfo,
-        };
-        (!secret.is_empty()).then(|| secret.to_owned())
+    /// A driver message with every piece of this URL's secrets removed.
+    pub(crate) fn scrub(&self, message: &str) -> String {
+        manna_lock::redact::scrub_message(message, &self.url)
     }
 }
 
-/// Replaces the password of a Redis URL by `***` (a lone user-info part is
-/// treated as a password too, and so are `password=`/`pass=` query
-/// parameters), so the URL can be shown in errors and logs.
+/// The one redaction rule of manna (shared with the database adapter):
+/// everything between `://` and the last `@` becomes `***`, user name
+/// included, and so do `password=`/`pass=` parameter values. See
+/// [`manna_lock::redact`].
 ///
 /// ```
 /// use manna_lock_redis::redact_url;
 /// assert_eq!(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
-/// assert_eq!(redact_url("redis://app:hunter2@db:6379/1"), "redis://app:***@db:6379/1");
-/// assert_eq!(redact_url("redis://hunter2@db"), "redis://***@db");
+/// assert_eq!(redact_url("redis://app:hunter2@db:6379/1"), "redis://***@db:6379/1");
+/// assert_eq!(redact_url("redis://:hu#n/t?e@r%2@db"), "redis://***@db");
 /// assert_eq!(redact_url("redis+unix:///run/redis.sock?db=1&pass=hunter2"),
 ///            "redis+unix:///run/redis.sock?db=1&pass=***");
 /// ```
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "<unparseable URL>".to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, password)) if !password.is_empty() => format!("{user}:***@{host}"),
-            Some((user, _)) => format!("{user}:@{host}"),
-            None if userinfo.is_empty() => format!("@{host}"),
-            None => format!("***@{host}"),
-        },
-        None => authority.to_owned(),
-    };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let query: Vec<String> = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((k, _))
-                        if k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("pass") =>
-                    {
-                        format!("{k}=***")
-                    }
-                    _ => pair.to_owned(),
-                })
-                .collect();
-            format!("{path}?{}", query.join("&"))
-        }
-        None => tail.to_owned(),
-    };
-    format!("{scheme}://{authority}{tail}")
-}
+pub use manna_lock::redact::redact_url;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn redaction_keeps_everything_but_the_password() {
-        for (url, want) in [
-            ("redis://localhost", "redis://localhost"),
-            ("redis://:pw@h:1/2", "redis://:***@h:1/2"),
-            ("redis://u:p@w@h/0", "redis://u:***@h/0"),
-            ("redis://u:@h", "redis://u:@h"),
-            ("redis://h/0?password=x", "redis://h/0?password=***"),
-            ("nonsense", "<unparseable URL>"),
-        ] {
-            assert_eq!(redact_url(url), want, "{url}");
-        }
-    }
-
-    #[test]
-    fn secret_is_found_for_scrubbing() {
-        assert_eq!(
-            RedisLockConfig::new("redis://:pw@h").secret().as_deref(),
-            Some("pw")
-        );
-        assert_eq!(
-            RedisLockConfig::new("redis://u:p@w@h/1")
-                .secret()
-                .as_deref(),
-            Some("p@w")
-        );
-        assert_eq!(RedisLockConfig::new("redis://h:6379").secret(), None);
+    fn driver_messages_are_scrubbed() {
+        let c = RedisLockConfig::new("redis://u:p@w#x/y?z%@h/1");
+        let shown = c.scrub("failed: p@w#x/y?z% at redis://u:p@w#x/y?z%@h/1");
+        assert!(!shown.contains("p@w"), "{shown}");
+        assert!(shown.contains("redis://***@h/1"), "{shown}");
     }
 
     #[test]
@@ -201,6 +142,6 @@ mod tests {
         let c = RedisLockConfig::new("redis://:topsecret@h:6379/3");
         let shown = format!("{c:?} {}", c.describe());
         assert!(!shown.contains("topsecret"), "{shown}");
-        assert!(shown.contains("redis://:***@h:6379/3"), "{shown}");
+        assert!(shown.contains("redis://***@h:6379/3"), "{shown}");
     }
 }

@@ -7,6 +7,7 @@ mod holder;
 mod manager;
 mod memory;
 pub mod metric_names;
+pub mod redact;
 mod retry;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -131,7 +131,7 @@ pub fn sqlite_pool(url: &str, options: &PoolOptions) -> Result<SqlitePool, Error
 fn unavailable(url: &DatabaseUrl, e: impl std::fmt::Display) -> Error {
     Error::Unavailable {
         url: url.redacted().to_owned(),
-        reason: crate::url::redact_url(e.to_string().trim()),
+        reason: manna_lock::redact::scrub_message(e.to_string().trim(), url.target()),
     }
 }
 

@@ -12,12 +12,13 @@ use crate::error::Error;
 ///   (`sqlite:///abs/path.db` is the absolute path `/abs/path.db`);
 /// - `sqlite::memory:` or `:memory:` — a private in-memory SQLite database.
 ///
-/// `Debug` and `Display` show the URL with its password replaced by `***`.
+/// `Debug` and `Display` show the URL with everything between `://` and the
+/// last `@` (user and password) replaced by `***` ([`redact_url`]).
 ///
 /// ```
 /// use manna_store_diesel::DatabaseUrl;
 /// let u = DatabaseUrl::parse("postgres://app:s3cret@db:5432/prod").unwrap();
-/// assert_eq!(u.to_string(), "postgres://app:***@db:5432/prod");
+/// assert_eq!(u.to_string(), "postgres://***@db:5432/prod");
 /// let s = DatabaseUrl::parse("sqlite:///var/lib/app.db").unwrap();
 /// assert_eq!(s.sqlite_path(), Some("/var/lib/app.db"));
 /// assert_eq!(DatabaseUrl::parse("data/app.db").unwrap().sqlite_path(), Some("data/app.db"));
@@ -116,49 +117,19 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
         .then(|| &s[prefix.len()..])
 }
 
-/// Replaces the password of a URL (`scheme://user:PASSWORD@host`) and any
-/// `password=` parameter with `***`.
+/// The one redaction rule of manna (shared with the Redis lock adapter):
+/// everything between `://` and the last `@` becomes `***`, and so do the
+/// values of `password=`-like parameters. See [`manna_lock::redact`].
 ///
 /// ```
 /// use manna_store_diesel::redact_url;
-/// assert_eq!(redact_url("postgres://u:p%40ss@h/db"), "postgres://u:***@h/db");
+/// assert_eq!(redact_url("postgres://u:p%40ss@h/db"), "postgres://***@h/db");
+/// assert_eq!(redact_url("postgres://u:p#s/s?w@rd@h/db"), "postgres://***@h/db");
 /// assert_eq!(redact_url("postgres://h/db?user=u&password=x&sslmode=require"),
 ///            "postgres://h/db?user=u&password=***&sslmode=require");
 /// assert_eq!(redact_url("sqlite://app.db"), "sqlite://app.db");
 /// ```
-pub fn redact_url(url: &str) -> String {
-    let mut out = match url.find("://") {
-        Some(i) => {
-            let (scheme, rest) = url.split_at(i + 3);
-            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            let (authority, tail) = rest.split_at(authority_end);
-            match authority.rfind('@') {
-                Some(at) => {
-                    let userinfo = &authority[..at];
-                    let host = &authority[at..];
-                    let user = match userinfo.find(':') {
-                        Some(c) => format!("{}:***", &userinfo[..c]),
-                        None => userinfo.to_owned(),
-                    };
-                    format!("{scheme}{user}{host}{tail}")
-                }
-                None => url.to_owned(),
-            }
-        }
-        None => url.to_owned(),
-    };
-    // key=value forms: URL query parameters and libpq conninfo strings.
-    let mut search_from = 0;
-    while let Some(pos) = out[search_from..].to_ascii_lowercase().find("password=") {
-        let start = search_from + pos + "password=".len();
-        let end = out[start..]
-            .find(['&', ' ', '#'])
-            .map_or(out.len(), |e| start + e);
-        out.replace_range(start..end, "***");
-        search_from = start + 3;
-    }
-    out
-}
+pub use manna_lock::redact::redact_url;
 
 #[cfg(test)]
 mod tests {
@@ -191,6 +162,6 @@ mod tests {
             redact_url("host=db password=pw user=u"),
             "host=db password=*** user=u"
         );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://***@h/db");
     }
 }

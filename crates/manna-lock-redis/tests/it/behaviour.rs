@@ -90,7 +90,7 @@ async fn password_protected_redis_works_and_errors_never_show_the_password() {
         let shown = format!("{err} {err:?}");
         assert!(!shown.contains("wrong-pw-123"), "{shown}");
         assert!(
-            shown.contains(&format!("redis://:***@127.0.0.1:{}/1", server.port)),
+            shown.contains(&format!("redis://***@127.0.0.1:{}/1", server.port)),
             "{shown}"
         );
     })
@@ -115,10 +115,7 @@ async fn unreachable_redis_is_unavailable_naming_the_redacted_url() {
         );
         match &err {
             LockError::Unavailable { backend, .. } => {
-                assert_eq!(
-                    backend,
-                    &format!("redis at redis://app:***@127.0.0.1:{port}/0")
-                );
+                assert_eq!(backend, &format!("redis at redis://***@127.0.0.1:{port}/0"));
             }
             other => panic!("expected Unavailable, got {other:?}"),
         }
@@ -128,6 +125,43 @@ async fn unreachable_redis_is_unavailable_naming_the_redacted_url() {
             "{msg}"
         );
         assert!(!msg.contains("pw-not-shown"), "{msg}");
+    })
+    .await;
+}
+
+/// Issue 9: passwords holding `#`, `/`, `?`, `@` or `%` never appear in a
+/// connect error or the backend's description, whether the Redis client can
+/// parse the URL or not.
+#[tokio::test]
+async fn passwords_with_url_delimiters_never_appear_in_errors() {
+    bounded(60, async {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        for password in [
+            "hu#nter2secret",
+            "hu/nter2secret",
+            "hu?nter2secret",
+            "hu@nter2secret",
+            "hu%nter2secret",
+            "a#b/c?d@e%fsecret",
+        ] {
+            for url in [
+                format!("redis://app:{password}@127.0.0.1:{port}/0"),
+                format!("redis://:{password}@127.0.0.1:{port}/0"),
+            ] {
+                let err = RedisBackend::connect(RedisLockConfig::new(&url))
+                    .await
+                    .unwrap_err();
+                let shown = format!("{err} {err:?} {:?}", RedisLockConfig::new(&url));
+                assert!(matches!(err, LockError::Unavailable { .. }), "{shown}");
+                assert!(!shown.contains(password), "{password}: {shown}");
+                assert!(!shown.contains("nter2"), "{password}: {shown}");
+                assert!(!shown.contains("secret"), "{password}: {shown}");
+                assert!(shown.contains("redis://***@"), "{password}: {shown}");
+            }
+        }
     })
     .await;
 }

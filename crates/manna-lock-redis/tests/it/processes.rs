@@ -169,7 +169,7 @@ async fn lock_manager_from_env_follows_redis_url() {
         let stdout = String::from_utf8(out.stdout).unwrap();
         assert_eq!(
             stdout.trim(),
-            format!("backend redis at redis://:***@127.0.0.1:{}/2 (from REDIS_URL)", server.port)
+            format!("backend redis at redis://***@127.0.0.1:{}/2 (from REDIS_URL)", server.port)
         );
 
         let out = Command::new(HELPER)
@@ -195,7 +195,7 @@ async fn lock_manager_from_env_follows_redis_url() {
         let stderr = String::from_utf8(out.stderr).unwrap();
         assert!(
             stderr.contains(&format!(
-                "distributed lock backend unavailable: redis at redis://:***@127.0.0.1:{dead}/0 (from REDIS_URL)"
+                "distributed lock backend unavailable: redis at redis://***@127.0.0.1:{dead}/0 (from REDIS_URL)"
             )),
             "{stderr}"
         );

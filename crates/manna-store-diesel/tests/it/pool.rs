@@ -16,9 +16,53 @@ fn unreachable_postgres_names_the_url_without_its_password() {
     let msg = err.to_string();
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
     assert_eq!(err.kind(), StoreErrorKind::Unavailable);
-    assert!(msg.contains("postgres://app:***@127.0.0.1:9/prod"), "{msg}");
+    assert!(msg.contains("postgres://***@127.0.0.1:9/prod"), "{msg}");
     assert!(!msg.contains("hunter2"), "{msg}");
     assert!(!format!("{err:?}").contains("hunter2"));
+}
+
+/// Issue 9: passwords holding `#`, `/`, `?`, `@` or `%` (unescaped, as
+/// people paste them) never reach an error, whether libpq can parse the URL
+/// or not (libpq quotes pieces of a URL it cannot parse), through the pool,
+/// the store and the database lock.
+#[test]
+fn passwords_with_url_delimiters_never_appear_in_errors() {
+    for password in [
+        "hu#nter2secret",
+        "hu/nter2secret",
+        "hu?nter2secret",
+        "hu@nter2secret",
+        "hu%nter2secret",
+        "hu%zznter2secret",
+        "a#b/c?d@e%fsecret",
+    ] {
+        let url = format!("postgres://app:{password}@127.0.0.1:9/prod");
+        let mut shown = Vec::new();
+        match DbPool::connect(&url, &PoolOptions::default()) {
+            Err(err) => {
+                assert!(
+                    matches!(err, Error::Unavailable { .. } | Error::BadUrl { .. }),
+                    "{err:?}"
+                );
+                shown.push(format!("{err} {err:?}"));
+            }
+            Ok(_) => panic!("{password}: connected to port 9?"),
+        }
+        match manna_store_diesel::DieselStore::connect(&url) {
+            Err(err) => shown.push(format!("{err} {err:?}")),
+            Ok(_) => panic!("{password}: connected to port 9?"),
+        }
+        shown.push(format!(
+            "{:?}",
+            manna_store_diesel::DatabaseUrl::parse(&url)
+        ));
+        for s in shown {
+            assert!(!s.contains(password), "{password}: {s}");
+            assert!(!s.contains("nter2"), "{password}: {s}");
+            assert!(!s.contains("secret"), "{password}: {s}");
+            assert!(s.contains("postgres://***@"), "{password}: {s}");
+        }
+    }
 }
 
 #[test]
