@@ -56,23 +56,23 @@ pub(crate) struct MigrateArgs {
     /// Decrypt every value and count formats and keys; write nothing; exit non-zero if any fails.
     #[arg(long)]
     pub(crate) verify_only: bool,
-    /// Rows per batch to start with (adapts toward ~250 ms batches).
-    #[arg(long, default_value_t = 1000)]
+    /// Rows per batch to start with (adapts toward ~250 ms batches), 1..=1000000.
+    #[arg(long, default_value_t = 1000, value_parser = batch_size)]
     pub(crate) batch_size: usize,
     /// Keep the batch size fixed.
     #[arg(long)]
     pub(crate) fixed_batch_size: bool,
-    /// Parallel crypto-and-write workers (one scanner feeds them).
-    #[arg(long, default_value_t = 2)]
+    /// Parallel crypto-and-write workers (one scanner feeds them), 1..=256.
+    #[arg(long, default_value_t = 2, value_parser = workers)]
     pub(crate) workers: usize,
-    /// Throttle: at most this many rows scanned per second.
-    #[arg(long)]
+    /// Throttle: at most this many rows scanned per second (at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) max_rows_per_sec: Option<u64>,
     /// Target format: `aes256gcm` (primary key) or `fernet` (rollback).
     #[arg(long, default_value = "aes256gcm")]
     pub(crate) to: Target,
-    /// This process's part of the key space, `i/n` (run one per machine).
-    #[arg(long, default_value = "0/1")]
+    /// This process's part of the key space, `i/n` with n <= 1024 (run one per machine).
+    #[arg(long, default_value = "0/1", value_parser = shard)]
     pub(crate) shard: Shard,
     /// Ignore the saved checkpoint and start from the first row.
     #[arg(long)]
@@ -96,6 +96,38 @@ pub(crate) struct MigrateArgs {
     /// Print the report as JSON on stdout (progress stays on stderr).
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// `usize` in `min..=max`, refused (never clamped) outside.
+fn usize_in(s: &str, min: usize, max: usize) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number"))?;
+    if (min..=max).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{n} is not in {min}..={max}"))
+    }
+}
+
+fn batch_size(s: &str) -> Result<usize, String> {
+    usize_in(s, 1, manna_migrate::MAX_BATCH_SIZE)
+}
+
+fn workers(s: &str) -> Result<usize, String> {
+    usize_in(s, 1, manna_migrate::MAX_WORKERS)
+}
+
+fn shard(s: &str) -> Result<Shard, String> {
+    let shard: Shard = s.parse()?;
+    if shard.count > manna_migrate::MAX_SHARDS {
+        return Err(format!(
+            "{shard}: at most {} shards",
+            manna_migrate::MAX_SHARDS
+        ));
+    }
+    Ok(shard)
 }
 
 #[derive(Debug, Deserialize)]

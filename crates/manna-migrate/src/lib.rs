@@ -24,6 +24,7 @@ pub use ident::{Ident, IdentError, MAX_IDENT_LEN};
 pub use lock::{migration_lock_name, BlockingLocks, HeldLock, MigrationLocks};
 pub use options::{
     AadMode, AcceptedFailures, AcceptedFailuresError, CancelToken, Mode, Options, Target,
+    MAX_BATCH_SIZE, MAX_PREFLIGHT_SAMPLE, MAX_SHARDS, MAX_WORKERS,
 };
 pub use preflight::PreflightError;
 pub use progress::{BatchProgress, LogProgress, NoProgress, Progress};

@@ -245,27 +245,60 @@ impl Default for Options {
     }
 }
 
+/// Most workers a run may have ([`Options::validate`]).
+pub const MAX_WORKERS: usize = 256;
+/// Most shards a table may be split into ([`Options::validate`]).
+pub const MAX_SHARDS: u32 = 1024;
+/// Largest batch size, first, smallest or largest ([`Options::validate`]).
+pub const MAX_BATCH_SIZE: usize = 1_000_000;
+/// Most rows [`Migrator::preflight`](crate::Migrator::preflight) may sample
+/// per column ([`Options::validate`]).
+pub const MAX_PREFLIGHT_SAMPLE: usize = 1_000_000;
+
 impl Options {
-    /// Checks the numbers: batch sizes positive and ordered, at least one
-    /// worker, a positive throttle. Returns one line saying what is wrong.
+    /// Checks the numbers: batch sizes in `1..=`[`MAX_BATCH_SIZE`] and
+    /// ordered, workers in `1..=`[`MAX_WORKERS`], shard counts in
+    /// `1..=`[`MAX_SHARDS`], a positive throttle. Out-of-range values are
+    /// refused, never clamped. Returns one line saying what is wrong.
     pub fn validate(&self) -> Result<(), String> {
-        if self.batch_size == 0 {
-            return Err("batch size must be at least 1".into());
-        }
-        if self.min_batch_size == 0 || self.min_batch_size > self.max_batch_size {
+        if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
             return Err(format!(
-                "batch size bounds must satisfy 1 <= min ({}) <= max ({})",
+                "batch size must be between 1 and {MAX_BATCH_SIZE} (got {})",
+                self.batch_size
+            ));
+        }
+        if self.min_batch_size == 0
+            || self.min_batch_size > self.max_batch_size
+            || self.max_batch_size > MAX_BATCH_SIZE
+        {
+            return Err(format!(
+                "batch size bounds must satisfy 1 <= min ({}) <= max ({}) <= {MAX_BATCH_SIZE}",
                 self.min_batch_size, self.max_batch_size
             ));
         }
-        if self.workers == 0 {
-            return Err("workers must be at least 1".into());
+        if !(1..=MAX_WORKERS).contains(&self.workers) {
+            return Err(format!(
+                "workers must be between 1 and {MAX_WORKERS} (got {})",
+                self.workers
+            ));
         }
         if self.max_rows_per_sec == Some(0) {
             return Err("max rows per second must be at least 1".into());
         }
         if self.shard.count == 0 || self.shard.index >= self.shard.count {
             return Err(format!("invalid shard {}", self.shard));
+        }
+        if self.shard.count > MAX_SHARDS {
+            return Err(format!(
+                "invalid shard {}: at most {MAX_SHARDS} shards",
+                self.shard
+            ));
+        }
+        if self.preflight_sample > MAX_PREFLIGHT_SAMPLE {
+            return Err(format!(
+                "preflight sample must be at most {MAX_PREFLIGHT_SAMPLE} rows (got {})",
+                self.preflight_sample
+            ));
         }
         if self.target_batch_time.is_zero() {
             return Err("target batch time must be positive".into());
@@ -382,5 +415,47 @@ impl CancelToken {
     /// Whether [`CancelToken::cancel`] was called.
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Issue 9: out-of-range numbers are refused with a clear line, never
+    /// clamped (`--workers 100000` used to panic spawning threads, `--shard
+    /// 0/4294967295` to run for minutes).
+    #[test]
+    fn bounds_are_enforced_not_clamped() {
+        let with = |f: &dyn Fn(&mut Options)| {
+            let mut o = Options::default();
+            f(&mut o);
+            o.validate()
+        };
+        assert!(with(&|o| o.workers = MAX_WORKERS).is_ok());
+        let err = with(&|o| o.workers = 100_000).unwrap_err();
+        assert!(
+            err.contains("between 1 and 256") && err.contains("100000"),
+            "{err}"
+        );
+        let err = with(&|o| {
+            o.shard = Shard {
+                index: 0,
+                count: u32::MAX,
+            }
+        })
+        .unwrap_err();
+        assert!(err.contains("at most 1024 shards"), "{err}");
+        assert!(with(&|o| o.shard = Shard {
+            index: 1023,
+            count: MAX_SHARDS
+        })
+        .is_ok());
+        let err = with(&|o| o.batch_size = MAX_BATCH_SIZE + 1).unwrap_err();
+        assert!(err.contains("1000000"), "{err}");
+        let err = with(&|o| o.max_batch_size = MAX_BATCH_SIZE + 1).unwrap_err();
+        assert!(err.contains("<= 1000000"), "{err}");
+        assert!(with(&|o| o.preflight_sample = MAX_PREFLIGHT_SAMPLE + 1).is_err());
     }
 }

@@ -646,3 +646,59 @@ fn no_database_is_an_error_naming_the_flag_and_the_variable() {
         assert!(!dir.path().join("manna-demo.db").exists(), "{args:?}");
     }
 }
+
+/// Issue 9: out-of-range numbers are refused by the CLI before anything runs
+/// (exit 2, one `error:` line naming the flag), never clamped, never a panic
+/// or a minutes-long run.
+#[test]
+fn out_of_range_options_are_usage_errors() {
+    let db = TestDb::sqlite();
+    let keys = Keys::new();
+    seed_fernet(&db, &keys, "items", 3);
+    for (flag, value) in [
+        ("--workers", "100000"),
+        ("--workers", "0"),
+        ("--workers", "257"),
+        ("--shard", "0/4294967295"),
+        ("--shard", "0/1025"),
+        ("--batch-size", "1000001"),
+        ("--batch-size", "0"),
+        ("--max-rows-per-sec", "0"),
+    ] {
+        let started = Instant::now();
+        let o = keys.run(
+            &[
+                "migrate",
+                "--database-url",
+                db.url(),
+                "--column",
+                "items.secret",
+                flag,
+                value,
+            ],
+            &[],
+        );
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{flag} {value}: {err}");
+        assert!(errors[0].contains(flag), "{flag} {value}: {err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{flag} {value}"
+        );
+    }
+    // The largest allowed values are accepted (the shard holds only part
+    // of the rows, so the run may end incomplete: exit 0 or 3).
+    let (_, o) = migrate(
+        &db,
+        &keys,
+        "items",
+        &["--workers", "256", "--shard", "1023/1024"],
+    );
+    let err = stderr(&o);
+    assert!(matches!(o.status.code(), Some(0 | 3)), "{err}");
+    assert!(!err.lines().any(|l| l.starts_with("error:")), "{err}");
+    assert_eq!(db.rows("items").len(), 3, "table intact");
+}
