@@ -155,7 +155,7 @@ pub(crate) fn encrypt(keys: &KeyConfig, aad: Option<&str>) -> Result<()> {
 /// `decrypt [--aad TEXT]`: one token on stdin, raw bytes on stdout.
 pub(crate) fn decrypt(keys: &KeyConfig, aad: Option<&str>) -> Result<()> {
     let keyring = keys.load()?;
-    let mut input = String::new();
+    let mut input = zeroize::Zeroizing::new(String::new());
     std::io::stdin()
         .lock()
         .read_to_string(&mut input)

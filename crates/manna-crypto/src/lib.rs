@@ -26,3 +26,16 @@ pub use status::{KeyRole, KeyStatus, Status, EXPIRY_WARNING_BEFORE, ROTATION_DUE
 
 /// The algorithm name reported by [`Status`]: `"AES-256-GCM"`.
 pub const ALGORITHM: &str = "AES-256-GCM";
+
+#[cfg(test)]
+mod zeroize_features {
+    /// The workspace turns on `aes`'s `zeroize` feature (and `ghash`'s and
+    /// `polyval`'s, which have no marker trait to check): AES key schedules,
+    /// the ones inside `aes-gcm` and Fernet's AES-128, are wiped on drop.
+    #[test]
+    fn aes_key_schedules_are_wiped_on_drop() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<aes::Aes256>();
+        wiped_on_drop::<aes::Aes128>();
+    }
+}

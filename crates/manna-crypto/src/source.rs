@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::KeyError;
 use crate::key::{AesKey, FernetKey, KeyId};
@@ -281,10 +281,11 @@ impl KeySource for FileKeySource {
     }
 }
 
-/// One `[[keys]]` entry, fields as text.
-#[derive(Default)]
+/// One `[[keys]]` entry, fields as text. Every field is wiped on drop: a
+/// key may have been pasted into any of them.
+#[derive(Default, Zeroize, ZeroizeOnDrop)]
 struct RawKey {
-    key: Option<Zeroizing<String>>,
+    key: Option<String>,
     id: Option<String>,
     status: Option<String>,
     algorithm: Option<String>,
@@ -311,7 +312,7 @@ pub fn parse_key_file(
 
     let mut builder = Keyring::builder().accept_plaintext(accept_plaintext);
     let mut primary_seen = false;
-    for (i, raw) in raw_keys.into_iter().enumerate() {
+    for (i, mut raw) in raw_keys.into_iter().enumerate() {
         let n = i + 1;
         let status = raw.status.as_deref().unwrap_or("decrypt_only");
         if status == "retired" {
@@ -319,6 +320,8 @@ pub fn parse_key_file(
         }
         let key_text = raw
             .key
+            .take()
+            .map(Zeroizing::new)
             .ok_or_else(|| content(format!("keys entry {n} has no `key`")))?;
         let invalid = |source| KeySourceError::InvalidKey {
             location: format!("key file {} (keys entry {n})", path.display()),
@@ -411,7 +414,7 @@ fn parse_time(
 type RawFile = Result<(bool, Vec<RawKey>), String>;
 
 fn read_toml(text: &str, path: &Path) -> Result<RawFile, KeySourceError> {
-    let table: toml::Table =
+    let mut table: toml::Table =
         text.parse()
             .map_err(|e: toml::de::Error| KeySourceError::FileSyntax {
                 path: path.to_owned(),
@@ -426,7 +429,7 @@ fn read_toml(text: &str, path: &Path) -> Result<RawFile, KeySourceError> {
         toml::Value::Datetime(d) => Some(d.to_string()),
         _ => None,
     };
-    Ok((|| {
+    let raw = (|| {
         let accept_plaintext = match table.get("accept_plaintext") {
             None => false,
             Some(toml::Value::Boolean(b)) => *b,
@@ -442,7 +445,7 @@ fn read_toml(text: &str, path: &Path) -> Result<RawFile, KeySourceError> {
             };
             let field = |name: &str| t.get(name).and_then(text_of);
             keys.push(RawKey {
-                key: field("key").map(Zeroizing::new),
+                key: field("key"),
                 id: field("id"),
                 status: field("status"),
                 algorithm: field("algorithm"),
@@ -451,17 +454,41 @@ fn read_toml(text: &str, path: &Path) -> Result<RawFile, KeySourceError> {
             });
         }
         Ok((accept_plaintext, keys))
-    })())
+    })();
+    for (_, value) in table.iter_mut() {
+        wipe_toml(value);
+    }
+    Ok(raw)
+}
+
+/// Wipes every string of a parsed TOML tree (the key strings among them).
+fn wipe_toml(value: &mut toml::Value) {
+    match value {
+        toml::Value::String(s) => s.zeroize(),
+        toml::Value::Array(items) => items.iter_mut().for_each(wipe_toml),
+        toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| wipe_toml(v)),
+        _ => {}
+    }
+}
+
+/// Wipes every string of a parsed JSON tree (the key strings among them).
+fn wipe_json(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => s.zeroize(),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(wipe_json),
+        serde_json::Value::Object(o) => o.values_mut().for_each(wipe_json),
+        _ => {}
+    }
 }
 
 fn read_json(text: &str, path: &Path) -> Result<RawFile, KeySourceError> {
-    let value: serde_json::Value =
+    let mut value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| KeySourceError::FileSyntax {
             path: path.to_owned(),
             format: "JSON",
             position: format!("line {}, column {}", e.line(), e.column()),
         })?;
-    Ok((|| {
+    let raw = (|| {
         let accept_plaintext = match value.get("accept_plaintext") {
             None => false,
             Some(serde_json::Value::Bool(b)) => *b,
@@ -477,7 +504,7 @@ fn read_json(text: &str, path: &Path) -> Result<RawFile, KeySourceError> {
             };
             let field = |name: &str| o.get(name).and_then(|v| v.as_str()).map(str::to_owned);
             keys.push(RawKey {
-                key: field("key").map(Zeroizing::new),
+                key: field("key"),
                 id: field("id"),
                 status: field("status"),
                 algorithm: field("algorithm"),
@@ -486,5 +513,7 @@ fn read_json(text: &str, path: &Path) -> Result<RawFile, KeySourceError> {
             });
         }
         Ok((accept_plaintext, keys))
-    })())
+    })();
+    wipe_json(&mut value);
+    Ok(raw)
 }

@@ -10,6 +10,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use zeroize::Zeroize as _;
+
 use crate::engine::{metric_names, Migrator};
 use crate::error::MigrateError;
 use crate::lock::HeldLock;
@@ -531,6 +533,7 @@ impl Migrator {
             let target = p.planner.target_class();
             let checkpoint = lock(&shared.watermark).checkpoint();
             let Some(written) = self.write(p, &rewrites, checkpoint.as_ref(), shared)? else {
+                wipe_old_values(&mut rewrites);
                 return Ok(None);
             };
             let missed = r.settle(&rewrites, &written, target);
@@ -552,7 +555,10 @@ impl Migrator {
                     }
                 }
                 if !again.is_empty() {
-                    let Some(written) = self.write(p, &again, None, shared)? else {
+                    let written = self.write(p, &again, None, shared)?;
+                    wipe_old_values(&mut again);
+                    let Some(written) = written else {
+                        wipe_old_values(&mut rewrites);
                         return Ok(None);
                     };
                     // Rows that changed yet again are left to the sweeps
@@ -562,6 +568,7 @@ impl Migrator {
                 }
             }
         }
+        wipe_old_values(&mut rewrites);
         r.elapsed = started.elapsed();
         lock(&shared.watermark).complete(r.seq, end, r.counts);
         let label = column.to_string();
@@ -582,6 +589,16 @@ impl Migrator {
         tracing::debug!(%column, seq = r.seq, rows = r.counts.scanned, migrated = r.counts.migrated,
             conflicts = r.counts.conflicts, failed = r.counts.failed, elapsed = ?r.elapsed, "batch done");
         Ok(Some(r))
+    }
+}
+
+/// Wipes the old values of written (or abandoned) rewrites: with
+/// `--accept-plaintext` they are plaintexts read from the column. (On an
+/// early `?` return they are dropped unwiped; so are the driver's own
+/// buffers: see manna-crypto's README, "What is wiped".)
+fn wipe_old_values(rewrites: &mut [Rewrite]) {
+    for rw in rewrites {
+        rw.old.zeroize();
     }
 }
 
