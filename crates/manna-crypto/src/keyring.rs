@@ -391,9 +391,17 @@ impl Keyring {
     pub fn decrypt(&self, token: &str, aad: &[u8]) -> Result<Plaintext, DecryptError> {
         let result = self.decrypt_inner(token, aad);
         if let Err(e) = &result {
+            // Labels only for configured keys: a key id read from stored
+            // data could otherwise create any number of series.
             let key_id = match e {
-                DecryptError::UnknownKey { key_id, .. } => Some(key_id.to_string()),
-                DecryptError::Authentication => inspect_key_id(token),
+                DecryptError::UnknownKey { .. } => Some(metrics::UNKNOWN_KEY_LABEL.to_owned()),
+                DecryptError::Authentication => inspect_key_id(token).map(|id| {
+                    if self.is_configured_aes_key(&id) {
+                        id
+                    } else {
+                        metrics::UNKNOWN_KEY_LABEL.to_owned()
+                    }
+                }),
                 _ => None,
             };
             metrics::failed(e.kind(), key_id);
@@ -684,6 +692,17 @@ impl Keyring {
 
     fn entry(&self, key_id: KeyId) -> Option<&AesEntry> {
         self.inner.aes.iter().find(|e| e.id == key_id)
+    }
+}
+
+impl Keyring {
+    /// Whether `id` (hex) is the primary or a decrypt-only AES key's id.
+    fn is_configured_aes_key(&self, id: &str) -> bool {
+        self.primary_key_id().to_string() == id
+            || self
+                .decrypt_only_key_ids()
+                .iter()
+                .any(|k| k.to_string() == id)
     }
 }
 

@@ -15,8 +15,11 @@ pub const ENCRYPTIONS: &str = "manna_crypto_encryptions_total";
 /// `format` (`aes256gcm`|`fernet`|`plaintext`).
 pub const DECRYPTIONS: &str = "manna_crypto_decryptions_total";
 /// Counter: failed decryptions, label `kind` (see `DecryptError::kind`) and,
-/// when the envelope names one, `key_id`.
+/// when the envelope names one, `key_id`: the id if it is a configured key,
+/// else [`UNKNOWN_KEY_LABEL`] (stored data cannot create label values).
 pub const DECRYPT_FAILURES: &str = "manna_crypto_decrypt_failures_total";
+/// The `key_id` label of failures under a key the keyring does not have.
+pub const UNKNOWN_KEY_LABEL: &str = "unknown";
 
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), Level::INFO, Some(module_path!()));

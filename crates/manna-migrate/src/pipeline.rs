@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -107,12 +107,15 @@ struct BatchResult {
 impl BatchResult {
     /// Records a planned row; returns the rewrite to attempt, if any.
     /// `quiet`: a failure is logged at debug level (it was reported before).
+    /// `logged`: failures of this pass logged so far; past
+    /// [`FAILURE_LOG_LIMIT`] they are logged at debug level only.
     fn record(
         &mut self,
         column: &ColumnRef,
         row: Row,
         outcome: Outcome,
         quiet: bool,
+        logged: &AtomicU64,
     ) -> Option<Rewrite> {
         match outcome {
             Outcome::Null => {
@@ -137,7 +140,7 @@ impl BatchResult {
                 self.pending += 1;
             }
             Outcome::Failed { class, reason, .. } => {
-                if quiet {
+                if quiet || logged.fetch_add(1, Ordering::Relaxed) >= FAILURE_LOG_LIMIT {
                     tracing::debug!(%column, id = %row.id, reason, "cannot decrypt value; left untouched");
                 } else {
                     tracing::warn!(%column, id = %row.id, reason, "cannot decrypt value; left untouched");
@@ -172,9 +175,16 @@ impl BatchResult {
     }
 }
 
+/// Failed rows logged one by one (warn level) per column and pass; the rest
+/// are logged at debug level and summed up in one line at the end of the
+/// pass, so a column full of undecryptable rows cannot flood the logs.
+pub(crate) const FAILURE_LOG_LIMIT: u64 = 20;
+
 /// State shared by the coordinator and the workers.
 struct Shared {
     stop: AtomicBool,
+    /// Failed rows logged at warn level so far in this pass.
+    failures_logged: AtomicU64,
     lease_lost: AtomicBool,
     error: Mutex<Option<MigrateError>>,
     watermark: Mutex<Watermark>,
@@ -247,6 +257,7 @@ impl Migrator {
         };
         let shared = Shared {
             stop: AtomicBool::new(false),
+            failures_logged: AtomicU64::new(0),
             lease_lost: AtomicBool::new(false),
             error: Mutex::new(None),
             watermark: Mutex::new(Watermark::new(key, p.range.after.clone(), base)),
@@ -402,6 +413,16 @@ impl Migrator {
         } else if let Some(e) = error {
             return Err(e);
         }
+        let logged = shared.failures_logged.load(Ordering::Relaxed);
+        if logged > FAILURE_LOG_LIMIT {
+            tracing::warn!(
+                %column,
+                failed = logged,
+                shown = FAILURE_LOG_LIMIT,
+                "{} more rows cannot be decrypted (not logged one by one; the report lists them)",
+                logged - FAILURE_LOG_LIMIT
+            );
+        }
         agg.status = status;
         agg.batch_size = sizer.size();
         agg.watermark = lock(&shared.watermark).checkpoint();
@@ -525,7 +546,7 @@ impl Migrator {
         let mut rewrites = Vec::new();
         for row in batch.rows {
             let outcome = p.planner.plan(&row, depth);
-            if let Some(rw) = r.record(column, row, outcome, p.sweep) {
+            if let Some(rw) = r.record(column, row, outcome, p.sweep, &shared.failures_logged) {
                 rewrites.push(rw);
             }
         }
@@ -550,7 +571,9 @@ impl Migrator {
                 let mut again = Vec::new();
                 for row in fresh {
                     let outcome = p.planner.plan(&row, Depth::Rewrite);
-                    if let Some(rw) = r.record(column, row, outcome, p.sweep) {
+                    if let Some(rw) =
+                        r.record(column, row, outcome, p.sweep, &shared.failures_logged)
+                    {
                         again.push(rw);
                     }
                 }

@@ -702,3 +702,41 @@ fn out_of_range_options_are_usage_errors() {
     assert!(!err.lines().any(|l| l.starts_with("error:")), "{err}");
     assert_eq!(db.rows("items").len(), 3, "table intact");
 }
+
+/// Issue 9: a column full of undecryptable rows cannot flood the logs: the
+/// first 20 are logged one by one, then one line gives the count; the report
+/// still lists every id.
+#[test]
+fn failure_logs_are_capped_per_column() {
+    let db = TestDb::sqlite();
+    let keys = Keys::new();
+    // Good rows first, so preflight's sample passes; then 50 bad ones.
+    let f = keys.fernet_key();
+    let values: Vec<Option<String>> = (1..=250)
+        .map(|i| {
+            Some(if i <= 200 {
+                f.encrypt(plaintext(i).as_bytes())
+            } else {
+                format!("mn1:bad-{i}")
+            })
+        })
+        .collect();
+    db.create_table("items", &values);
+    let (report, o) = migrate(&db, &keys, "items", &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    let one_by_one = err
+        .lines()
+        .filter(|l| l.contains("cannot decrypt value"))
+        .count();
+    assert_eq!(one_by_one, 20, "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("30 more rows cannot be decrypted")),
+        "{err}"
+    );
+    assert_eq!(
+        column_report(&report)["failed"].as_array().map(Vec::len),
+        Some(50)
+    );
+}

@@ -109,14 +109,38 @@ fn counts_by_key_id_format_and_failure_kind() {
         1,
     );
     expect(&format!("{DECRYPT_FAILURES}{{kind=unknown_format}}"), 1);
-    assert_eq!(
-        counts
-            .keys()
-            .filter(|k| k.starts_with(DECRYPT_FAILURES) && k.contains("kind=unknown_key"))
-            .count(),
-        1
+    expect(
+        &format!("{DECRYPT_FAILURES}{{key_id=unknown,kind=unknown_key}}"),
+        1,
     );
     assert_eq!(counts.len(), 8, "{counts:#?}");
     let all = format!("{counts:?}");
     assert!(!all.contains("secret"), "a label holds data: {all}");
+}
+
+/// Issue 9: key ids read from stored data never become label values: values
+/// under 50 different unconfigured keys make one `key_id=unknown` series.
+#[test]
+fn unconfigured_key_ids_are_labelled_unknown() {
+    let recorder = TestRecorder::default();
+    let keyring = Keyring::new(AesKey::generate());
+    let foreign: Vec<String> = (0..50)
+        .map(|_| Keyring::new(AesKey::generate()).encrypt(b"x", b"").unwrap())
+        .collect();
+    metrics::with_local_recorder(&recorder, || {
+        for token in &foreign {
+            keyring.decrypt(token, b"").unwrap_err();
+        }
+    });
+    let counts = recorder.counts.lock().unwrap().clone();
+    assert_eq!(counts.len(), 1, "{counts:#?}");
+    assert_eq!(
+        counts
+            .get(&format!(
+                "{DECRYPT_FAILURES}{{key_id=unknown,kind=unknown_key}}"
+            ))
+            .copied(),
+        Some(50),
+        "{counts:#?}"
+    );
 }
