@@ -111,6 +111,15 @@ pub enum CryptoError {
         /// The exhausted key.
         key_id: KeyId,
     },
+    /// The primary key's stated expiry (`expires_at` in the key file) has
+    /// passed: it still decrypts but no longer encrypts.
+    #[error("primary key {key_id} expired on {expires_at}: it no longer encrypts (it still decrypts); make a new key primary and keep this one as decrypt_only")]
+    PrimaryKeyExpired {
+        /// The expired primary key.
+        key_id: KeyId,
+        /// Its stated expiry (RFC 3339).
+        expires_at: String,
+    },
 }
 
 /// Decryption failed. Authentication failures are one opaque variant.

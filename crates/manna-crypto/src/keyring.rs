@@ -354,6 +354,7 @@ impl Keyring {
         nonce: [u8; NONCE_LEN],
         out: &mut [u8],
     ) -> Result<(), CryptoError> {
+        self.check_primary_not_expired()?;
         let entry = self.primary_entry();
         let too_large = || CryptoError::PlaintextTooLarge {
             len: plaintext.len(),
@@ -684,6 +685,25 @@ impl Keyring {
             self.inner.accept_plaintext,
             keys,
         )
+    }
+
+    /// `Err(`[`CryptoError::PrimaryKeyExpired`]`)` when the primary key has
+    /// a stated expiry (`expires_at`) that has passed: such a keyring still
+    /// decrypts, but refuses to encrypt. Callers about to encrypt many
+    /// values (a migration) check it once up front.
+    pub fn check_primary_not_expired(&self) -> Result<(), CryptoError> {
+        let entry = self.primary_entry();
+        match entry.metadata.expires_at {
+            Some(expires_at) if OffsetDateTime::now_utc() >= expires_at => {
+                Err(CryptoError::PrimaryKeyExpired {
+                    key_id: entry.id,
+                    expires_at: expires_at
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_else(|_| expires_at.to_string()),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     fn primary_entry(&self) -> &AesEntry {

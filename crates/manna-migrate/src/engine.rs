@@ -162,6 +162,11 @@ impl Migrator {
         if self.options.target == Target::Fernet && !self.keyring.has_fernet() {
             return Err(MigrateError::NoFernetKey);
         }
+        if self.options.mode.writes() && self.options.target == Target::Aes256Gcm {
+            self.keyring
+                .check_primary_not_expired()
+                .map_err(|e| MigrateError::InvalidOptions(e.to_string()))?;
+        }
         Ok(())
     }
 

@@ -740,3 +740,48 @@ fn failure_logs_are_capped_per_column() {
         Some(50)
     );
 }
+
+/// Issue 9: a migration to an expired primary key is refused before any row
+/// is touched (one `error:` line naming the key and the expiry).
+#[test]
+fn expired_primary_key_refuses_to_migrate() {
+    let db = TestDb::sqlite();
+    let keys = Keys::new();
+    seed_fernet(&db, &keys, "items", 3);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[keys]]\nkey = \"{}\"\nstatus = \"primary\"\nexpires_at = 2020-01-01T00:00:00Z\n\n\
+             [[keys]]\nkey = \"{}\"\nalgorithm = \"fernet\"\nstatus = \"decrypt_only\"\n",
+            keys.aes, keys.fernet
+        ),
+    )
+    .unwrap();
+    let o = xtask(
+        &[
+            "migrate",
+            "--database-url",
+            db.url(),
+            "--column",
+            "items.secret",
+            "--key-file",
+            path.to_str().unwrap(),
+        ],
+        &[],
+        b"",
+    );
+    let err = assert_one_line_error(&o);
+    assert!(err.contains(&keys.primary_id()), "{err}");
+    assert!(err.contains("expired on 2020-01-01"), "{err}");
+    let before = seed_values(&db);
+    assert!(before.iter().all(|v| v.starts_with("gAAAAA")), "{before:?}");
+}
+
+fn seed_values(db: &TestDb) -> Vec<String> {
+    db.rows("items")
+        .into_iter()
+        .filter_map(|(_, v)| v)
+        .collect()
+}

@@ -326,3 +326,44 @@ fn key_pasted_into_any_field_is_never_echoed() {
         }
     }
 }
+
+/// Issue 9: a primary key whose stated expiry has passed refuses to encrypt
+/// (naming the key and the date) but still decrypts; the status warns.
+#[test]
+fn expired_primary_decrypts_but_refuses_to_encrypt() {
+    let key = AesKey::generate();
+    let id = key.id();
+    let before = Keyring::new(AesKey::from_base64(&key.to_base64()).unwrap());
+    let token = before.encrypt(b"still readable", b"t.c").unwrap();
+    let text = format!(
+        "[[keys]]\nkey = \"{}\"\nstatus = \"primary\"\nexpires_at = 2020-01-01T00:00:00Z\n",
+        key.to_base64().as_str()
+    );
+    let keyring = parse_key_file(&text, KeyFileFormat::Toml, Path::new("keys.toml")).unwrap();
+    assert_eq!(
+        &*keyring.decrypt(&token, b"t.c").unwrap(),
+        b"still readable"
+    );
+    for err in [
+        keyring.encrypt(b"x", b"t.c").unwrap_err(),
+        keyring.encrypt_to_bytes(b"x", b"t.c").unwrap_err(),
+        keyring.check_primary_not_expired().unwrap_err(),
+    ] {
+        assert!(
+            matches!(err, manna_crypto::CryptoError::PrimaryKeyExpired { key_id, .. } if key_id == id),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(&id.to_string()), "{msg}");
+        assert!(msg.contains("2020-01-01T00:00:00Z"), "{msg}");
+    }
+    assert!(keyring
+        .status()
+        .warnings
+        .iter()
+        .any(|w| w.contains("expired on 2020-01-01")));
+    // Not yet expired: encrypts.
+    let later = text.replace("2020-01-01", "2999-01-01");
+    let keyring = parse_key_file(&later, KeyFileFormat::Toml, Path::new("keys.toml")).unwrap();
+    assert!(keyring.encrypt(b"x", b"t.c").is_ok());
+}
