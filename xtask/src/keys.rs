@@ -41,6 +41,11 @@ impl KeyConfig {
 
     /// Loads the keyring, with a message that says where from.
     pub(crate) fn load(&self) -> Result<Keyring> {
+        if let Some(path) = &self.key_file {
+            if let Some(warning) = FileKeySource::new(path).permission_warning() {
+                eprintln!("warning: {warning}");
+            }
+        }
         self.source()
             .load()
             .with_context(|| format!("cannot load encryption keys from {}", self.origin()))

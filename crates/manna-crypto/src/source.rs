@@ -261,6 +261,30 @@ impl FileKeySource {
         &self.path
     }
 
+    /// A warning when the file can be read by its group or by others (Unix
+    /// mode bits `0o077`), as ssh warns about private keys; `None` when it
+    /// is private, cannot be inspected, or on other platforms. Loading does
+    /// not refuse such a file: callers show the warning.
+    pub fn permission_warning(&self) -> Option<String> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&self.path).ok()?.permissions().mode();
+            (mode & 0o077 != 0).then(|| {
+                format!(
+                    "key file {} is accessible by group or others (mode {:03o}):                      restrict it with `chmod 600 {}`",
+                    self.path.display(),
+                    mode & 0o777,
+                    self.path.display()
+                )
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            None
+        }
+    }
+
     fn format(&self) -> KeyFileFormat {
         match self.path.extension().and_then(|e| e.to_str()) {
             Some(ext) if ext.eq_ignore_ascii_case("json") => KeyFileFormat::Json,

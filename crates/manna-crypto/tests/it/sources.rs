@@ -367,3 +367,22 @@ fn expired_primary_decrypts_but_refuses_to_encrypt() {
     let keyring = parse_key_file(&later, KeyFileFormat::Toml, Path::new("keys.toml")).unwrap();
     assert!(keyring.encrypt(b"x", b"t.c").is_ok());
 }
+
+/// Issue 9: a key file that group or others can read gets a warning.
+#[cfg(unix)]
+#[test]
+fn readable_key_file_gets_a_warning() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.toml");
+    std::fs::write(&path, "").unwrap();
+    let source = FileKeySource::new(&path);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let warning = source.permission_warning().expect("a warning");
+    assert!(
+        warning.contains("mode 644") && warning.contains("chmod 600"),
+        "{warning}"
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(source.permission_warning(), None);
+}
