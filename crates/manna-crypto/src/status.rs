@@ -127,7 +127,8 @@ pub struct Status {
     pub nonce_limit: u64,
     /// Per-key details, primary first, then decrypt-only, then Fernet.
     pub keys: Vec<KeyStatus>,
-    /// All warnings, flattened.
+    /// All warnings: the per-key ones, flattened, then one while Fernet
+    /// fallback is on and one while plaintext is accepted.
     pub warnings: Vec<String>,
 }
 
@@ -159,10 +160,25 @@ impl Status {
         accept_plaintext: bool,
         keys: Vec<KeyStatus>,
     ) -> Self {
-        let warnings = keys
+        let mut warnings: Vec<String> = keys
             .iter()
             .flat_map(|k| k.warnings.iter().cloned())
             .collect();
+        if !fernet.is_empty() {
+            warnings.push(
+                "Fernet fallback is on: Fernet tokens carry no AAD, so a token copied from \
+                 another column, row or backup is accepted (and re-encrypted under this \
+                 column's AAD); remove the Fernet keys once `keys retire-check fernet` passes"
+                    .to_owned(),
+            );
+        }
+        if accept_plaintext {
+            warnings.push(
+                "plaintext acceptance is on: values that are not encrypted are returned as \
+                 they are; turn it off once the column is migrated"
+                    .to_owned(),
+            );
+        }
         Status {
             initialized: true,
             algorithm: crate::ALGORITHM,

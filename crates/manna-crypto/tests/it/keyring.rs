@@ -236,3 +236,21 @@ fn keyring_is_send_sync_and_nothing_secret_is_printed() {
     assert!(!shown.contains("top-secret"));
     assert_eq!(format!("{plain:?}"), "Plaintext(<10 bytes redacted>)");
 }
+
+/// Issue 9: the status warns while Fernet fallback or plaintext acceptance
+/// is on, and only then.
+#[test]
+fn status_warns_while_fernet_or_plaintext_is_accepted() {
+    let plain = Keyring::new(AesKey::generate());
+    assert!(plain.status().warnings.is_empty());
+    let both = Keyring::builder()
+        .primary(AesKey::generate())
+        .fernet(manna_crypto::FernetKey::generate())
+        .accept_plaintext(true)
+        .build()
+        .unwrap();
+    let warnings = both.status().warnings;
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].contains("Fernet fallback is on") && warnings[0].contains("no AAD"));
+    assert!(warnings[1].contains("plaintext acceptance is on"));
+}

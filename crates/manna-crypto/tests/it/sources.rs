@@ -178,7 +178,14 @@ fn toml_key_file_with_ages_and_warnings() {
     // 2025-03-01: primary is 59 days old, nothing due.
     let early = keyring.status_at(datetime!(2025-03-01 0:00 UTC));
     assert_eq!(early.keys[0].age_days, Some(59));
-    assert!(early.warnings.is_empty(), "{:?}", early.warnings);
+    assert!(
+        early.keys.iter().all(|k| k.warnings.is_empty()),
+        "{:?}",
+        early.warnings
+    );
+    // The one keyring-wide warning: a Fernet key is configured.
+    assert_eq!(early.warnings.len(), 1, "{:?}", early.warnings);
+    assert!(early.warnings[0].starts_with("Fernet fallback is on"));
     // 2025-05-10: 129 days old (rotation due), expiry in 22 days.
     let late = keyring.status_at(datetime!(2025-05-10 0:00 UTC));
     let primary_status = &late.keys[0];
