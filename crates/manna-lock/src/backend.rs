@@ -255,7 +255,8 @@ pub trait LockBackend: Send + Sync {
     /// unexpired lease, naming the holder when the backend recorded one
     /// (backends store [`holder_description`](crate::holder_description)
     /// with each lease they grant). Errors: [`LockError::Unavailable`];
-    /// [`LockError::Invalid`] for an empty name or a TTL under 1 ms.
+    /// [`LockError::Invalid`] for an empty name or a TTL under 1 ms or over
+    /// [`MAX_TTL`].
     async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Attempt, LockError>;
 
     /// Releases the lease if it is still the current one, and wakes the
@@ -271,7 +272,7 @@ pub trait LockBackend: Send + Sync {
     ///
     /// Errors: [`LockError::NotHolder`] when the lease expired or was taken
     /// over; [`LockError::Unavailable`]; [`LockError::Invalid`] for a TTL
-    /// under 1 ms.
+    /// under 1 ms or over [`MAX_TTL`].
     async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<(), LockError>;
 
     /// Whether the lease is still the current, unexpired one.
@@ -287,7 +288,13 @@ pub trait LockBackend: Send + Sync {
     fn watch(&self, name: &str) -> ReleaseWatch;
 }
 
-/// Checks the arguments every backend must reject.
+/// The longest lease TTL the port accepts: 365 days. Longer TTLs are
+/// [`LockError::Invalid`] (a lease is not meant to outlive its holder by
+/// years, and every backend can represent this one in milliseconds).
+pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Checks the arguments every backend must reject: an empty name, a TTL
+/// under 1 ms or over [`MAX_TTL`].
 pub fn validate_request(name: &str, ttl: Duration) -> Result<(), LockError> {
     if name.is_empty() {
         return Err(LockError::Invalid {
@@ -297,6 +304,11 @@ pub fn validate_request(name: &str, ttl: Duration) -> Result<(), LockError> {
     if ttl < Duration::from_millis(1) {
         return Err(LockError::Invalid {
             reason: format!("lock TTL must be at least 1 ms, got {ttl:?}"),
+        });
+    }
+    if ttl > MAX_TTL {
+        return Err(LockError::Invalid {
+            reason: format!("lock TTL must be at most {MAX_TTL:?} (365 days), got {ttl:?}"),
         });
     }
     Ok(())

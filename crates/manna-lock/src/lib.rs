@@ -13,7 +13,9 @@ mod retry;
 pub mod testing;
 mod token;
 
-pub use backend::{validate_request, Attempt, Lease, LockBackend, ReleaseNotifier, ReleaseWatch};
+pub use backend::{
+    validate_request, Attempt, Lease, LockBackend, ReleaseNotifier, ReleaseWatch, MAX_TTL,
+};
 pub use conflict::{ConflictError, ConflictKind, IsConflict};
 pub use error::LockError;
 pub use holder::{describe_holder, holder_description, hostname};

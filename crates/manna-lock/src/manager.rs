@@ -125,7 +125,9 @@ impl LockManager {
         validate_request(name, ttl)?;
         let handle = runtime()?;
         let started = Instant::now();
-        let deadline = started + wait;
+        // `None`: wait forever (`Duration::MAX`, or any wait the clock
+        // cannot represent).
+        let deadline = started.checked_add(wait);
         let mut backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(2))
             .with_max_delay(ttl.clamp(Duration::from_millis(2), Duration::from_millis(250)))
@@ -137,9 +139,15 @@ impl LockManager {
         let mut watch: Option<ReleaseWatch> = None;
         loop {
             let attempt_started = Instant::now();
-            let budget = deadline.saturating_duration_since(attempt_started);
+            // A try without wait (`wait` zero) is bounded by the backend's
+            // own response timeout; every attempt of a waiting acquire by
+            // what is left of the wait, and none is made once it is spent.
+            let bound = if wait.is_zero() { None } else { deadline };
+            if contended && bound.is_some_and(|d| attempt_started >= d) {
+                return Err(self.timed_out(name, started, holder));
+            }
             let attempt = self
-                .bounded(budget, self.backend.try_acquire(name, ttl))
+                .bounded(bound, wait, self.backend.try_acquire(name, ttl))
                 .await;
             match attempt {
                 Ok(Attempt::Acquired(lease)) => {
@@ -167,51 +175,46 @@ impl LockManager {
                         holder = held_by;
                     }
                     let now = Instant::now();
-                    if now >= deadline {
-                        metrics::counter!(metric_names::CONTENDED).increment(1);
-                        metrics::counter!(metric_names::TIMEOUTS).increment(1);
-                        return Err(LockError::Timeout {
-                            name: name.to_owned(),
-                            waited: now - started,
-                            holder,
-                        });
+                    if deadline.is_some_and(|d| now >= d) {
+                        return Err(self.timed_out(name, started, holder));
                     }
                     let Some(w) = watch.as_mut() else {
                         // Subscribe, then try again at once: a release that
                         // happened before the subscription took effect is
                         // seen by that attempt, every later one wakes us.
                         let mut w = self.backend.watch(name);
-                        let _ = tokio::time::timeout(deadline - now, w.ready()).await;
+                        let _ = until(deadline, w.ready()).await;
                         watch = Some(w);
                         continue;
                     };
                     // Retry just after the holder's lease would expire (a
                     // crashed holder never releases), or on a release event.
-                    let at_expiry = expires_in.map(|e| e + Duration::from_millis(1));
+                    let at_expiry = expires_in.map(|e| e.saturating_add(Duration::from_millis(1)));
                     let nap = if w.is_supported() {
                         at_expiry.unwrap_or(Duration::MAX)
                     } else {
                         let step = backoff.next().unwrap_or(Duration::from_millis(250));
                         at_expiry.map_or(step, |e| e.min(step))
                     };
-                    let nap = nap.min(deadline - now);
+                    let wake = match (now.checked_add(nap), deadline) {
+                        (Some(t), Some(d)) => Some(t.min(d)),
+                        (t, d) => t.or(d),
+                    };
                     tokio::select! {
                         () = w.released() => {}
-                        () = tokio::time::sleep(nap) => {}
+                        _ = until(wake, std::future::pending::<()>()) => {}
                     }
                 }
-                Err(e) if contended && e.is_unavailable() && Instant::now() >= deadline => {
+                Err(e)
+                    if contended
+                        && e.is_unavailable()
+                        && deadline.is_some_and(|d| Instant::now() >= d) =>
+                {
                     // The wait ran out during a retry of a lock we saw held
                     // (an attempt's budget is what is left of the wait): the
                     // caller waited its whole wait for a held lock.
-                    metrics::counter!(metric_names::CONTENDED).increment(1);
-                    metrics::counter!(metric_names::TIMEOUTS).increment(1);
                     tracing::debug!(lock = name, error = %e, "the wait ran out during a retry");
-                    return Err(LockError::Timeout {
-                        name: name.to_owned(),
-                        waited: started.elapsed(),
-                        holder,
-                    });
+                    return Err(self.timed_out(name, started, holder));
                 }
                 Err(e) => {
                     if e.is_unavailable() {
@@ -220,6 +223,17 @@ impl LockManager {
                     return Err(e);
                 }
             }
+        }
+    }
+
+    /// The `Timeout` of a waiter that saw the lock held for its whole wait.
+    fn timed_out(&self, name: &str, started: Instant, holder: Option<String>) -> LockError {
+        metrics::counter!(metric_names::CONTENDED).increment(1);
+        metrics::counter!(metric_names::TIMEOUTS).increment(1);
+        LockError::Timeout {
+            name: name.to_owned(),
+            waited: started.elapsed(),
+            holder,
         }
     }
 
@@ -257,24 +271,32 @@ impl LockManager {
             .await
     }
 
-    /// Runs a backend call, giving up with `Unavailable` once `budget` is
-    /// spent. A zero budget (a try without wait) relies on the backend's own
-    /// response timeout.
+    /// Runs a backend call, giving up with `Unavailable` at `deadline`
+    /// (the end of the caller's `wait`). Without a deadline (a try without
+    /// wait, or waiting forever) the backend's own response timeout bounds
+    /// the call.
     async fn bounded<T>(
         &self,
-        budget: Duration,
+        deadline: Option<Instant>,
+        wait: Duration,
         call: impl Future<Output = Result<T, LockError>>,
     ) -> Result<T, LockError> {
-        if budget.is_zero() {
-            return call.await;
-        }
-        match tokio::time::timeout(budget, call).await {
-            Ok(r) => r,
-            Err(_) => Err(LockError::Unavailable {
+        match until(deadline, call).await {
+            Some(r) => r,
+            None => Err(LockError::Unavailable {
                 backend: self.backend.describe(),
-                reason: format!("no answer within {budget:?}"),
+                reason: format!("no answer within the wait ({wait:?})"),
             }),
         }
+    }
+}
+
+/// Runs `fut` until `deadline` (`None`: no deadline); `None` if the deadline
+/// came first.
+async fn until<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
+        None => Some(fut.await),
     }
 }
 
@@ -431,10 +453,11 @@ async fn watchdog(
     // was made some time after `requested_at`.
     let drift = ttl / 100 + Duration::from_millis(2);
     let validity = ttl.saturating_sub(drift);
-    let mut valid_until = requested_at + validity;
+    let after = |t: Instant, d: Duration| t.checked_add(d).unwrap_or(t);
+    let mut valid_until = after(requested_at, validity);
     let period = (ttl / 3).max(Duration::from_millis(1));
     let retry_step = (ttl / 10).max(Duration::from_millis(1));
-    let mut next = requested_at + period;
+    let mut next = after(requested_at, period);
     loop {
         if !renew {
             tokio::time::sleep_until(valid_until).await;
@@ -448,8 +471,8 @@ async fn watchdog(
         match tokio::time::timeout_at(valid_until, backend.extend(&lease, ttl)).await {
             Ok(Ok(())) => {
                 metrics::counter!(metric_names::RENEWALS).increment(1);
-                valid_until = sent + validity;
-                next = sent + period;
+                valid_until = after(sent, validity);
+                next = after(sent, period);
             }
             Ok(Err(LockError::NotHolder { .. })) => {
                 tracing::warn!(lock = lease.name(), token = %lease.token(), "lease taken over or expired");
@@ -458,7 +481,7 @@ async fn watchdog(
             Ok(Err(e)) => {
                 metrics::counter!(metric_names::RENEWAL_FAILURES).increment(1);
                 tracing::warn!(lock = lease.name(), error = %e, "lease renewal failed; retrying until the lease would expire");
-                next = Instant::now() + retry_step;
+                next = after(Instant::now(), retry_step);
             }
             Err(_) => break,
         }

@@ -86,6 +86,14 @@ fn unix_micros() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
+/// `now + ttl`, or `Invalid` when the clock cannot represent it (never a
+/// panic, whatever TTL gets past validation).
+fn deadline(now: Instant, ttl: Duration) -> Result<Instant, LockError> {
+    now.checked_add(ttl).ok_or_else(|| LockError::Invalid {
+        reason: format!("lock TTL {ttl:?} is too long for this clock"),
+    })
+}
+
 #[async_trait]
 impl LockBackend for MemoryBackend {
     fn describe(&self) -> String {
@@ -98,10 +106,11 @@ impl LockBackend for MemoryBackend {
         let mut state = self.state();
         if let Some(h) = state.live(name, now) {
             return Ok(Attempt::Held {
-                expires_in: Some(h.expires_at - now),
+                expires_in: Some(h.expires_at.saturating_duration_since(now)),
                 holder: Some(h.holder.clone()),
             });
         }
+        let expires_at = deadline(now, ttl)?;
         // Tokens follow the wall clock (µs since the epoch) and never repeat:
         // a store fence keeps the highest token across processes, so a new
         // process must not start again from 1 below an earlier one's.
@@ -114,7 +123,7 @@ impl LockBackend for MemoryBackend {
             Held {
                 owner: owner.clone(),
                 holder: holder_description(),
-                expires_at: now + ttl,
+                expires_at,
             },
         );
         Ok(Attempt::Acquired(Lease::new(name, owner, token, ttl)))
@@ -144,7 +153,7 @@ impl LockBackend for MemoryBackend {
         let mut state = self.state();
         match state.live(lease.name(), now) {
             Some(h) if h.owner == lease.owner() => {
-                h.expires_at = now + ttl;
+                h.expires_at = deadline(now, ttl)?;
                 Ok(())
             }
             _ => Err(LockError::NotHolder {

@@ -213,7 +213,8 @@ pub async fn extend(make: Factory<'_>) {
     assert!(a.release(&lease).await.expect("release"));
 }
 
-/// Empty names and sub-millisecond TTLs are rejected as invalid.
+/// Empty names, sub-millisecond TTLs and TTLs over [`MAX_TTL`](crate::MAX_TTL)
+/// are rejected as invalid.
 pub async fn invalid_requests(make: Factory<'_>) {
     let a = make();
     assert!(matches!(
@@ -224,6 +225,15 @@ pub async fn invalid_requests(make: Factory<'_>) {
         a.try_acquire(&unique_name("invalid"), Duration::ZERO).await,
         Err(LockError::Invalid { .. })
     ));
+    for ttl in [crate::MAX_TTL + Duration::from_millis(1), Duration::MAX] {
+        assert!(
+            matches!(
+                a.try_acquire(&unique_name("invalid"), ttl).await,
+                Err(LockError::Invalid { .. })
+            ),
+            "a TTL of {ttl:?} (over MAX_TTL) must be an invalid request"
+        );
+    }
 }
 
 /// A waiter blocked in [`LockManager::acquire`] gets the lock after the holder
