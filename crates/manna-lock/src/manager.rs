@@ -326,7 +326,7 @@ pub struct LockGuard {
     lease: Lease,
     backend: Arc<dyn LockBackend>,
     handle: Handle,
-    lost: Arc<watch::Sender<bool>>,
+    state: Arc<LeaseState>,
     renewal: Option<JoinHandle<()>>,
     released: bool,
     acquired_at: Instant,
@@ -350,12 +350,11 @@ impl LockGuard {
         requested_at: Instant,
         renew: bool,
     ) -> Self {
-        let (tx, _) = watch::channel(false);
-        let lost = Arc::new(tx);
+        let state = Arc::new(LeaseState::new(&lease, requested_at));
         let renewal = handle.spawn(watchdog(
             lease.clone(),
             Arc::clone(&backend),
-            Arc::clone(&lost),
+            Arc::clone(&state),
             requested_at,
             renew,
         ));
@@ -363,7 +362,7 @@ impl LockGuard {
             lease,
             backend,
             handle,
-            lost,
+            state,
             renewal: Some(renewal),
             released: false,
             acquired_at: Instant::now(),
@@ -385,15 +384,21 @@ impl LockGuard {
         &self.lease
     }
 
-    /// `true` once the lease is known (or must be assumed) lost.
+    /// `true` once the lease is known (or must be assumed) lost: renewal was
+    /// refused or not confirmed in time, or the local clock says the lease
+    /// has run out (the last grant or renewal was *requested* more than the
+    /// TTL, less a 1 % + 2 ms margin for drift, ago). The second check means
+    /// a process paused past its lease sees it lost the moment it runs
+    /// again, before the background renewal gets a chance to notice. Once
+    /// `true`, it stays `true`.
     pub fn is_lost(&self) -> bool {
-        *self.lost.borrow()
+        self.state.check(Instant::now())
     }
 
     /// Resolves when the lease is lost; never resolves while it is held.
     /// Select on it next to the work to stop the work in time.
     pub async fn lost(&self) {
-        let mut rx = self.lost.subscribe();
+        let mut rx = self.state.lost.subscribe();
         if rx.wait_for(|lost| *lost).await.is_err() {
             // The sender lives in `self`: unreachable while we borrow it.
             std::future::pending::<()>().await;
@@ -439,39 +444,103 @@ impl Drop for LockGuard {
     }
 }
 
+/// What the guard and its watchdog share: the lost flag, and until when the
+/// lease is valid by the local clock.
+struct LeaseState {
+    lost: watch::Sender<bool>,
+    /// The start of the request that last granted or renewed the lease, plus
+    /// the TTL less a margin for drift. Guarded together with `lost` so that
+    /// a lease seen lost is never renewed back to life.
+    valid_until: std::sync::Mutex<Instant>,
+    /// TTL less the margin.
+    validity: Duration,
+}
+
+impl LeaseState {
+    fn new(lease: &Lease, requested_at: Instant) -> Self {
+        let ttl = lease.ttl();
+        // Assume the lease expires a little early: clocks drift, and the grant
+        // was made some time after `requested_at`.
+        let drift = ttl / 100 + Duration::from_millis(2);
+        let validity = ttl.saturating_sub(drift);
+        let (lost, _) = watch::channel(false);
+        Self {
+            lost,
+            // A lease the clock cannot represent the end of is treated as
+            // already expired (validation keeps TTLs far from that).
+            valid_until: std::sync::Mutex::new(
+                requested_at.checked_add(validity).unwrap_or(requested_at),
+            ),
+            validity,
+        }
+    }
+
+    fn valid_until(&self) -> std::sync::MutexGuard<'_, Instant> {
+        // Updates are single assignments: a poisoned lock is still sound.
+        self.valid_until.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn deadline(&self) -> Instant {
+        *self.valid_until()
+    }
+
+    /// Whether the lease is lost at `now`; marks it lost once its local
+    /// validity has run out.
+    fn check(&self, now: Instant) -> bool {
+        let until = self.valid_until();
+        if *self.lost.borrow() {
+            return true;
+        }
+        if now >= *until {
+            self.lost.send_replace(true);
+            return true;
+        }
+        false
+    }
+
+    /// Records a renewal requested at `sent`; `false` if the lease was
+    /// already marked lost (it stays lost).
+    fn renewed(&self, sent: Instant) -> bool {
+        let mut until = self.valid_until();
+        if *self.lost.borrow() {
+            return false;
+        }
+        *until = sent.checked_add(self.validity).unwrap_or(sent);
+        true
+    }
+}
+
 /// Keeps the lease alive every `ttl / 3`; marks it lost when renewal is
 /// refused or cannot be confirmed before the lease would expire.
 async fn watchdog(
     lease: Lease,
     backend: Arc<dyn LockBackend>,
-    lost: Arc<watch::Sender<bool>>,
+    state: Arc<LeaseState>,
     requested_at: Instant,
     renew: bool,
 ) {
     let ttl = lease.ttl();
-    // Assume the lease expires a little early: clocks drift, and the grant
-    // was made some time after `requested_at`.
-    let drift = ttl / 100 + Duration::from_millis(2);
-    let validity = ttl.saturating_sub(drift);
-    let after = |t: Instant, d: Duration| t.checked_add(d).unwrap_or(t);
-    let mut valid_until = after(requested_at, validity);
     let period = (ttl / 3).max(Duration::from_millis(1));
     let retry_step = (ttl / 10).max(Duration::from_millis(1));
+    let after = |t: Instant, d: Duration| t.checked_add(d).unwrap_or(t);
     let mut next = after(requested_at, period);
     loop {
+        let valid_until = state.deadline();
         if !renew {
             tokio::time::sleep_until(valid_until).await;
             break;
         }
         tokio::time::sleep_until(next.min(valid_until)).await;
         let sent = Instant::now();
-        if sent >= valid_until {
+        if state.check(sent) {
             break;
         }
         match tokio::time::timeout_at(valid_until, backend.extend(&lease, ttl)).await {
             Ok(Ok(())) => {
+                if !state.renewed(sent) {
+                    break;
+                }
                 metrics::counter!(metric_names::RENEWALS).increment(1);
-                valid_until = after(sent, validity);
                 next = after(sent, period);
             }
             Ok(Err(LockError::NotHolder { .. })) => {
@@ -488,5 +557,5 @@ async fn watchdog(
     }
     metrics::counter!(metric_names::LOST).increment(1);
     tracing::warn!(lock = lease.name(), token = %lease.token(), "lease lost");
-    lost.send_replace(true);
+    state.lost.send_replace(true);
 }

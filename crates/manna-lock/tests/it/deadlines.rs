@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use manna_lock::{
-    Attempt, Lease, LockBackend, LockError, LockManager, ReleaseNotifier, ReleaseWatch, MAX_TTL,
+    Attempt, Lease, LockBackend, LockError, LockManager, MemoryBackend, ReleaseNotifier,
+    ReleaseWatch, MAX_TTL,
 };
 use proptest::prelude::*;
 use tokio::time::Instant;
@@ -150,5 +151,35 @@ proptest! {
                 let _ = g.release().await;
             }
         });
+    }
+}
+
+/// A process paused past its lease (here: the runtime's only thread blocked)
+/// sees the lease lost the moment it runs again, before the watchdog had a
+/// chance to run.
+#[tokio::test(flavor = "current_thread")]
+async fn a_guard_paused_past_its_ttl_is_lost_on_waking() {
+    for renew in [true, false] {
+        let m = LockManager::new(Arc::new(MemoryBackend::new())).with_renewal(renew);
+        let g = m
+            .acquire("paused", Duration::from_millis(100), Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(!g.is_lost(), "renew {renew}: lost at once");
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(
+            g.is_lost(),
+            "renew {renew}: not lost after a pause past the TTL"
+        );
+        // It stays lost, and `lost()` resolves, even if the watchdog's
+        // renewal had been in flight.
+        tokio::time::timeout(Duration::from_secs(5), g.lost())
+            .await
+            .expect("lost() resolves once is_lost() said so");
+        assert!(g.is_lost());
+        assert!(
+            !g.release().await.unwrap(),
+            "renew {renew}: the lease expired"
+        );
     }
 }
