@@ -23,8 +23,11 @@ use crate::RedisLockConfig;
 ///   all commands, shared by every task using this backend, plus one pub/sub
 ///   connection on which waiters subscribe to the locks they wait for.
 /// - Acquire is one round trip: a Lua script does `SET key owner NX PX ttl`
-///   and, if it succeeded, `INCR`s the lock's fencing counter; if it did not,
-///   it returns the holder's remaining TTL and owner value. Release and
+///   and, if it succeeded, makes the fencing token
+///   `max(counter + 1, server time in µs)` (so tokens keep increasing when
+///   the counter goes back: a restore from an older snapshot, a failover to
+///   a lagging replica); if it did not, it returns the holder's remaining
+///   TTL and owner value. Release and
 ///   extend are compare-and-act scripts on the owner value; release
 ///   publishes the lock name so waiters wake at once (no polling).
 /// - The owner value is 128 random bits in hex, `;`, and the holder's

@@ -7,16 +7,27 @@ use redis::Script;
 /// Returns `{1, token, ''}` when acquired, `{0, pttl, owner value}` when
 /// held (the holder's owner value carries its description).
 ///
-/// The fence counter has no TTL. When it does not exist yet (first use, or a
-/// Redis that lost its data) it starts at the server's clock in microseconds,
-/// so tokens keep increasing across a restart without persistence as long as
-/// fewer than a million locks per second were taken on that name.
+/// The token is `max(counter + 1, server time in µs)` and is stored back in
+/// the counter (no TTL). The clock floor keeps tokens increasing when the
+/// counter goes back: a restart from an older snapshot, a failover to a
+/// replica that missed the last increments, a counter lost or evicted. It
+/// holds as long as the server clock does not go back by more than the
+/// time between the lost grants and the next one, and fewer than a million
+/// grants per second are made on one name (they then run ahead of the
+/// clock by one µs each, which a later restart cannot undo). `TIME` in a
+/// script needs effect replication: the default since Redis 5, asked for
+/// explicitly on older servers.
 const ACQUIRE: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local token = redis.call('INCR', KEYS[2])
-  if token == 1 then
-    local now = redis.call('TIME')
-    redis.call('SET', KEYS[2], now[1] .. string.format('%06d', tonumber(now[2])))
+  local now = redis.call('TIME')
+  local floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+  local token
+  if last < floor then
+    token = floor
+    redis.call('SET', KEYS[2], string.format('%.0f', token))
+  else
     token = redis.call('INCR', KEYS[2])
   end
   return {1, token, ''}

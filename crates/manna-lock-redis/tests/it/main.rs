@@ -6,5 +6,6 @@
 mod behaviour;
 mod conformance;
 mod faults;
+mod hardening;
 mod processes;
 mod support;

@@ -1,0 +1,122 @@
+//! Issue 9: waits that end on time with a stalled Redis, and tokens that
+//! survive a restore from an older snapshot.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use manna_lock::LockManager;
+use manna_lock_redis::{RedisBackend, RedisLockConfig};
+
+use crate::support::{bounded, PrivateRedis};
+
+async fn connect(config: &RedisLockConfig) -> Arc<RedisBackend> {
+    Arc::new(RedisBackend::connect(config.clone()).await.unwrap())
+}
+
+/// Redis stops answering while a waiter waits: the waiter returns when its
+/// wait runs out, not a response timeout later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_never_keeps_a_waiter_past_its_wait() {
+    let server = PrivateRedis::start(&[]);
+    bounded(60, async {
+        let config = RedisLockConfig::new(server.url()).response_timeout(Duration::from_secs(5));
+        let holder = LockManager::new(connect(&config).await);
+        let waiter = LockManager::new(connect(&config).await);
+        let _g = holder
+            .acquire("stalled", Duration::from_secs(30), Duration::ZERO)
+            .await
+            .unwrap();
+        let wait = Duration::from_millis(1500);
+        let started = Instant::now();
+        let task = tokio::spawn(async move {
+            waiter
+                .acquire("stalled", Duration::from_secs(30), wait)
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        server.pause();
+        let result = task.await.unwrap();
+        let elapsed = started.elapsed();
+        server.resume();
+        let err = result.unwrap_err();
+        assert!(err.is_timeout(), "{err:?}");
+        assert!(
+            elapsed < wait + Duration::from_millis(1000),
+            "a {wait:?} wait returned after {elapsed:?} (response timeout 5 s)"
+        );
+    })
+    .await;
+}
+
+/// Acquires and releases `restored`; returns the token.
+async fn take(m: &LockManager) -> u64 {
+    let g = bounded(
+        10,
+        m.acquire("restored", Duration::from_secs(30), Duration::from_secs(1)),
+    )
+    .await
+    .unwrap();
+    let token = g.token().get();
+    assert!(bounded(10, g.release()).await.unwrap());
+    token
+}
+
+/// Redis restarted from an older snapshot (its fencing counter went back):
+/// the next token is still greater than every token granted before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_increase_across_a_restore_from_an_older_snapshot() {
+    let dir = std::env::temp_dir().join(format!(
+        "manna-lock-redis-snapshot-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir_arg = dir.to_str().unwrap().to_owned();
+    let mut server = PrivateRedis::start(&["--dir", &dir_arg, "--dbfilename", "locks.rdb"]);
+    let url = server.url();
+    let config = RedisLockConfig::new(&url);
+    let m = LockManager::new(bounded(10, connect(&config)).await);
+    let mut granted = Vec::new();
+    for _ in 0..3 {
+        granted.push(take(&m).await);
+    }
+    let mut admin = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SAVE").query_async(&mut admin).await.unwrap();
+    for _ in 0..3 {
+        granted.push(take(&m).await);
+    }
+    // SIGKILL: no save on shutdown, so the restart loads the older snapshot.
+    server.restart();
+    let after = bounded(30, async {
+        loop {
+            match m
+                .acquire("restored", Duration::from_secs(30), Duration::from_secs(1))
+                .await
+            {
+                Ok(g) => break g,
+                Err(e) if e.is_unavailable() => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await;
+    let max_before = granted.iter().copied().max().unwrap();
+    assert!(
+        granted.windows(2).all(|w| w[0] < w[1]),
+        "tokens increase: {granted:?}"
+    );
+    assert!(
+        after.token().get() > max_before,
+        "token after the restore {} must exceed every token granted before {granted:?}",
+        after.token()
+    );
+    assert!(bounded(10, after.release()).await.unwrap());
+    server.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
