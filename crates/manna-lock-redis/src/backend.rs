@@ -1,7 +1,6 @@
 //! The Redis implementation of the lock port.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use manna_lock::{
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::{Client, RedisError};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::scripts::Scripts;
@@ -55,7 +55,7 @@ use crate::RedisLockConfig;
 /// ```
 pub struct RedisBackend {
     conn: ConnectionManager,
-    scripts: Scripts,
+    scripts: Arc<Scripts>,
     namespace: String,
     describe: String,
     /// The URL as given (with its password): only to scrub driver messages.
@@ -68,14 +68,21 @@ pub struct RedisBackend {
 
 /// The per-lock release channels this backend's waiters are subscribed to,
 /// and the sink of the pub/sub connection (`None` while disconnected).
-#[derive(Default)]
 struct Subscriptions {
     counts: std::sync::Mutex<HashMap<String, usize>>,
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
-    listening: AtomicBool,
+    listening: watch::Sender<bool>,
 }
 
 impl Subscriptions {
+    fn new() -> Self {
+        Self {
+            counts: std::sync::Mutex::default(),
+            sink: tokio::sync::Mutex::default(),
+            listening: watch::Sender::new(false),
+        }
+    }
+
     fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
         // Updates are single inserts/removes: a poisoned map is still sound.
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
@@ -146,8 +153,14 @@ impl Drop for RedisBackend {
 }
 
 impl RedisBackend {
-    /// Connects to Redis (command connection now, release listener in the
-    /// background). Must be called within a Tokio runtime.
+    /// Connects to Redis: the command connection, then the release
+    /// listener's pub/sub connection, so that the first waiters are woken by
+    /// release notifications. Must be called within a Tokio runtime.
+    ///
+    /// If the listener cannot subscribe within the connect timeout (the
+    /// command connection works), `connect` still succeeds, logs a warning
+    /// and keeps trying in the background; until then waiters fall back to
+    /// backoff ([`RedisBackend::is_listening`] says which).
     ///
     /// Errors: [`LockError::Unavailable`] when the URL is invalid or the
     /// server cannot be reached within the connect timeout.
@@ -166,7 +179,9 @@ impl RedisBackend {
             .set_min_delay(Duration::from_millis(20))
             .set_max_delay(config.connect_timeout);
         let conn = match tokio::time::timeout(
-            config.connect_timeout + config.response_timeout,
+            config
+                .connect_timeout
+                .saturating_add(config.response_timeout),
             ConnectionManager::new_with_config(client.clone(), manager_config),
         )
         .await
@@ -176,21 +191,23 @@ impl RedisBackend {
             Err(_) => {
                 return Err(unavailable(format!(
                     "no connection within {:?}",
-                    config.connect_timeout + config.response_timeout
+                    config
+                        .connect_timeout
+                        .saturating_add(config.response_timeout)
                 )))
             }
         };
         let notifier = ReleaseNotifier::new();
-        let subs = Arc::new(Subscriptions::default());
+        let subs = Arc::new(Subscriptions::new());
         let listener = tokio::spawn(listen(
             client,
             notifier.clone(),
             Arc::clone(&subs),
             config.connect_timeout,
         ));
-        Ok(Self {
+        let backend = Self {
             conn,
-            scripts: Scripts::new(),
+            scripts: Arc::new(Scripts::new()),
             namespace: config.namespace,
             describe,
             url: config.url,
@@ -198,7 +215,21 @@ impl RedisBackend {
             notifier,
             subs,
             listener,
-        })
+        };
+        if !backend
+            .wait_listening(
+                config
+                    .connect_timeout
+                    .saturating_add(config.response_timeout),
+            )
+            .await
+        {
+            tracing::warn!(
+                backend = %backend.describe,
+                "lock release listener not subscribed yet; waiters use backoff until it is"
+            );
+        }
+        Ok(backend)
     }
 
     /// Connects with the settings of `REDIS_URL`; `Ok(None)` when it is unset.
@@ -223,20 +254,18 @@ impl RedisBackend {
     /// Whether the release listener is subscribed (waiters are woken by
     /// notification rather than backoff).
     pub fn is_listening(&self) -> bool {
-        self.subs.listening.load(Ordering::Acquire)
+        *self.subs.listening.borrow()
     }
 
     /// Waits up to `timeout` for the release listener to subscribe; `true`
-    /// if it did.
+    /// if it did. [`RedisBackend::connect`] already waits for it; this is for
+    /// after a reconnection.
     pub async fn wait_listening(&self, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while !self.is_listening() {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        true
+        let mut rx = self.subs.listening.subscribe();
+        let subscribed = tokio::time::timeout(timeout, rx.wait_for(|listening| *listening))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        subscribed
     }
 
     /// The key holding the lease of lock `name`.
@@ -442,7 +471,7 @@ async fn listen(
             Ok(Ok((sink, mut messages))) => {
                 delay = Duration::from_millis(20);
                 *subs.sink.lock().await = Some(sink);
-                subs.listening.store(true, Ordering::Release);
+                subs.listening.send_replace(true);
                 // Releases may have been missed while we were away.
                 notifier.wake_all();
                 while let Some(msg) = messages.next().await {
@@ -450,7 +479,7 @@ async fn listen(
                         notifier.notify(&name);
                     }
                 }
-                subs.listening.store(false, Ordering::Release);
+                subs.listening.send_replace(false);
                 *subs.sink.lock().await = None;
                 notifier.wake_all();
                 tracing::warn!("lock release listener disconnected; reconnecting");

@@ -1,5 +1,6 @@
-//! Issue 9: waits that end on time with a stalled Redis, and tokens that
-//! survive a restore from an older snapshot.
+//! Issue 9: waits that end on time with a stalled Redis, tokens that survive
+//! a restore from an older snapshot, and a release listener that is ready
+//! when `connect` returns.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -119,4 +120,56 @@ async fn tokens_increase_across_a_restore_from_an_older_snapshot() {
     assert!(bounded(10, after.release()).await.unwrap());
     server.kill();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The release listener is subscribed when `connect` returns (even on a
+/// current-thread runtime, where a background task could not have run yet).
+#[tokio::test(flavor = "current_thread")]
+async fn the_release_listener_is_ready_when_connect_returns() {
+    let server = PrivateRedis::start(&[]);
+    let backend = bounded(
+        10,
+        RedisBackend::connect(RedisLockConfig::new(server.url())),
+    )
+    .await
+    .unwrap();
+    assert!(
+        backend.is_listening(),
+        "not listening when connect returned"
+    );
+}
+
+/// The very first waiter after `connect` is woken by the release
+/// notification, not by backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_waiter_after_connect_is_woken_by_pubsub() {
+    let server = PrivateRedis::start(&[]);
+    bounded(60, async {
+        let config = RedisLockConfig::new(server.url());
+        let holder = LockManager::new(connect(&config).await);
+        let g = holder
+            .acquire("first", Duration::from_secs(60), Duration::ZERO)
+            .await
+            .unwrap();
+        let waiter = LockManager::new(connect(&config).await);
+        let task = tokio::spawn(async move {
+            let g = waiter
+                .acquire("first", Duration::from_secs(60), Duration::from_secs(30))
+                .await
+                .unwrap();
+            (Instant::now(), g)
+        });
+        // Long enough for backoff to reach its 250 ms steps.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let released_at = Instant::now();
+        assert!(g.release().await.unwrap());
+        let (woken_at, got) = task.await.unwrap();
+        let latency = woken_at.saturating_duration_since(released_at);
+        assert!(
+            latency < Duration::from_millis(200),
+            "first waiter woke {latency:?} after the release"
+        );
+        assert!(got.release().await.unwrap());
+    })
+    .await;
 }
