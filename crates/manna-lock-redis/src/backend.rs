@@ -11,7 +11,7 @@ use manna_lock::{
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::{Client, RedisError};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::scripts::Scripts;
@@ -27,7 +27,8 @@ use crate::RedisLockConfig;
 ///   `max(counter + 1, server time in µs)` (so tokens keep increasing when
 ///   the counter goes back: a restore from an older snapshot, a failover to
 ///   a lagging replica); if it did not, it returns the holder's remaining
-///   TTL and owner value. Release and
+///   TTL and owner value. The script runs in a task of its own, which
+///   releases a lease whose caller gave up before the answer came. Release and
 ///   extend are compare-and-act scripts on the owner value; release
 ///   publishes the lock name so waiters wake at once (no polling).
 /// - The owner value is 128 random bits in hex, `;`, and the holder's
@@ -328,6 +329,75 @@ fn holder_of(owner: &str) -> Option<&str> {
         .filter(|h| !h.is_empty())
 }
 
+/// The answer of the acquire script: `(acquired, token or PTTL, holder)`.
+type AcquireReply = (i64, i64, String);
+
+/// One acquire script call, owning everything it needs to run in a task of
+/// its own (and to release what it acquired when nobody is waiting for it).
+struct AcquireCall {
+    conn: ConnectionManager,
+    scripts: Arc<Scripts>,
+    lock_key: String,
+    fence_key: String,
+    channel: String,
+    name: String,
+    owner: String,
+    ttl_ms: u64,
+}
+
+impl AcquireCall {
+    /// Runs the script and hands the answer to `reply`. If the lease was
+    /// acquired but nobody takes the answer (the caller gave up), or the
+    /// answer was lost (a response timeout: Redis may still run the script),
+    /// releases this call's owner value, best effort. Releasing it is always
+    /// safe: nobody else has that owner value.
+    async fn run(mut self, reply: oneshot::Sender<Result<AcquireReply, RedisError>>) {
+        let answer: Result<AcquireReply, RedisError> = self
+            .scripts
+            .acquire
+            .key(&self.lock_key)
+            .key(&self.fence_key)
+            .arg(&self.owner)
+            .arg(self.ttl_ms)
+            .invoke_async(&mut self.conn)
+            .await;
+        // A timeout or a connection dropped after the script was written:
+        // Redis may run it later, and the lease would be nobody's.
+        let answer_lost = answer
+            .as_ref()
+            .is_err_and(|e| e.is_timeout() || e.is_connection_dropped());
+        let orphaned = match reply.send(answer) {
+            Ok(()) => answer_lost,
+            // Nobody took the answer: release if it was a grant.
+            Err(answer) => answer_lost || answer.is_ok_and(|(acquired, _, _)| acquired == 1),
+        };
+        if orphaned {
+            self.release_orphan().await;
+        }
+    }
+
+    async fn release_orphan(&mut self) {
+        let released: Result<i64, RedisError> = self
+            .scripts
+            .release
+            .key(&self.lock_key)
+            .arg(&self.owner)
+            .arg(&self.channel)
+            .arg(&self.name)
+            .invoke_async(&mut self.conn)
+            .await;
+        match released {
+            Ok(1) => {
+                tracing::debug!(lock = %self.name, "released a lease acquired for a caller that gave up")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(lock = %self.name, error = %e, "could not release a lease nobody received; it expires after its TTL")
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl LockBackend for RedisBackend {
     fn describe(&self) -> String {
@@ -336,17 +406,31 @@ impl LockBackend for RedisBackend {
 
     async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Attempt, LockError> {
         validate_request(name, ttl)?;
-        let owner = owner_value(rand::random::<u128>(), &holder_description());
-        let mut conn = self.conn.clone();
-        let (acquired, value, held_by): (i64, i64, String) = self
-            .scripts
-            .acquire
-            .key(self.lock_key(name))
-            .key(self.fence_key(name))
-            .arg(&owner)
-            .arg(Self::ttl_ms(ttl))
-            .invoke_async(&mut conn)
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| LockError::Invalid {
+            reason: "the Redis lock must be used from within a Tokio runtime".into(),
+        })?;
+        let call = AcquireCall {
+            conn: self.conn.clone(),
+            scripts: Arc::clone(&self.scripts),
+            lock_key: self.lock_key(name),
+            fence_key: self.fence_key(name),
+            channel: self.release_channel(name),
+            name: name.to_owned(),
+            owner: owner_value(rand::random::<u128>(), &holder_description()),
+            ttl_ms: Self::ttl_ms(ttl),
+        };
+        let owner = call.owner.clone();
+        // The script runs in a task of its own, so that a caller who gives up
+        // (its wait ran out) does not leave a lease nobody knows about: the
+        // task still gets Redis's answer and releases what it acquired.
+        let (tx, rx) = oneshot::channel();
+        drop(handle.spawn(call.run(tx)));
+        let (acquired, value, held_by) = rx
             .await
+            .map_err(|_| LockError::Backend {
+                backend: self.describe.clone(),
+                reason: "the acquire task ended without an answer".into(),
+            })?
             .map_err(|e| self.map_err(e))?;
         if acquired == 1 {
             let token = u64::try_from(value).map_err(|_| LockError::Backend {

@@ -1,17 +1,33 @@
-//! Issue 9: waits that end on time with a stalled Redis, tokens that survive
-//! a restore from an older snapshot, and a release listener that is ready
-//! when `connect` returns.
+//! Issue 9: waits that end on time with a stalled Redis, no phantom leases,
+//! tokens that survive a restore from an older snapshot, and a release
+//! listener that is ready when `connect` returns.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use manna_lock::LockManager;
+use manna_lock::{Attempt, LockBackend, LockManager};
 use manna_lock_redis::{RedisBackend, RedisLockConfig};
 
 use crate::support::{bounded, PrivateRedis};
 
 async fn connect(config: &RedisLockConfig) -> Arc<RedisBackend> {
     Arc::new(RedisBackend::connect(config.clone()).await.unwrap())
+}
+
+/// Polls until a client of `backend` can take `name` (the lease left by a
+/// caller that gave up has been released), for at most `within`.
+async fn free_within(backend: &RedisBackend, name: &str, within: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if let Ok(Attempt::Acquired(lease)) =
+            backend.try_acquire(name, Duration::from_secs(60)).await
+        {
+            assert!(backend.release(&lease).await.unwrap());
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 /// Redis stops answering while a waiter waits: the waiter returns when its
@@ -44,6 +60,66 @@ async fn a_stalled_redis_never_keeps_a_waiter_past_its_wait() {
         assert!(
             elapsed < wait + Duration::from_millis(1000),
             "a {wait:?} wait returned after {elapsed:?} (response timeout 5 s)"
+        );
+    })
+    .await;
+}
+
+/// A caller gives up while Redis is paused with its acquire script in
+/// flight; when Redis resumes and runs the script, the backend releases the
+/// lease nobody received, long before its TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_gives_up_leaves_no_phantom_lease() {
+    let server = PrivateRedis::start(&[]);
+    bounded(60, async {
+        let config = RedisLockConfig::new(server.url()).response_timeout(Duration::from_secs(5));
+        let m = LockManager::new(connect(&config).await);
+        let other = connect(&config).await;
+        // Load the scripts (a first EVALSHA would come back NOSCRIPT, and the
+        // retry with EVAL would never be sent for a caller that is gone).
+        assert!(free_within(&other, "warm-up", Duration::from_secs(5)).await);
+
+        server.pause();
+        let err = m
+            .acquire(
+                "phantom",
+                Duration::from_secs(60),
+                Duration::from_millis(500),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.is_unavailable(), "{err:?}");
+        server.resume();
+        assert!(
+            free_within(&other, "phantom", Duration::from_secs(10)).await,
+            "the lease acquired for a caller that gave up must be released (its TTL is 60 s)"
+        );
+    })
+    .await;
+}
+
+/// The same when the answer is lost to the client's response timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_timeout_leaves_no_phantom_lease() {
+    let server = PrivateRedis::start(&[]);
+    bounded(60, async {
+        let config =
+            RedisLockConfig::new(server.url()).response_timeout(Duration::from_millis(300));
+        let backend = connect(&config).await;
+        let other = connect(&config).await;
+        assert!(free_within(&other, "warm-up", Duration::from_secs(5)).await);
+
+        server.pause();
+        let err = backend
+            .try_acquire("lost-answer", Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        assert!(err.is_unavailable(), "{err:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        server.resume();
+        assert!(
+            free_within(&other, "lost-answer", Duration::from_secs(10)).await,
+            "the lease whose answer timed out must be released (its TTL is 60 s)"
         );
     })
     .await;
