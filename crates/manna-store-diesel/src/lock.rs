@@ -160,7 +160,8 @@ impl DbLockBackend {
             reason: "the database lock must be used from within a Tokio runtime".into(),
         })?;
         let inner = Arc::clone(&self.inner);
-        let deadline = Instant::now() + inner.timeout;
+        // `None`: a timeout the clock cannot add (`Duration::MAX`): no deadline.
+        let deadline = Instant::now().checked_add(inner.timeout);
         let task = handle.spawn_blocking(move || inner.call(deadline, op));
         match tokio::time::timeout(self.inner.timeout, task).await {
             Ok(Ok(result)) => result,
@@ -183,7 +184,7 @@ impl Inner {
     /// there is time left; then it is `Unavailable`.
     fn call<T>(
         &self,
-        deadline: Instant,
+        deadline: Option<Instant>,
         op: impl Fn(&mut AnyConn<'_>) -> Result<T, Error>,
     ) -> Result<T, LockError> {
         let mut conn = self.pool.get().map_err(|e| self.map_err(e))?;
@@ -193,7 +194,11 @@ impl Inner {
             let result = self.ensure_table(&mut conn).and_then(|()| op(&mut conn));
             match result {
                 Err(e) if e.kind() == StoreErrorKind::Conflict => match pauses.next() {
-                    Some(pause) if Instant::now() + pause < deadline => {
+                    Some(pause)
+                        if deadline.is_none_or(|d| {
+                            Instant::now().checked_add(pause).is_some_and(|t| t < d)
+                        }) =>
+                    {
                         tracing::debug!(error = %e, "database lock: transient conflict, retrying");
                         std::thread::sleep(pause);
                     }

@@ -316,3 +316,35 @@ fn block_on_without_runtime<F: std::future::Future>(f: F) -> F::Output {
         }
     }
 }
+
+/// No duration makes the database lock panic: `Duration::MAX` as the call
+/// timeout means no deadline, and TTLs over `MAX_TTL` are invalid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_lock_takes_any_duration_without_panicking() {
+    let db = TestDb::sqlite();
+    let backend = DbLockBackend::new(db.reopen()).with_timeout(Duration::MAX);
+    bounded(30, async {
+        let lease = acquired(&backend, "any-duration", Duration::from_secs(5)).await;
+        for ttl in [
+            manna_lock::MAX_TTL + Duration::from_millis(1),
+            Duration::MAX,
+        ] {
+            assert!(matches!(
+                backend.extend(&lease, ttl).await,
+                Err(LockError::Invalid { .. })
+            ));
+            assert!(matches!(
+                backend.try_acquire("any-duration-2", ttl).await,
+                Err(LockError::Invalid { .. })
+            ));
+        }
+        assert!(backend.release(&lease).await.unwrap());
+        let m = LockManager::new(Arc::new(backend));
+        let g = m
+            .acquire("any-duration", manna_lock::MAX_TTL, Duration::MAX)
+            .await
+            .unwrap();
+        assert!(g.release().await.unwrap());
+    })
+    .await;
+}
