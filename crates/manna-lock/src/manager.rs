@@ -237,6 +237,72 @@ impl LockManager {
         }
     }
 
+    /// Acquires every lock in `names`, all or nothing, within one `wait`.
+    ///
+    /// The locks are taken one after the other in one canonical order
+    /// (sorted, duplicates dropped), so two callers asking for overlapping
+    /// sets in any order cannot deadlock. Each lock waits for what is left
+    /// of the common wait (a `wait` of zero tries each once). On any failure
+    /// the locks already taken are released before the error is returned.
+    /// The guards come back in the canonical order, each with its own
+    /// fencing token; an empty `names` gives no guards.
+    ///
+    /// Errors: as [`LockManager::acquire`]; a `Timeout` names the lock that
+    /// stayed held and the time waited in total.
+    pub async fn lock_all<S: AsRef<str>>(
+        &self,
+        names: &[S],
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Vec<LockGuard>, LockError> {
+        let mut order: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+        order.sort_unstable();
+        order.dedup();
+        let started = Instant::now();
+        let deadline = started.checked_add(wait);
+        let mut guards = Vec::with_capacity(order.len());
+        for name in order {
+            let step = if wait.is_zero() {
+                Ok(Duration::ZERO)
+            } else {
+                match deadline {
+                    None => Ok(Duration::MAX),
+                    Some(d) => {
+                        let left = d.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            Err(self.timed_out(name, started, None))
+                        } else {
+                            Ok(left)
+                        }
+                    }
+                }
+            };
+            let taken = match step {
+                Ok(step) => self.acquire(name, ttl, step).await,
+                Err(e) => Err(e),
+            };
+            match taken {
+                Ok(guard) => guards.push(guard),
+                Err(e) => {
+                    for guard in guards {
+                        if let Err(release) = guard.release().await {
+                            tracing::warn!(error = %release, "lock_all: releasing a lock taken before the failure failed; it expires after its TTL");
+                        }
+                    }
+                    return Err(match e {
+                        LockError::Timeout { name, holder, .. } => LockError::Timeout {
+                            name,
+                            waited: started.elapsed(),
+                            holder,
+                        },
+                        other => other,
+                    });
+                }
+            }
+        }
+        Ok(guards)
+    }
+
     /// One attempt, no waiting: `Ok(None)` when someone else holds `name`.
     ///
     /// Errors: as [`LockManager::acquire`], without `Timeout`.

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::{Attempt, FencingToken, Lease, LockBackend, LockError, LockManager};
+use crate::{Attempt, FencingToken, Lease, LockBackend, LockError, LockGuard, LockManager};
 
 /// Returns a new client of the lock service under test.
 pub type Factory<'a> = &'a (dyn Fn() -> Arc<dyn LockBackend> + Send + Sync);
@@ -65,6 +65,7 @@ pub async fn run_all(make: Factory<'_>) {
     renewal_keeps_lease(make).await;
     lost_lease_signal(make).await;
     holder_named(make).await;
+    lock_all_in_order(make).await;
 }
 
 /// One holder at a time; release frees the lock for another client, and a
@@ -399,4 +400,61 @@ pub async fn holder_named(make: Factory<'_>) {
         other => panic!("expected a Timeout naming the holder, got {other:?}"),
     }
     assert!(a.release(&lease).await.expect("release"));
+}
+
+/// [`LockManager::lock_all`]: all or nothing in one canonical order. Takes
+/// a set given in any order with duplicates, refuses (and releases what it
+/// took) when one lock of the set is held, and two callers asking for the
+/// same locks in opposite orders never deadlock.
+pub async fn lock_all_in_order(make: Factory<'_>) {
+    let (first, second) = (LockManager::new(make()), LockManager::new(make()));
+    let base = unique_name("lock_all");
+    let [a, b, c, d] = ["a", "b", "c", "d"].map(|s| format!("{base}:{s}"));
+    let ttl = Duration::from_secs(10);
+    let held = first
+        .lock_all(&[&c, &a, &b, &a], ttl, Duration::from_secs(5))
+        .await
+        .expect("lock_all on free locks");
+    let names: Vec<&str> = held.iter().map(LockGuard::name).collect();
+    assert_eq!(names, [&a, &b, &c], "canonical order, duplicates dropped");
+
+    // A free lock sorting before a held one: taken, then given back.
+    let free_first = format!("{base}:0");
+    let err = second
+        .lock_all(&[&c, &free_first], ttl, Duration::from_millis(200))
+        .await
+        .expect_err("one lock of the set is held");
+    assert!(err.is_timeout(), "expected Timeout, got {err:?}");
+    let again = second
+        .try_acquire(&free_first, ttl)
+        .await
+        .expect("try_acquire")
+        .expect("lock_all must release what it took before failing");
+    assert!(again.release().await.expect("release"));
+
+    for g in held {
+        assert!(g.release().await.expect("release"), "still held");
+    }
+
+    // Opposite orders, many rounds: canonical ordering means no deadlock.
+    let rounds = 10;
+    let run = |m: LockManager, set: [String; 2]| async move {
+        for _ in 0..rounds {
+            let gs = m
+                .lock_all(&set, Duration::from_secs(10), Duration::from_secs(20))
+                .await
+                .expect("lock_all in contention");
+            for g in gs {
+                g.release().await.expect("release");
+            }
+        }
+    };
+    let one = tokio::spawn(run(first, [c.clone(), d.clone()]));
+    let two = tokio::spawn(run(second, [d.clone(), c.clone()]));
+    tokio::time::timeout(Duration::from_secs(60), async {
+        one.await.expect("task");
+        two.await.expect("task");
+    })
+    .await
+    .expect("lock_all in opposite orders must not deadlock");
 }
