@@ -165,7 +165,7 @@ impl Migrator {
         if self.options.mode.writes() && self.options.target == Target::Aes256Gcm {
             self.keyring
                 .check_primary_not_expired()
-                .map_err(|e| MigrateError::InvalidOptions(e.to_string()))?;
+                .map_err(MigrateError::Keys)?;
         }
         Ok(())
     }

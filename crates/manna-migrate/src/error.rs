@@ -43,6 +43,10 @@ pub enum MigrateError {
         /// The lock error.
         cause: LockError,
     },
+    /// The keyring cannot encrypt for the target (e.g. the primary key's
+    /// stated expiry has passed).
+    #[error("{0}")]
+    Keys(manna_crypto::CryptoError),
     /// `--to fernet` without a Fernet key.
     #[error("the Fernet target needs a Fernet key: set MANNA_ENCRYPTION_KEY")]
     NoFernetKey,
