@@ -47,12 +47,13 @@ fn unique(prefix: &str) -> String {
     )
 }
 
+/// An `(id, value)` row of a test table.
 #[derive(QueryableByName)]
-struct IdValue {
+pub(crate) struct IdValue {
     #[diesel(sql_type = BigInt)]
-    id: i64,
+    pub(crate) id: i64,
     #[diesel(sql_type = Nullable<Text>)]
-    value: Option<String>,
+    pub(crate) value: Option<String>,
 }
 
 /// One test's database.

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use manna_crypto::{inspect, AesKey, FernetKey, Format, Keyring};
 use manna_store_diesel::diesel::connection::SimpleConnection;
-use manna_store_diesel::diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
+use manna_store_diesel::diesel::sql_types::{Array, BigInt, Integer, Text};
 use manna_store_diesel::diesel::{
     self, Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConnection,
 };
 use serde_json::{json, Value};
 
-use crate::db::{redis_url, TestDb};
+use crate::db::{redis_url, IdValue, TestDb};
 use crate::{assert_one_line_error, stderr, stdout, xtask};
 
 /// How long any one child process may run before the test gives up on it.
@@ -215,14 +215,6 @@ const SLOW: [&str; 5] = [
 struct N {
     #[diesel(sql_type = BigInt)]
     n: i64,
-}
-
-#[derive(QueryableByName)]
-struct IdValue {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-    #[diesel(sql_type = Nullable<Text>)]
-    value: Option<String>,
 }
 
 fn pg(db: &TestDb) -> PgConnection {

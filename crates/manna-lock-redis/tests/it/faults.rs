@@ -5,7 +5,7 @@ use manna_lock::{LockError, LockManager};
 use manna_lock_redis::testing::FencedRegister;
 use manna_lock_redis::{RedisBackend, RedisLockConfig};
 
-use crate::support::{bounded, PrivateRedis};
+use crate::support::{acquire_when_back, bounded, PrivateRedis};
 
 /// A holder whose Redis is paused past the TTL observes the lost lease; a
 /// second holder gets a higher token; the stale holder's write is refused.
@@ -129,21 +129,7 @@ async fn redis_killed_then_restarted() {
     assert!(err.is_unavailable(), "{err:?}");
 
     server.restart();
-    let after = bounded(30, async {
-        loop {
-            match m
-                .acquire("killed", Duration::from_secs(5), Duration::from_secs(1))
-                .await
-            {
-                Ok(g) => break g,
-                Err(e) if e.is_unavailable() => {
-                    tokio::time::sleep(Duration::from_millis(100)).await
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
-    })
-    .await;
+    let after = acquire_when_back(&m, "killed", Duration::from_secs(5)).await;
     assert!(
         after.token() > before,
         "tokens must keep increasing across a restart that lost the data"

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use manna_lock::{Attempt, LockBackend, LockManager};
 use manna_lock_redis::{RedisBackend, RedisLockConfig};
 
-use crate::support::{bounded, PrivateRedis};
+use crate::support::{acquire_when_back, bounded, PrivateRedis};
 
 async fn connect(config: &RedisLockConfig) -> Arc<RedisBackend> {
     Arc::new(RedisBackend::connect(config.clone()).await.unwrap())
@@ -168,21 +168,7 @@ async fn tokens_increase_across_a_restore_from_an_older_snapshot() {
     }
     // SIGKILL: no save on shutdown, so the restart loads the older snapshot.
     server.restart();
-    let after = bounded(30, async {
-        loop {
-            match m
-                .acquire("restored", Duration::from_secs(30), Duration::from_secs(1))
-                .await
-            {
-                Ok(g) => break g,
-                Err(e) if e.is_unavailable() => {
-                    tokio::time::sleep(Duration::from_millis(100)).await
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
-    })
-    .await;
+    let after = acquire_when_back(&m, "restored", Duration::from_secs(30)).await;
     let max_before = granted.iter().copied().max().unwrap();
     assert!(
         granted.windows(2).all(|w| w[0] < w[1]),

@@ -150,3 +150,24 @@ pub(crate) async fn bounded<F: std::future::Future>(secs: u64, f: F) -> F::Outpu
         .await
         .expect("test exceeded its time bound")
 }
+
+/// Acquires `name` once Redis answers again (after a restart), retrying
+/// while it is unavailable; at most 30 s.
+pub(crate) async fn acquire_when_back(
+    m: &manna_lock::LockManager,
+    name: &str,
+    ttl: Duration,
+) -> manna_lock::LockGuard {
+    bounded(30, async {
+        loop {
+            match m.acquire(name, ttl, Duration::from_secs(1)).await {
+                Ok(g) => break g,
+                Err(e) if e.is_unavailable() => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+}
