@@ -310,7 +310,7 @@ pub(crate) fn finish(report: &Report, json: bool) -> Result<ExitCode> {
              --accept-failed-ids",
             report.failed_count(),
             columns(&|c| {
-                let open = c.failed.len() as u64 - c.failed_accepted;
+                let open = c.failed_total - c.failed_accepted;
                 (open > 0).then(|| format!("{open} failed"))
             })
         ),

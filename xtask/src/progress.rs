@@ -118,7 +118,7 @@ pub(crate) fn write_report(out: &mut impl Write, report: &Report) -> std::io::Re
             c.migrated,
             c.unchanged,
             c.conflicts,
-            c.failed.len(),
+            c.failed_total,
             c.elapsed_s,
             c.rows_per_s,
             census.join(" ")
@@ -146,7 +146,11 @@ pub(crate) fn write_report(out: &mut impl Write, report: &Report) -> std::io::Re
         }
         if !c.failed.is_empty() {
             let ids: Vec<String> = c.failed.iter().take(20).map(ToString::to_string).collect();
-            let more = if c.failed.len() > 20 { ", …" } else { "" };
+            let more = if c.failed_total > ids.len() as u64 {
+                format!(", … ({} in all)", c.failed_total)
+            } else {
+                String::new()
+            };
             let kinds: Vec<String> = c
                 .failure_kinds
                 .iter()

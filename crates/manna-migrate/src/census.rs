@@ -1,12 +1,11 @@
 //! The census a run ends with: how every row of the partition stands when
 //! the run ends, counted after the last write.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use manna_crypto::KeyId;
 
 use crate::engine::Migrator;
 use crate::error::MigrateError;
+use crate::failures::Failures;
 use crate::options::Target;
 use crate::pipeline::PassResult;
 use crate::plan::{envelope_header_key, Depth, Outcome, Planner};
@@ -22,27 +21,32 @@ pub(crate) struct FinalCensus {
     pub(crate) nulls: u64,
     /// Rows that decrypt but are not in the target format.
     pub(crate) pending: u64,
-    /// Rows that cannot be decrypted, by id, with the reason.
-    pub(crate) failed: Vec<(RowId, &'static str)>,
+    /// Rows that cannot be decrypted.
+    pub(crate) failed: Failures,
 }
 
 impl FinalCensus {
     /// The census of a pass that is not followed by a final one: what the
     /// scan found (dry-run, verify-only) or what a stopped run processed.
-    pub(crate) fn of_pass(pass: &PassResult) -> Self {
-        let mut failed = pass.failed.clone();
-        failed.sort();
-        failed.dedup_by(|a, b| a.0 == b.0);
+    /// Takes the pass's failed rows.
+    pub(crate) fn of_pass(pass: &mut PassResult) -> Self {
         FinalCensus {
             total: pass.counts.scanned,
             census: pass.census.clone(),
             nulls: pass.nulls,
             pending: pass.pending,
-            failed,
+            failed: std::mem::take(&mut pass.failed),
         }
     }
 
-    fn record(&mut self, row: &Row, outcome: Outcome, count_class: bool) {
+    /// Counts `row`; `accepts` tells the acknowledged failed rows.
+    fn record(
+        &mut self,
+        row: &Row,
+        outcome: Outcome,
+        count_class: bool,
+        accepts: impl Fn(&RowId) -> bool,
+    ) {
         let class = match outcome {
             Outcome::Null => {
                 self.nulls += 1;
@@ -54,22 +58,13 @@ impl FinalCensus {
                 class
             }
             Outcome::Failed { class, reason, .. } => {
-                self.failed.push((row.id.clone(), reason));
+                self.failed.push(row.id.clone(), reason, accepts(&row.id));
                 class
             }
         };
         if count_class {
             self.census.add(class);
         }
-    }
-
-    /// Failure counts by reason.
-    pub(crate) fn failure_kinds(&self) -> BTreeMap<String, u64> {
-        let mut kinds = BTreeMap::new();
-        for (_, reason) in &self.failed {
-            *kinds.entry((*reason).to_owned()).or_default() += 1;
-        }
-        kinds
     }
 }
 
@@ -85,22 +80,26 @@ impl Migrator {
     /// carry the primary key's header.
     ///
     /// To Fernet every row is read: a Fernet token names no key, so only
-    /// opening it tells which key it is under.
+    /// opening it tells which key it is under. So is every row when the pass
+    /// failed on more rows than it listed: the unlisted ones could be
+    /// damaged values under the primary key's header.
     pub(crate) fn final_census(
         &self,
         column: &ColumnRef,
         planner: &Planner<'_>,
         range: &IdRange,
         agg: Option<PrefixCensus>,
-        suspects: &[RowId],
+        suspects: &Failures,
     ) -> Result<FinalCensus, MigrateError> {
         let st = |e| MigrateError::store(column, e);
         let mut fin = FinalCensus::default();
-        let batch = self.current_options().max_batch_size;
-        if self.current_options().target == Target::Fernet {
+        let o = self.current_options();
+        let accepts = |id: &RowId| o.accepted_failures.accepts(column, id);
+        let batch = o.max_batch_size;
+        if o.target == Target::Fernet || !suspects.is_complete() {
             self.each_row(column, range, batch, None, |row| {
                 fin.total += 1;
-                fin.record(row, planner.plan(row, Depth::Classify), true);
+                fin.record(row, planner.plan(row, Depth::Classify), true, accepts);
             })?;
             return Ok(fin);
         }
@@ -122,32 +121,34 @@ impl Migrator {
             .get(&planner.primary().to_string())
             .copied()
             .unwrap_or(0);
-        let mut seen = BTreeSet::new();
+        let prefix = planner.target_prefix();
         if agg.total - agg.nulls > under_primary {
-            let prefix = planner.target_prefix();
             self.each_row(column, range, batch, Some(&prefix), |row| {
-                seen.insert(row.id.clone());
                 // Envelope-shaped values were counted by the aggregate.
                 let counted = row
                     .value
                     .text()
                     .and_then(envelope_header_key)
                     .is_some_and(|k| k.parse::<KeyId>().is_ok());
-                fin.record(row, planner.plan(row, Depth::Classify), !counted);
+                fin.record(row, planner.plan(row, Depth::Classify), !counted, accepts);
             })?;
         }
-        let unseen: Vec<RowId> = suspects
-            .iter()
-            .filter(|id| range.contains(id) && !seen.contains(*id))
+        // The scan above skipped the values under the target prefix, which
+        // the aggregate counted by their header: of those, read again the
+        // ones a pass found failing.
+        let suspects: Vec<RowId> = suspects
+            .ids()
+            .filter(|id| range.contains(id))
             .cloned()
             .collect();
-        for row in self.store().read(column, &unseen).map_err(st)? {
+        for row in self.store().read(column, &suspects).map_err(st)? {
+            if !row.value.text().is_some_and(|t| t.starts_with(&prefix)) {
+                continue;
+            }
             if let Outcome::Failed { reason, .. } = planner.plan(&row, Depth::Classify) {
-                fin.failed.push((row.id.clone(), reason));
+                fin.failed.push(row.id.clone(), reason, accepts(&row.id));
             }
         }
-        fin.failed.sort();
-        fin.failed.dedup_by(|a, b| a.0 == b.0);
         Ok(fin)
     }
 

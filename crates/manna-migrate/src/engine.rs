@@ -17,8 +17,7 @@ use crate::plan::Planner;
 use crate::progress::{NoProgress, Progress};
 use crate::report::{Census, CensusKind, ColumnReport, Report, Status};
 use crate::store::{
-    Checkpoint, CheckpointKey, ColumnRef, ColumnStore, Fence, IdRange, RowId, StoreErrorKind,
-    WriteOptions,
+    Checkpoint, CheckpointKey, ColumnRef, ColumnStore, Fence, IdRange, StoreErrorKind, WriteOptions,
 };
 
 /// Names of the metrics the engine records through the `metrics` facade.
@@ -210,6 +209,7 @@ impl Migrator {
             unchanged: 0,
             conflicts: 0,
             failed: Vec::new(),
+            failed_total: 0,
             elapsed_s: 0.0,
             rows_per_s: 0.0,
             null: 0,
@@ -441,7 +441,8 @@ impl Migrator {
                 }
             }
         }
-        let mut suspects: Vec<RowId> = main.failed.iter().map(|(id, _)| id.clone()).collect();
+        // The failed rows of the last pass, for the final census.
+        let mut suspects = None;
         // A census taken after the last write, when one was taken.
         let mut census = None;
         if writes && went_over_all {
@@ -482,7 +483,7 @@ impl Migrator {
                 sweeps += 1;
                 all.migrated += sweep.counts.migrated;
                 all.conflicts += sweep.counts.conflicts;
-                suspects = sweep.failed.iter().map(|(id, _)| id.clone()).collect();
+                suspects = Some(sweep.failed);
                 if sweep.status != Status::Completed {
                     main.status = sweep.status;
                     break;
@@ -504,16 +505,14 @@ impl Migrator {
             CensusKind::Processed
         };
         let fin = match census_kind {
-            CensusKind::After => self.final_census(column, &planner, &range, census, &suspects)?,
-            _ => FinalCensus::of_pass(&main),
+            CensusKind::After => {
+                let suspects = suspects.as_ref().unwrap_or(&main.failed);
+                self.final_census(column, &planner, &range, census, suspects)?
+            }
+            _ => FinalCensus::of_pass(&mut main),
         };
         let status = self.status(column, main.status, &fin, &planner, &range)?;
         let elapsed = started.elapsed().as_secs_f64();
-        let failed_accepted = fin
-            .failed
-            .iter()
-            .filter(|(id, _)| o.accepted_failures.accepts(column, id))
-            .count() as u64;
         Ok(ColumnReport {
             table: column.table.to_string(),
             column: column.column.to_string(),
@@ -522,12 +521,14 @@ impl Migrator {
             } else {
                 fin.total
             },
-            failure_kinds: fin.failure_kinds(),
+            failure_kinds: fin.failed.kinds(),
             by_format: fin.census,
             migrated: all.migrated,
             unchanged: all.unchanged,
             conflicts: all.conflicts,
-            failed: fin.failed.into_iter().map(|(id, _)| id).collect(),
+            failed_total: fin.failed.total(),
+            failed_accepted: fin.failed.accepted(),
+            failed: fin.failed.into_sorted_ids(),
             elapsed_s: elapsed,
             rows_per_s: if elapsed > 0.0 {
                 main.counts.scanned as f64 / elapsed
@@ -537,7 +538,6 @@ impl Migrator {
             null: fin.nulls,
             scanned: main.counts.scanned,
             pending: fin.pending,
-            failed_accepted,
             sweeps,
             checkpoint_ignored,
             status,
@@ -566,12 +566,7 @@ impl Migrator {
         if fin.pending > 0 {
             return Ok(Status::Incomplete);
         }
-        let accepted = &self.options.accepted_failures;
-        if fin
-            .failed
-            .iter()
-            .any(|(id, _)| !accepted.accepts(column, id))
-        {
+        if fin.failed.any_open() {
             return Ok(Status::FailedRows);
         }
         if !self.options.mode.writes() && !self.still_in_target(column, planner, range)? {

@@ -3,6 +3,7 @@
 mod census;
 mod engine;
 mod error;
+mod failures;
 mod ident;
 mod layout;
 mod lock;
@@ -20,6 +21,7 @@ pub mod testing;
 
 pub use engine::{metric_names, Migrator};
 pub use error::MigrateError;
+pub use failures::FAILED_IDS_LISTED;
 pub use ident::{Ident, IdentError, MAX_IDENT_LEN};
 pub use lock::{migration_lock_name, BlockingLocks, HeldLock, MigrationLocks};
 pub use options::{

@@ -14,6 +14,7 @@ use zeroize::Zeroize as _;
 
 use crate::engine::{metric_names, Migrator};
 use crate::error::MigrateError;
+use crate::failures::Failures;
 use crate::lock::HeldLock;
 use crate::options::Mode;
 use crate::plan::{Depth, Outcome, Planner};
@@ -65,7 +66,7 @@ pub(crate) struct PassResult {
     /// Rows that decrypt but are left in another format: not rewritten
     /// (dry-run, verify-only), or changed twice under the compare-and-set.
     pub(crate) pending: u64,
-    pub(crate) failed: Vec<(RowId, &'static str)>,
+    pub(crate) failed: Failures,
     pub(crate) status: Status,
     pub(crate) batch_size: usize,
     /// The checkpoint as far as every batch before it committed.
@@ -73,12 +74,16 @@ pub(crate) struct PassResult {
 }
 
 impl PassResult {
-    fn absorb(&mut self, r: &BatchResult) {
+    /// Adds a batch's result; `accepts` tells the acknowledged failed rows.
+    fn absorb(&mut self, r: BatchResult, accepts: impl Fn(&RowId) -> bool) {
         self.counts += r.counts;
         self.census.merge(&r.census);
         self.nulls += r.nulls;
         self.pending += r.pending;
-        self.failed.extend(r.failed.iter().cloned());
+        for (id, reason) in r.failed {
+            let accepted = accepts(&id);
+            self.failed.push(id, reason, accepted);
+        }
     }
 }
 
@@ -269,7 +274,7 @@ impl Migrator {
             census: Census::default(),
             nulls: 0,
             pending: 0,
-            failed: Vec::new(),
+            failed: Failures::default(),
             status: Status::Completed,
             batch_size: o.batch_size,
             watermark: None,
@@ -305,7 +310,8 @@ impl Migrator {
             let mut dispatched = 0u64;
             let mut absorb = |r: BatchResult, sizer: &mut Sizer| {
                 sizer.adapt(r.counts.scanned, r.elapsed);
-                agg.absorb(&r);
+                let batch = r.counts;
+                agg.absorb(r, |id| o.accepted_failures.accepts(column, id));
                 let rate =
                     agg.counts.scanned as f64 / run_started.elapsed().as_secs_f64().max(1e-9);
                 let done = p.done_before + agg.counts.scanned;
@@ -323,7 +329,7 @@ impl Migrator {
                 self.progress_sink().on_batch(
                     column,
                     &BatchProgress {
-                        batch: r.counts,
+                        batch,
                         so_far,
                         done,
                         total: p.total,

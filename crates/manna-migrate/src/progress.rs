@@ -94,7 +94,7 @@ impl Progress for LogProgress {
             r.migrated,
             r.unchanged,
             r.conflicts,
-            r.failed.len(),
+            r.failed_total,
             r.elapsed_s,
             r.rows_per_s
         );

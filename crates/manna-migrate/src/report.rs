@@ -232,9 +232,13 @@ pub struct ColumnReport {
     /// and write. They were re-read and re-planned, never overwritten.
     pub conflicts: u64,
     /// Ids of rows that cannot be decrypted with the configured keys (never
-    /// their values). They are left untouched. Acknowledged ones are listed
-    /// too (and counted in `failed_accepted`).
+    /// their values), in key order. They are left untouched. Acknowledged
+    /// ones are listed too (and counted in `failed_accepted`). At most
+    /// [`FAILED_IDS_LISTED`](crate::FAILED_IDS_LISTED) are listed;
+    /// `failed_total` counts them all.
     pub failed: Vec<RowId>,
+    /// How many rows cannot be decrypted, listed in `failed` or not.
+    pub failed_total: u64,
     /// Wall time of this column's run, in seconds.
     pub elapsed_s: f64,
     /// Rows scanned per second by this run.
@@ -332,7 +336,7 @@ impl Report {
         if self
             .columns
             .iter()
-            .any(|c| c.failed.len() as u64 > c.failed_accepted)
+            .any(|c| c.failed_total > c.failed_accepted)
         {
             Verdict::Undecryptable
         } else if self.columns.iter().all(|c| c.status == Status::Completed) {
@@ -347,9 +351,9 @@ impl Report {
         self.verdict() == Verdict::Complete
     }
 
-    /// Number of failed rows over all columns.
-    pub fn failed_count(&self) -> usize {
-        self.columns.iter().map(|c| c.failed.len()).sum()
+    /// Number of failed rows over all columns (listed or not).
+    pub fn failed_count(&self) -> u64 {
+        self.columns.iter().map(|c| c.failed_total).sum()
     }
 
     /// The report as the GUIDE §3 JSON (one line).

@@ -311,3 +311,47 @@ fn a_later_process_with_its_own_in_memory_locks_is_not_fenced_off() {
     let c = &report.columns[0];
     assert_eq!((c.status, c.migrated), (Status::Completed, 1));
 }
+
+/// A column full of undecryptable rows: every one is counted and decides
+/// the verdict, but only the first [`FAILED_IDS_LISTED`] ids are kept; the
+/// final census of a migration counts them without the pass's list.
+#[test]
+fn failed_rows_past_the_listing_bound_are_counted_not_listed() {
+    use manna_migrate::FAILED_IDS_LISTED;
+    let keys = TestKeys::generate();
+    let keyring = keys.keyring();
+    let store = MemoryStore::new();
+    let c = column();
+    store.create_table(&c, IdKind::Int, &[], true);
+    let damaged = FAILED_IDS_LISTED as i64 + 25;
+    for id in 1..=damaged {
+        store.insert(&c, id, Some(format!("gAAAAAdamaged{id}")));
+    }
+    for id in damaged + 1..=damaged + 10 {
+        store.insert(&c, id, Some(keyring.encrypt_fernet(b"y").unwrap()));
+    }
+    for mode in [Mode::DryRun, Mode::VerifyOnly, Mode::Migrate] {
+        let report = run(&store, &keyring, |o| o.mode = mode);
+        let col = &report.columns[0];
+        assert_eq!(col.failed_total, damaged as u64, "{mode}");
+        assert_eq!(col.failed.len(), FAILED_IDS_LISTED, "{mode}");
+        assert_eq!(col.failure_kinds.values().sum::<u64>(), damaged as u64);
+        assert_eq!(report.failed_count(), damaged as u64);
+        assert_eq!(report.verdict(), Verdict::Undecryptable, "{mode}");
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(json["columns"][0]["failed_total"], damaged, "{mode}");
+    }
+
+    // Acknowledging only the listed ids leaves the rest open.
+    let listed = run(&store, &keyring, |o| o.mode = Mode::DryRun).columns[0]
+        .failed
+        .iter()
+        .map(|id| format!("{id}\n"))
+        .collect::<String>();
+    let accepted = AcceptedFailures::parse(&listed).unwrap();
+    let report = run(&store, &keyring, |o| o.accepted_failures = accepted.clone());
+    let col = &report.columns[0];
+    assert_eq!(col.failed_accepted, FAILED_IDS_LISTED as u64);
+    assert_eq!(col.status, Status::FailedRows);
+    assert_eq!(report.verdict(), Verdict::Undecryptable);
+}
