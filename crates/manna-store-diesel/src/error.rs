@@ -167,7 +167,14 @@ fn mentions_missing_column(message: &str, column: &str) -> bool {
         && m.contains(&c)
 }
 
-/// Classifies a driver message.
+/// Classifies a driver error by Diesel's kind, else by its message.
+///
+/// Diesel 2.3 does not expose PostgreSQL's SQLSTATE (diesel-rs/diesel#5232)
+/// nor SQLite's extended result code beyond the constraint kinds, so the
+/// rest goes by message. SQLite's messages are fixed English strings (one per
+/// result code, never translated); PostgreSQL's follow `lc_messages`, which
+/// the pool sets to `C` on every connection where the role may (see
+/// `PgMessages` in `pool.rs`).
 fn classify(kind: &DatabaseErrorKind, message: &str) -> StoreErrorKind {
     match kind {
         DatabaseErrorKind::UniqueViolation

@@ -90,8 +90,57 @@ pub fn pg_pool(url: &str, options: &PoolOptions) -> Result<PgPool, Error> {
         .max_size(options.max_size.max(1))
         .min_idle(Some(options.min_idle.min(options.max_size)))
         .connection_timeout(options.connection_timeout)
+        .connection_customizer(Box::new(PgMessages::default()))
         .build(ConnectionManager::new(url.target()))
         .map_err(|e| unavailable(&url, e))
+}
+
+/// Asks PostgreSQL for untranslated messages on each new connection.
+///
+/// Diesel 2.3 hands over a PostgreSQL error's message but not its SQLSTATE
+/// (diesel-rs/diesel#5232), so lock timeouts, deadlocks and missing tables
+/// are told apart by message, and a server whose `lc_messages` is German
+/// would turn a conflict worth retrying into a plain error. Every connection
+/// therefore sets `lc_messages = 'C'`, which needs a superuser or
+/// `GRANT SET ON PARAMETER lc_messages TO <role>` (PostgreSQL 15+). Where the
+/// role may not and the messages are not English, the pool logs one warning
+/// saying so.
+#[cfg(feature = "postgres")]
+#[derive(Debug, Default)]
+struct PgMessages {
+    warned: std::sync::atomic::AtomicBool,
+}
+
+#[cfg(feature = "postgres")]
+impl diesel::r2d2::CustomizeConnection<diesel::PgConnection, diesel::r2d2::Error> for PgMessages {
+    fn on_acquire(&self, conn: &mut diesel::PgConnection) -> Result<(), diesel::r2d2::Error> {
+        use diesel::connection::SimpleConnection;
+        use diesel::RunQueryDsl;
+        use std::sync::atomic::Ordering;
+        if conn.batch_execute("SET lc_messages TO 'C'").is_ok() {
+            return Ok(());
+        }
+        let setting = diesel::dsl::sql::<diesel::sql_types::Text>("current_setting('lc_messages')");
+        let current: String = diesel::select(setting)
+            .get_result(conn)
+            .map_err(diesel::r2d2::Error::QueryError)?;
+        let lower = current.to_ascii_lowercase();
+        let english = ["c", "posix", "en"].iter().any(|p| {
+            lower == *p
+                || lower.starts_with(&format!("{p}."))
+                || lower.starts_with(&format!("{p}_"))
+        });
+        if !english && !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                lc_messages = %current,
+                "PostgreSQL reports errors in another language and this role may not set \
+                 lc_messages = 'C', so lock timeouts and deadlocks are not recognised as \
+                 conflicts to retry; grant it with `GRANT SET ON PARAMETER lc_messages TO <role>` \
+                 or set `ALTER ROLE <role> SET lc_messages = 'C'`"
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Opens a SQLite pool (creating the file if needed). Every connection gets

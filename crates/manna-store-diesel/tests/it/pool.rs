@@ -226,3 +226,54 @@ fn sqlite_busy_is_a_retryable_conflict() {
         2
     );
 }
+
+/// Issue 9: a server that reports errors in German still yields conflicts
+/// (worth retrying) and missing tables, not plain errors. The role below
+/// gets German messages from the server, as a role on a German install
+/// would, and may set `lc_messages` (as the pool asks it to).
+#[test]
+fn postgres_errors_keep_their_kind_when_the_server_speaks_german() {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, PgConnection};
+
+    let base = crate::support::pg_base_url();
+    let mut admin = PgConnection::establish(base).unwrap();
+    admin
+        .batch_execute(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'manna_test_de') THEN
+                 CREATE ROLE manna_test_de LOGIN;
+               END IF;
+             END $$;
+             GRANT SET ON PARAMETER lc_messages TO manna_test_de;",
+        )
+        .unwrap();
+    admin
+        .batch_execute("ALTER ROLE manna_test_de SET lc_messages = 'de_DE.UTF-8'")
+        .expect("the PostgreSQL server needs the de_DE.UTF-8 locale (.ci/run generates it)");
+    let (scheme, rest) = base.split_once("://").unwrap();
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let url = format!("{scheme}://manna_test_de@{host}");
+
+    // The scenario: this role's sessions speak German.
+    let mut raw = PgConnection::establish(&url).unwrap();
+    let german = raw.batch_execute("SELECT 1/0").unwrap_err().to_string();
+    assert!(german.contains("Division durch Null"), "{german}");
+
+    let pool = DbPool::connect(&url, &PoolOptions::default().max_size(2)).unwrap();
+    let kind = |r: diesel::QueryResult<()>| Error::from(r.unwrap_err()).kind();
+    let mut a = pool.get().unwrap();
+    assert_eq!(
+        kind(a.batch_execute("SELECT * FROM manna_no_such_table")),
+        StoreErrorKind::NotFound
+    );
+    a.batch_execute("SELECT pg_advisory_lock(424242)").unwrap();
+    let mut b = pool.get().unwrap();
+    assert_eq!(
+        kind(b.batch_execute("SET lock_timeout = '50ms'; SELECT pg_advisory_lock(424242)")),
+        StoreErrorKind::Conflict,
+        "a lock timeout is a conflict"
+    );
+    a.batch_execute("SELECT pg_advisory_unlock(424242)")
+        .unwrap();
+}
