@@ -120,7 +120,7 @@ fn workers(s: &str) -> Result<usize, String> {
 }
 
 fn shard(s: &str) -> Result<Shard, String> {
-    let shard: Shard = s.parse()?;
+    let shard = s.parse::<Shard>().map_err(|e| e.to_string())?;
     if shard.count > manna_migrate::MAX_SHARDS {
         return Err(format!(
             "{shard}: at most {} shards",

@@ -42,6 +42,36 @@ pub(crate) fn header_v1(key_id: KeyId) -> [u8; HEADER_LEN] {
     h
 }
 
+/// The text header of every value under `key_id`: `mn1:<key id>:`. A store
+/// matches it to find the values not yet under that key.
+///
+/// ```
+/// use manna_crypto::{text_header, KeyId};
+/// let id: KeyId = "fb3cc322b666920d".parse().unwrap();
+/// assert_eq!(text_header(id), "mn1:fb3cc322b666920d:");
+/// ```
+pub fn text_header(key_id: KeyId) -> String {
+    String::from_utf8_lossy(&header_v1(key_id)).into_owned()
+}
+
+/// The key id part of a value shaped like a text header (`mn1:`, 16
+/// characters, `:`), as an aggregate query groups values, without checking
+/// that the 16 characters are hex or that a body follows.
+///
+/// ```
+/// use manna_crypto::text_header_key;
+/// assert_eq!(text_header_key("mn1:fb3cc322b666920d:AAAA"), Some("fb3cc322b666920d"));
+/// assert_eq!(text_header_key("gAAAAABl..."), None);
+/// ```
+pub fn text_header_key(value: &str) -> Option<&str> {
+    let b = value.as_bytes();
+    (b.len() >= HEADER_LEN
+        && b.starts_with(PREFIX_V1.as_bytes())
+        && b[HEADER_LEN - 1] == TEXT_TERMINATOR)
+        .then(|| value.get(PREFIX_V1.len()..HEADER_LEN - 1))
+        .flatten()
+}
+
 /// What the prefix of a value says, before looking at the body.
 pub(crate) enum Prefix<'a> {
     /// A well-formed v1 header; the rest is the body.

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod aad;
 mod envelope;
 mod error;
 mod fernet;
@@ -12,7 +13,10 @@ mod status;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use envelope::{inspect, inspect_bytes, Format, HEADER_LEN, NONCE_LEN, PREFIX_V1, TAG_LEN};
+pub use envelope::{
+    inspect, inspect_bytes, text_header, text_header_key, Format, HEADER_LEN, NONCE_LEN, PREFIX_V1,
+    TAG_LEN,
+};
 pub use error::{CryptoError, DecryptError, KeyError, KeyKind};
 pub use fernet::MAX_CLOCK_SKEW;
 pub use key::{AesKey, FernetKey, KeyId, ParseKeyIdError, KEY_ID_LEN, KEY_LEN};

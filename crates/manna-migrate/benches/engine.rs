@@ -10,8 +10,8 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use manna_lock::LockManager;
 use manna_migrate::testing::strategies::{TestKeys, ValueKind};
-use manna_migrate::testing::MemoryStore;
 use manna_migrate::{AadMode, BlockingLocks, ColumnRef, Migrator, Options};
+use manna_store::testing::MemoryStore;
 
 const ROWS: usize = 5_000;
 

@@ -8,9 +8,9 @@ use crate::error::MigrateError;
 use crate::failures::Failures;
 use crate::options::Target;
 use crate::pipeline::PassResult;
-use crate::plan::{envelope_header_key, Depth, Outcome, Planner};
+use crate::plan::{Depth, Outcome, Planner};
 use crate::report::{Census, ValueClass};
-use crate::store::{ColumnRef, IdRange, PrefixCensus, Row, RowId};
+use manna_store::{ColumnRef, IdRange, PrefixCensus, Row, RowId};
 
 /// How a partition stands.
 #[derive(Debug, Default)]
@@ -128,7 +128,7 @@ impl Migrator {
                 let counted = row
                     .value
                     .text()
-                    .and_then(envelope_header_key)
+                    .and_then(manna_crypto::text_header_key)
                     .is_some_and(|k| k.parse::<KeyId>().is_ok());
                 fin.record(row, planner.plan(row, Depth::Classify), !counted, accepts);
             })?;

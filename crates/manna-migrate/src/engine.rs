@@ -16,7 +16,7 @@ use crate::pipeline::{Pass, Source};
 use crate::plan::Planner;
 use crate::progress::{NoProgress, Progress};
 use crate::report::{Census, CensusKind, ColumnReport, Report, Status};
-use crate::store::{
+use manna_store::{
     Checkpoint, CheckpointKey, ColumnRef, ColumnStore, Fence, IdRange, StoreErrorKind, WriteOptions,
 };
 

@@ -4,7 +4,7 @@
 use manna_lock::LockError;
 
 use crate::preflight::PreflightError;
-use crate::store::StoreError;
+use manna_store::StoreError;
 
 /// Why a run (or a check) could not be carried out.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::store::RowId;
+use manna_store::RowId;
 
 /// How many failed row ids a column's report lists. Past this bound the
 /// rows are still counted (`failed_total`, `failed_accepted`,

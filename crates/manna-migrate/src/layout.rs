@@ -3,7 +3,7 @@
 
 use crate::engine::Migrator;
 use crate::error::MigrateError;
-use crate::store::{ColumnRef, IdRange, LayoutKey, RowId};
+use manna_store::{ColumnRef, IdRange, LayoutKey, RowId};
 
 impl Migrator {
     /// This shard's key range (`None`: the layout has fewer ranges than

@@ -4,7 +4,6 @@ mod census;
 mod engine;
 mod error;
 mod failures;
-mod ident;
 mod layout;
 mod lock;
 mod options;
@@ -14,16 +13,21 @@ mod preflight;
 mod progress;
 mod report;
 mod retire;
+mod shard;
 mod sizer;
-mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use engine::{metric_names, Migrator};
 pub use error::MigrateError;
 pub use failures::FAILED_IDS_LISTED;
-pub use ident::{Ident, IdentError, MAX_IDENT_LEN};
 pub use lock::{migration_lock_name, BlockingLocks, HeldLock, MigrationLocks};
+/// The storage port, re-exported: the migrator's API speaks its types.
+pub use manna_store::{
+    Checkpoint, CheckpointKey, ColumnInfo, ColumnRef, ColumnStore, Counts, Fence, IdKind, IdRange,
+    Ident, IdentError, LayoutKey, PrefixCensus, Rewrite, Row, RowId, StoreError, StoreErrorKind,
+    Value, WriteOptions, MAX_IDENT_LEN,
+};
 pub use options::{
     AadMode, AcceptedFailures, AcceptedFailuresError, CancelToken, Mode, Options, Target,
     MAX_BATCH_SIZE, MAX_PREFLIGHT_SAMPLE, MAX_SHARDS, MAX_WORKERS,
@@ -32,8 +36,4 @@ pub use preflight::PreflightError;
 pub use progress::{BatchProgress, LogProgress, NoProgress, Progress};
 pub use report::{Census, CensusKind, ColumnReport, Report, Status, ValueClass, Verdict};
 pub use retire::{key_usage, ColumnKeyUsage, KeyUsage, RetiringKey, RetiringKeyError};
-pub use store::{
-    Checkpoint, CheckpointKey, ColumnInfo, ColumnRef, ColumnStore, Counts, Fence, IdKind, IdRange,
-    LayoutKey, PrefixCensus, Rewrite, Row, RowId, Shard, StoreError, StoreErrorKind, Value,
-    WriteOptions,
-};
+pub use shard::{ParseShardError, Shard};

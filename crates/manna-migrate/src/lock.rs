@@ -8,7 +8,8 @@ use std::time::Duration;
 use manna_lock::{FencingToken, LockError, LockGuard, LockManager};
 use tokio::runtime::{Handle, Runtime};
 
-use crate::store::{ColumnRef, Shard};
+use crate::shard::Shard;
+use manna_store::ColumnRef;
 
 /// The lock name a migration of `column`, shard `shard`, in the database
 /// named `database` ([`ColumnStore::identity`](crate::ColumnStore::identity))

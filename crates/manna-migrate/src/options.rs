@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{ColumnRef, RowId, Shard};
+use crate::shard::Shard;
+use manna_store::{ColumnRef, RowId};
 
 /// What a run does.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -121,14 +122,14 @@ impl AadMode {
     /// ```
     pub fn aad(self, column: &ColumnRef, id: &RowId) -> Vec<u8> {
         self.shared(column)
-            .unwrap_or_else(|| format!("{column}:{id}").into_bytes())
+            .unwrap_or_else(|| manna_crypto::aad::row(&column.aad(), id).into_bytes())
     }
 
     /// The associated data shared by every row of `column`, when the mode
     /// does not depend on the row (`column`, `none`); `None` for `row`.
     pub(crate) fn shared(self, column: &ColumnRef) -> Option<Vec<u8>> {
         match self {
-            AadMode::Column => Some(column.aad_context().into_bytes()),
+            AadMode::Column => Some(column.aad().into_bytes()),
             AadMode::None => Some(Vec::new()),
             AadMode::Row => None,
         }

@@ -21,7 +21,7 @@ use crate::plan::{Depth, Outcome, Planner};
 use crate::progress::BatchProgress;
 use crate::report::{Census, Status, ValueClass};
 use crate::sizer::Sizer;
-use crate::store::{
+use manna_store::{
     Checkpoint, CheckpointKey, ColumnRef, Counts, Fence, IdRange, Rewrite, Row, RowId,
     StoreErrorKind, Value, WriteOptions,
 };

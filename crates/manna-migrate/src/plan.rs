@@ -6,7 +6,7 @@ use manna_crypto::{inspect, DecryptError, Format, KeyId, Keyring};
 
 use crate::options::{AadMode, Target};
 use crate::report::ValueClass;
-use crate::store::{ColumnRef, Row, Value};
+use manna_store::{ColumnRef, Row, Value};
 
 /// How far planning goes for one value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,24 +48,9 @@ pub(crate) const ENCRYPTION_FAILED: &str = "encryption_failed";
 /// Label of a stored value that is not UTF-8 text.
 pub(crate) const NOT_TEXT: &str = "not_text";
 
-/// The envelope header prefix of values under `key_id`: what a store can
-/// match to find the rows not yet under it.
-pub(crate) fn envelope_prefix(key_id: KeyId) -> String {
-    format!("mn1:{key_id}:")
-}
-
 /// Every Fernet token starts with these characters (version byte 0x80 and
 /// the high bytes of a timestamp before 2106).
 pub(crate) const FERNET_PREFIX: &str = "gAAAAA";
-
-/// The key id of a value shaped like a text envelope header
-/// (`mn1:<16 chars>:`), as a store's census query reads it.
-pub(crate) fn envelope_header_key(value: &str) -> Option<&str> {
-    let b = value.as_bytes();
-    (b.len() >= 21 && b.starts_with(b"mn1:") && b[20] == b':')
-        .then(|| value.get(4..20))
-        .flatten()
-}
 
 /// Plans values of one column.
 pub(crate) struct Planner<'a> {
@@ -116,7 +101,7 @@ impl<'a> Planner<'a> {
     /// with it may still be damaged; one without it is surely not done).
     pub(crate) fn target_prefix(&self) -> String {
         match self.target {
-            Target::Aes256Gcm => envelope_prefix(self.primary),
+            Target::Aes256Gcm => manna_crypto::text_header(self.primary),
             Target::Fernet => FERNET_PREFIX.to_owned(),
         }
     }

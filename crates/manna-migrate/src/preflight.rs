@@ -7,7 +7,7 @@ use crate::engine::Migrator;
 use crate::error::MigrateError;
 use crate::options::Target;
 use crate::plan::{Depth, Outcome, Planner};
-use crate::store::{ColumnRef, IdRange, RowId, StoreErrorKind};
+use manna_store::{ColumnRef, IdRange, RowId, StoreErrorKind};
 
 /// Most row ids a preflight message lists.
 const SHOWN_IDS: usize = 5;
@@ -106,7 +106,7 @@ impl Migrator {
 
     fn preflight_column(&self, column: &ColumnRef) -> Result<(), PreflightError> {
         let o = self.current_options();
-        let store_error = |e: crate::store::StoreError| {
+        let store_error = |e: manna_store::StoreError| {
             if e.kind() == StoreErrorKind::NotFound {
                 PreflightError::ColumnMissing {
                     column: column.to_string(),

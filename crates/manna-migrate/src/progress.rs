@@ -3,7 +3,7 @@
 //! engine itself; this port is for what a human watches.
 
 use crate::report::ColumnReport;
-use crate::store::{ColumnRef, Counts};
+use manna_store::{ColumnRef, Counts};
 
 /// One batch finished.
 #[derive(Debug, Clone, PartialEq)]

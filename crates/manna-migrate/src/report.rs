@@ -7,7 +7,7 @@ use manna_crypto::KeyId;
 use serde::Serialize;
 
 use crate::options::{Mode, Target};
-use crate::store::RowId;
+use manna_store::RowId;
 
 /// What a stored value is, for the census: its format and the configured
 /// key it is under.

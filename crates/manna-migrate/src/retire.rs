@@ -6,8 +6,7 @@ use manna_crypto::{inspect, Format, KeyId, Keyring};
 use serde::Serialize;
 
 use crate::error::MigrateError;
-use crate::plan::envelope_prefix;
-use crate::store::{ColumnRef, ColumnStore, IdRange, RowId, Value};
+use manna_store::{ColumnRef, ColumnStore, IdRange, RowId, Value};
 
 /// Rows scanned per store call by [`key_usage`].
 const SCAN_BATCH: usize = 5_000;
@@ -157,7 +156,7 @@ impl KeyUsage {
 ///
 /// ```
 /// use manna_crypto::{AesKey, Keyring};
-/// use manna_migrate::testing::MemoryStore;
+/// use manna_store::testing::MemoryStore;
 /// use manna_migrate::{key_usage, ColumnRef, IdKind, RetiringKey};
 /// let store = MemoryStore::new();
 /// let c = ColumnRef::parse("items.secret", "id").unwrap();
@@ -197,7 +196,8 @@ pub fn key_usage(
                     usage.columns.push(found);
                     continue;
                 }
-                (id != keyring.primary_key_id()).then(|| envelope_prefix(keyring.primary_key_id()))
+                (id != keyring.primary_key_id())
+                    .then(|| manna_crypto::text_header(keyring.primary_key_id()))
             }
             RetiringKey::Fernet | RetiringKey::FernetKey(_) => Some("mn1:".to_owned()),
         };

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use diesel::sql_types::{BigInt, Binary, Nullable, Text};
-use manna_migrate::{
+use manna_store::{
     Checkpoint, CheckpointKey, ColumnInfo, ColumnRef, ColumnStore, Counts, Fence as LockFence,
     IdKind, IdRange, Ident, LayoutKey, PrefixCensus, Rewrite, Row, RowId, StoreError, Value,
     WriteOptions,
@@ -57,7 +57,7 @@ const SQLITE_IN_CHUNK: usize = 500;
 ///   by quantile boundaries.
 ///
 /// ```
-/// use manna_migrate::{ColumnRef, ColumnStore, IdRange, Rewrite, RowId, WriteOptions};
+/// use manna_store::{ColumnRef, ColumnStore, IdRange, Rewrite, RowId, WriteOptions};
 /// use manna_store_diesel::DieselStore;
 /// # use diesel::connection::SimpleConnection;
 /// let dir = tempfile::tempdir().unwrap();

@@ -49,7 +49,7 @@ fn installed() -> Result<&'static Keyring, Error> {
 ///
 /// Declare implementations with [`encrypted_column!`](crate::encrypted_column):
 /// it builds the AAD from validated SQL identifiers, exactly as the migrator
-/// and the CLI do (`manna_migrate::ColumnRef::aad_context`), so one column
+/// and the CLI do (`manna_store::ColumnRef::aad`), so one column
 /// has one AAD whoever writes it.
 pub trait EncryptedColumn: Send + Sync + 'static {
     /// `TABLE.COLUMN` with the SQL names, the additional authenticated data
@@ -58,7 +58,7 @@ pub trait EncryptedColumn: Send + Sync + 'static {
 
     /// The row-bound AAD `TABLE.COLUMN:ID` (the migrator's `--aad row`).
     fn row_aad(id: impl fmt::Display) -> String {
-        format!("{}:{id}", Self::AAD)
+        manna_crypto::aad::row(Self::AAD, id)
     }
 }
 
@@ -113,7 +113,7 @@ macro_rules! encrypted_column {
                 const TABLE: &str = $crate::__private::table_sql_name::<$table::table>();
                 const COLUMN: &str = <$table::$column as $crate::diesel::Column>::NAME;
                 const AAD: [u8; TABLE.len() + 1 + COLUMN.len()] =
-                    $crate::__private::join_aad(TABLE, COLUMN);
+                    $crate::__private::join_column(TABLE, COLUMN);
                 $crate::__private::aad_str(&AAD)
             };
         }
@@ -131,7 +131,11 @@ macro_rules! encrypted_column {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
         $vis struct $name;
         impl $crate::EncryptedColumn for $name {
-            const AAD: &'static str = concat!($table, ".", $column);
+            const AAD: &'static str = {
+                const AAD: [u8; $table.len() + 1 + $column.len()] =
+                    $crate::__private::join_column($table, $column);
+                $crate::__private::aad_str(&AAD)
+            };
         }
         const _: () = {
             $crate::__private::check_identifier($table);
@@ -156,10 +160,10 @@ pub(crate) mod macro_support {
     }
 
     /// Panics (at compile time, in a `const`) unless `name` is an SQL
-    /// identifier as `manna_migrate::Ident` accepts it.
+    /// identifier as `manna_store::Ident` accepts it.
     pub const fn check_identifier(name: &str) {
         let b = name.as_bytes();
-        if b.is_empty() || b.len() > manna_migrate::MAX_IDENT_LEN {
+        if b.is_empty() || b.len() > manna_store::MAX_IDENT_LEN {
             panic!("encrypted_column!: a table or column name is empty or longer than 63 bytes");
         }
         if b[0].is_ascii_digit() {
@@ -174,25 +178,6 @@ pub(crate) mod macro_support {
             }
             i += 1;
         }
-    }
-
-    /// `TABLE.COLUMN` as bytes; `N` must be their total length.
-    pub const fn join_aad<const N: usize>(table: &str, column: &str) -> [u8; N] {
-        let (t, c) = (table.as_bytes(), column.as_bytes());
-        assert!(t.len() + 1 + c.len() == N, "join_aad: wrong length");
-        let mut out = [0u8; N];
-        let mut i = 0;
-        while i < t.len() {
-            out[i] = t[i];
-            i += 1;
-        }
-        out[t.len()] = b'.';
-        let mut j = 0;
-        while j < c.len() {
-            out[t.len() + 1 + j] = c[j];
-            j += 1;
-        }
-        out
     }
 
     /// The AAD bytes as text (they are joined from two `&str`).

@@ -3,7 +3,7 @@
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use manna_lock::{ConflictError, IsConflict};
-use manna_migrate::{IdentError, StoreError, StoreErrorKind};
+use manna_store::{IdentError, StoreError, StoreErrorKind};
 
 /// Everything that can go wrong in this crate.
 ///

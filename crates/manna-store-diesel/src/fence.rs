@@ -2,7 +2,7 @@
 
 use diesel::sql_types::BigInt;
 use manna_lock::FencingToken;
-use manna_migrate::Ident;
+use manna_store::Ident;
 
 use crate::conn::{AnyConn, Dialect, StoreConnection};
 use crate::error::Error;

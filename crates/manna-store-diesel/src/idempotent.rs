@@ -3,7 +3,7 @@
 
 use diesel::sql_types::{BigInt, Nullable, Text};
 use manna_lock::ConflictError;
-use manna_migrate::Ident;
+use manna_store::Ident;
 
 use crate::conn::{AnyConn, StoreConnection};
 use crate::error::Error;

@@ -39,8 +39,7 @@ pub use diesel;
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::encrypted::macro_support::{
-        aad_str, check_identifier, join_aad, table_sql_name,
-    };
+    pub use crate::encrypted::macro_support::{aad_str, check_identifier, table_sql_name};
+    pub use manna_crypto::aad::join_column;
     pub use manna_lock::ConflictError;
 }

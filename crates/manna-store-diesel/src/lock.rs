@@ -9,7 +9,7 @@ use manna_lock::{
     async_trait, holder_description, validate_request, Attempt, FencingToken, Lease, LockBackend,
     LockError, ReleaseWatch,
 };
-use manna_migrate::StoreErrorKind;
+use manna_store::StoreErrorKind;
 
 use crate::conn::{AnyConn, Dialect, StoreConnection};
 use crate::error::Error;

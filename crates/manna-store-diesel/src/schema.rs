@@ -1,11 +1,11 @@
 //! Idempotent schema helpers: version columns and the tables manna keeps
 //! (operations, fences, migration checkpoints).
 //!
-//! Every name is validated with [`manna_migrate::Ident`] before any SQL is
+//! Every name is validated with [`manna_store::Ident`] before any SQL is
 //! built and quoted in the SQL; each helper can run at every start-up.
 
 use diesel::sql_types::Text;
-use manna_migrate::Ident;
+use manna_store::Ident;
 
 use crate::conn::{AnyConn, Dialect, StoreConnection};
 use crate::error::Error;
@@ -205,7 +205,7 @@ pub(crate) fn ensure_lock_table(conn: &mut AnyConn<'_>) -> Result<(), Error> {
 /// Creates `manna_migration_checkpoints` if it does not exist: one row per
 /// (column, partition, run) with the last id processed, the counts and
 /// `updated_at`. The `target` column holds the run key
-/// ([`manna_migrate::CheckpointKey::run`]: the run's parameters); rows written
+/// ([`manna_store::CheckpointKey::run`]: the run's parameters); rows written
 /// by older versions, which held only the target format there, simply never
 /// match a current run and are started over.
 pub fn create_checkpoint_table<C: StoreConnection>(conn: &mut C) -> Result<(), Error> {

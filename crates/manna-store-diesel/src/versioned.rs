@@ -4,7 +4,7 @@ use std::fmt;
 
 use diesel::sql_types::BigInt;
 use manna_lock::ConflictError;
-use manna_migrate::{Ident, RowId};
+use manna_store::{Ident, RowId};
 
 use crate::conn::{AnyConn, Dialect, StoreConnection};
 use crate::error::Error;

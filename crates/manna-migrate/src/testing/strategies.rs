@@ -5,8 +5,8 @@ use manna_crypto::{AesKey, FernetKey, Keyring};
 use proptest::prelude::*;
 
 use crate::options::AadMode;
-use crate::store::{ColumnRef, IdKind, RowId};
-use crate::testing::memory::MemoryStore;
+use manna_store::testing::MemoryStore;
+use manna_store::{ColumnRef, IdKind, RowId};
 
 /// What a generated row holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -4,7 +4,6 @@
 mod support;
 
 mod concurrency;
-mod conformance;
 mod locks;
 mod metrics;
 mod migrate;

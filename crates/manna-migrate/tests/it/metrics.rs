@@ -3,9 +3,10 @@
 //! `metrics_items.secret`, so other tests' metrics are filtered out.
 
 use manna_migrate::metric_names as m;
+use manna_migrate::testing::strategies::TestKeys;
 use manna_migrate::testing::strategies::ValueKind;
-use manna_migrate::testing::{strategies::TestKeys, MemoryStore};
 use manna_migrate::{AadMode, ColumnRef, RowId};
+use manna_store::testing::MemoryStore;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
 use crate::support::{fresh_locks, migrator};

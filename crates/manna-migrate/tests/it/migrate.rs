@@ -2,8 +2,8 @@ use std::collections::BTreeSet;
 
 use manna_crypto::{inspect, Format, Keyring};
 use manna_migrate::testing::strategies::{TestKeys, ValueKind};
-use manna_migrate::testing::MemoryStore;
 use manna_migrate::{key_usage, AadMode, CensusKind, Mode, RetiringKey, RowId, Status, Target};
+use manna_store::testing::MemoryStore;
 
 use crate::support::{
     all_under_primary, column, plaintexts, run, run_complete, seed_fernet, snapshot,

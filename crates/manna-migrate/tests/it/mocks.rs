@@ -1,10 +1,10 @@
 use std::sync::Arc;
 
 use manna_migrate::testing::strategies::TestKeys;
-use manna_migrate::testing::MockColumnStore;
 use manna_migrate::{
     ColumnInfo, IdKind, MigrateError, Migrator, Row, RowId, StoreError, StoreErrorKind,
 };
+use manna_store::testing::MockColumnStore;
 
 use crate::support::{column, fresh_locks};
 

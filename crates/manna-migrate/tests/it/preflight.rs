@@ -1,7 +1,7 @@
 use manna_crypto::{FernetKey, Keyring};
 use manna_migrate::testing::strategies::{TestKeys, ValueKind};
-use manna_migrate::testing::MemoryStore;
 use manna_migrate::{AadMode, ColumnRef, IdKind, MigrateError, PreflightError, Target};
+use manna_store::testing::MemoryStore;
 
 use crate::support::{column, fresh_locks, migrator, seed_fernet};
 

@@ -3,8 +3,8 @@ use std::sync::OnceLock;
 
 use manna_crypto::{inspect, Format};
 use manna_migrate::testing::strategies::{self, TestKeys};
-use manna_migrate::testing::MemoryStore;
 use manna_migrate::{AadMode, Mode, RowId, Target};
+use manna_store::testing::MemoryStore;
 use proptest::prelude::*;
 
 use crate::support::{column, run, snapshot};

@@ -1,10 +1,10 @@
 use std::sync::{Arc, Mutex};
 
 use manna_migrate::testing::strategies::{TestKeys, ValueKind};
-use manna_migrate::testing::MemoryStore;
 use manna_migrate::{
     AadMode, BatchProgress, ColumnRef, ColumnReport, Mode, Progress, RetiringKey, Status,
 };
+use manna_store::testing::MemoryStore;
 use serde_json::Value;
 
 use crate::support::{column, fresh_locks, migrator, run, seed_fernet};

@@ -2,11 +2,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use manna_migrate::testing::strategies::TestKeys;
-use manna_migrate::testing::{Failure, MemoryStore, Op};
 use manna_migrate::{
     AadMode, BatchProgress, CancelToken, ColumnRef, MigrateError, Progress, RowId, Status,
     StoreErrorKind,
 };
+use manna_store::testing::{Failure, MemoryStore, Op};
 
 use crate::support::{
     all_under_primary, column, fresh_locks, migrator, plaintexts, run, run_complete, seed_fernet,

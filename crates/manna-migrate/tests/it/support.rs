@@ -4,10 +4,10 @@ use std::sync::Arc;
 use manna_crypto::Keyring;
 use manna_lock::LockManager;
 use manna_migrate::testing::strategies::{TestKeys, ValueKind};
-use manna_migrate::testing::MemoryStore;
 use manna_migrate::{
     AadMode, BlockingLocks, ColumnRef, MigrationLocks, Migrator, Options, Report, RowId,
 };
+use manna_store::testing::MemoryStore;
 
 pub fn column() -> ColumnRef {
     ColumnRef::parse("plaid_items.access_token", "id").unwrap()

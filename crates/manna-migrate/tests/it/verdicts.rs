@@ -5,11 +5,11 @@
 use manna_crypto::{AesKey, FernetKey, Keyring};
 use manna_lock::FencingToken;
 use manna_migrate::testing::strategies::{TestKeys, ValueKind};
-use manna_migrate::testing::MemoryStore;
 use manna_migrate::{
     key_usage, migration_lock_name, AadMode, AcceptedFailures, CancelToken, ColumnRef, ColumnStore,
     Fence, IdKind, MigrateError, Mode, RetiringKey, RowId, Shard, Status, Target, Value, Verdict,
 };
+use manna_store::testing::MemoryStore;
 
 use crate::support::{all_under_primary, column, fresh_locks, migrator, plaintexts, run};
 

@@ -1,7 +1,7 @@
 //! The manna-migrate ColumnStore conformance suite, on both backends.
 
-use manna_migrate::testing::conformance::{self, Harness, TableSpec};
 use manna_migrate::{ColumnRef, ColumnStore, IdKind, Ident, RowId};
+use manna_store::testing::conformance::{self, Harness, TableSpec};
 use manna_store_diesel::DieselStore;
 
 use crate::support::TestDb;

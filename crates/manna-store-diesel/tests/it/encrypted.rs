@@ -247,12 +247,12 @@ both_backends! {
         let rows = store.scan(&col, &IdRange::all(), 10).unwrap();
         assert_eq!(rows.len(), 1);
         let stored = rows[0].value.text().unwrap();
-        let pt = keys().keyring.decrypt(stored, col.aad_context().as_bytes()).unwrap();
+        let pt = keys().keyring.decrypt(stored, col.aad().as_bytes()).unwrap();
         assert_eq!(pt.to_str().unwrap(), "access-sandbox-9");
         // The Rust names are not the AAD.
         assert!(keys().keyring.decrypt(stored, b"items.token").is_err());
         // And what the migrator writes, the application reads.
-        let sealed = keys().keyring.encrypt(b"from-the-migrator", col.aad_context().as_bytes()).unwrap();
+        let sealed = keys().keyring.encrypt(b"from-the-migrator", col.aad().as_bytes()).unwrap();
         on_conn!(db, |c| diesel::update(items::table.find(1))
             .set(items::token.eq(&sealed))
             .execute(c)

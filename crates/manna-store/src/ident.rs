@@ -15,7 +15,7 @@ pub const MAX_IDENT_LEN: usize = 63;
 /// digits or `_`, at most [`MAX_IDENT_LEN`] bytes.
 ///
 /// ```
-/// use manna_migrate::Ident;
+/// use manna_store::Ident;
 /// assert!(Ident::new("plaid_items").is_ok());
 /// assert!(Ident::new("items; DROP TABLE users").is_err());
 /// assert_eq!(Ident::new("access_token").unwrap().quoted(), "\"access_token\"");

@@ -6,7 +6,7 @@
 //! application would). Then:
 //!
 //! ```
-//! use manna_migrate::testing::{conformance, MemoryHarness};
+//! use manna_store::testing::{conformance, MemoryHarness};
 //! conformance::run_all(&mut MemoryHarness::new());
 //! ```
 //!
@@ -16,7 +16,7 @@
 use std::collections::BTreeSet;
 
 use crate::ident::Ident;
-use crate::store::{
+use crate::port::{
     Checkpoint, CheckpointKey, ColumnRef, ColumnStore, Counts, Fence, IdKind, IdRange, LayoutKey,
     Rewrite, Row, RowId, StoreErrorKind, Value, WriteOptions,
 };
@@ -1199,7 +1199,7 @@ pub fn census_counts(h: &mut dyn Harness) {
         .unwrap_or_else(|e| panic!("{C}: {e}"));
     ensure!(
         C,
-        empty == crate::store::PrefixCensus::default(),
+        empty == crate::port::PrefixCensus::default(),
         "empty range: {empty:?}"
     );
     if h.app_write_bytes(&c, &RowId::Int(13), &[0xff, 0xfe, b'm']) {

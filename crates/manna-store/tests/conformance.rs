@@ -1,8 +1,10 @@
+//! The in-memory store passes the conformance suite, and the suite catches stores that break the contract.
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use manna_migrate::testing::conformance::{self, Harness, TableSpec};
-use manna_migrate::testing::{MemoryHarness, MemoryStore};
-use manna_migrate::{
+use manna_store::testing::conformance::{self, Harness, TableSpec};
+use manna_store::testing::{MemoryHarness, MemoryStore};
+use manna_store::{
     Checkpoint, CheckpointKey, ColumnInfo, ColumnRef, ColumnStore, Fence, IdKind, IdRange,
     LayoutKey, PrefixCensus, Rewrite, Row, RowId, StoreError, WriteOptions,
 };

@@ -6,7 +6,7 @@ use std::fmt;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::store::{
+use crate::port::{
     Checkpoint, CheckpointKey, ColumnInfo, ColumnRef, ColumnStore, Fence, IdKind, IdRange,
     LayoutKey, PrefixCensus, Rewrite, Row, RowId, StoreError, StoreErrorKind, Value, WriteOptions,
 };
@@ -121,8 +121,8 @@ struct Inner {
 /// conformance suite ([`crate::testing::conformance`]).
 ///
 /// ```
-/// use manna_migrate::testing::MemoryStore;
-/// use manna_migrate::{ColumnRef, ColumnStore, IdKind, IdRange};
+/// use manna_store::testing::MemoryStore;
+/// use manna_store::{ColumnRef, ColumnStore, IdKind, IdRange};
 /// let store = MemoryStore::new();
 /// let c = ColumnRef::parse("items.secret", "id").unwrap();
 /// store.create_table(&c, IdKind::Int, &["note"], true);
@@ -494,7 +494,7 @@ impl ColumnStore for MemoryStore {
             match &row.value {
                 Value::Null => census.nulls += 1,
                 Value::Text(v) => {
-                    if let Some(k) = crate::plan::envelope_header_key(v) {
+                    if let Some(k) = manna_crypto::text_header_key(v) {
                         *census.envelopes.entry(k.to_owned()).or_default() += 1;
                     }
                 }

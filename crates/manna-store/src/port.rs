@@ -1,16 +1,14 @@
 //! The column-store port: what the migrator needs from a database.
 //!
-//! `manna-migrate` declares this port and never talks to a driver; adapters
-//! (`manna-store-diesel` for PostgreSQL and SQLite, the in-memory store behind
-//! the `testing` feature) implement it and must pass the conformance suite in
-//! `manna_migrate::testing`.
+//! Adapters (`manna-store-diesel` for PostgreSQL and SQLite, the in-memory
+//! store behind the `testing` feature) implement it and must pass the
+//! conformance suite in [`crate::testing`] (feature `testing`).
 //!
 //! The port is synchronous: database drivers here are blocking, and the engine
 //! runs each worker on its own thread.
 
 use std::cmp::Ordering;
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -41,7 +39,7 @@ impl ColumnRef {
     /// Parses `TABLE.COLUMN` (the CLI's `--column`) with the given id column.
     ///
     /// ```
-    /// use manna_migrate::ColumnRef;
+    /// use manna_store::ColumnRef;
     /// let c = ColumnRef::parse("plaid_items.access_token", "id").unwrap();
     /// assert_eq!(c.to_string(), "plaid_items.access_token");
     /// assert!(ColumnRef::parse("plaid_items", "id").is_err());
@@ -61,9 +59,10 @@ impl ColumnRef {
         })
     }
 
-    /// The AAD context of this column: `TABLE.COLUMN` as bytes.
-    pub fn aad_context(&self) -> String {
-        self.to_string()
+    /// The column's associated data, `TABLE.COLUMN`
+    /// ([`manna_crypto::aad::column`]).
+    pub fn aad(&self) -> String {
+        manna_crypto::aad::column(self.table.as_str(), self.column.as_str())
     }
 }
 
@@ -188,7 +187,7 @@ impl IdRange {
     /// ignored.
     ///
     /// ```
-    /// use manna_migrate::{IdRange, RowId};
+    /// use manna_store::{IdRange, RowId};
     /// let r = IdRange::from_bounds(vec![RowId::Int(10), RowId::Int(20)]);
     /// assert_eq!(r.len(), 3);
     /// assert!(r[0].contains(&RowId::Int(-5)) && r[1].contains(&RowId::Int(20)));
@@ -584,38 +583,4 @@ pub trait ColumnStore: Send + Sync {
     /// atomically, and returns the saved one: every caller gets the same
     /// boundaries, whoever came first.
     fn save_layout(&self, key: &LayoutKey, bounds: &[RowId]) -> Result<Vec<RowId>, StoreError>;
-}
-
-/// Parses shard specifications `i/n` (0-based index, `i < n`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Shard {
-    /// This shard, `0..count`.
-    pub index: u32,
-    /// Number of shards.
-    pub count: u32,
-}
-
-impl Shard {
-    /// The single shard covering everything.
-    pub const ALL: Shard = Shard { index: 0, count: 1 };
-}
-
-impl fmt::Display for Shard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.index, self.count)
-    }
-}
-
-impl FromStr for Shard {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("invalid shard {s:?}: expected i/n with 0 <= i < n");
-        let (i, n) = s.split_once('/').ok_or_else(bad)?;
-        let index: u32 = i.trim().parse().map_err(|_| bad())?;
-        let count: u32 = n.trim().parse().map_err(|_| bad())?;
-        if count == 0 || index >= count {
-            return Err(bad());
-        }
-        Ok(Shard { index, count })
-    }
 }
