@@ -120,6 +120,13 @@ pub enum CryptoError {
         /// Its stated expiry (RFC 3339).
         expires_at: String,
     },
+    /// The keyring's `fernet_until` has passed: Fernet is no longer written
+    /// (a rollback to Fernet is refused).
+    #[error("Fernet ended at {until} (fernet_until): the keyring no longer writes Fernet tokens")]
+    FernetEnded {
+        /// The keyring's `fernet_until` (RFC 3339).
+        until: String,
+    },
 }
 
 /// Decryption failed. Authentication failures are one opaque variant.
@@ -172,13 +179,24 @@ pub enum DecryptError {
     /// window: older than the TTL, or more than 60 s in the future.
     #[error("Fernet token timestamp is outside the accepted window (TTL expired or more than 60 s in the future)")]
     FernetTimestamp,
+    /// A Fernet token, and the keyring's `fernet_until` has passed: Fernet
+    /// reading ended then, by policy. No Fernet key is tried, so this says
+    /// nothing about the token itself.
+    #[error(
+        "value is a legacy Fernet token and Fernet reading ended at {until} (fernet_until): \
+         migrate such rows before that date, or move the date while they are migrated"
+    )]
+    FernetEnded {
+        /// The keyring's `fernet_until` (RFC 3339).
+        until: String,
+    },
 }
 
 impl DecryptError {
     /// A short, stable, data-free name for the failure kind (used as a
     /// metric label and in reports): `unknown_format`, `unsupported_version`,
     /// `unknown_key`, `no_fernet_key`, `authentication`,
-    /// `plaintext_not_accepted`, `fernet_timestamp`.
+    /// `plaintext_not_accepted`, `fernet_timestamp`, `fernet_ended`.
     pub fn kind(&self) -> &'static str {
         match self {
             DecryptError::UnknownFormat => "unknown_format",
@@ -188,6 +206,7 @@ impl DecryptError {
             DecryptError::Authentication => "authentication",
             DecryptError::PlaintextNotAccepted => "plaintext_not_accepted",
             DecryptError::FernetTimestamp => "fernet_timestamp",
+            DecryptError::FernetEnded { .. } => "fernet_ended",
         }
     }
 }

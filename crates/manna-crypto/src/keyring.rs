@@ -76,6 +76,8 @@ struct Inner {
     /// Index 0 is the primary key; the rest are decrypt-only.
     aes: Vec<AesEntry>,
     fernet: Vec<FernetEntry>,
+    /// From this instant on, Fernet tokens are refused (and not written).
+    fernet_until: Option<OffsetDateTime>,
     accept_plaintext: bool,
 }
 
@@ -104,6 +106,7 @@ impl std::fmt::Debug for Keyring {
             .field("primary", &self.primary_key_id())
             .field("decrypt_only", &self.decrypt_only_key_ids())
             .field("fernet", &self.fernet_key_ids())
+            .field("fernet_until", &self.inner.fernet_until)
             .field("accept_plaintext", &self.inner.accept_plaintext)
             .finish()
     }
@@ -116,6 +119,7 @@ pub struct KeyringBuilder {
     primary: Option<(AesKey, KeyMetadata)>,
     previous: Vec<(AesKey, KeyMetadata)>,
     fernet: Vec<FernetKey>,
+    fernet_until: Option<OffsetDateTime>,
     accept_plaintext: bool,
 }
 
@@ -162,6 +166,36 @@ impl KeyringBuilder {
         self
     }
 
+    /// Ends Fernet at `until`: from that instant on, the keyring refuses to
+    /// open Fernet tokens ([`DecryptError::FernetEnded`], without trying any
+    /// key) and to write them ([`CryptoError::FernetEnded`]). Before it,
+    /// nothing changes. It bounds the Fernet downgrade (docs/format.md):
+    /// Fernet tokens carry no AAD, so while they are read, one copied from
+    /// another column, row or backup is accepted.
+    ///
+    /// [`Keyring::fernet_key_of`] still names the key a token is under, so
+    /// a census stays truthful about the rows still in Fernet.
+    ///
+    /// ```
+    /// use manna_crypto::{AesKey, DecryptError, FernetKey, Keyring};
+    /// use time::macros::datetime;
+    /// let fernet = FernetKey::generate();
+    /// let token = fernet.encrypt(b"legacy");
+    /// let keyring = Keyring::builder()
+    ///     .primary(AesKey::generate())
+    ///     .fernet(fernet)
+    ///     .fernet_until(datetime!(2020-01-01 0:00 UTC))
+    ///     .build()
+    ///     .unwrap();
+    /// let err = keyring.decrypt(&token, b"").unwrap_err();
+    /// assert_eq!(err.kind(), "fernet_ended");
+    /// assert!(err.to_string().contains("Fernet reading ended at 2020-01-01T00:00:00Z"));
+    /// ```
+    pub fn fernet_until(mut self, until: OffsetDateTime) -> Self {
+        self.fernet_until = Some(until);
+        self
+    }
+
     /// Whether [`Keyring::decrypt`] returns values that look like
     /// unencrypted text as they are (default `false`; turn on only to
     /// migrate a never-encrypted column).
@@ -205,6 +239,7 @@ impl KeyringBuilder {
             inner: Arc::new(Inner {
                 aes,
                 fernet,
+                fernet_until: self.fernet_until,
                 accept_plaintext: self.accept_plaintext,
             }),
         })
@@ -386,11 +421,51 @@ impl Keyring {
     /// - an `mn1:` envelope with the AES key its header names (no trial
     ///   decryption across AES keys), authenticating `header ‖ aad`;
     /// - a Fernet token with each Fernet key in order (`aad` does not apply:
-    ///   Fernet has none);
+    ///   Fernet has none), until [`KeyringBuilder::fernet_until`];
     /// - text that looks like plaintext, returned as is, only when the
     ///   keyring accepts plaintext.
     pub fn decrypt(&self, token: &str, aad: &[u8]) -> Result<Plaintext, DecryptError> {
-        let result = self.decrypt_inner(token, aad);
+        self.decrypt_with(token, aad, true)
+    }
+
+    /// [`Keyring::decrypt`] for a value that must never be a Fernet token (a
+    /// column that opted out of Fernet): a Fernet token fails with the
+    /// opaque [`DecryptError::Authentication`], without trying any Fernet
+    /// key, even while the keyring has some. Fernet tokens carry no AAD, so
+    /// this is how a column refuses tokens copied from elsewhere.
+    ///
+    /// ```
+    /// use manna_crypto::{AesKey, DecryptError, FernetKey, Keyring};
+    /// let fernet = FernetKey::generate();
+    /// let keyring = Keyring::builder()
+    ///     .primary(AesKey::generate())
+    ///     .fernet(fernet.clone())
+    ///     .build()
+    ///     .unwrap();
+    /// let legacy = fernet.encrypt(b"copied from elsewhere");
+    /// assert!(keyring.decrypt(&legacy, b"users.ssn").is_ok());
+    /// assert_eq!(
+    ///     keyring.decrypt_without_fernet(&legacy, b"users.ssn").unwrap_err(),
+    ///     DecryptError::Authentication
+    /// );
+    /// let token = keyring.encrypt(b"native", b"users.ssn").unwrap();
+    /// assert!(keyring.decrypt_without_fernet(&token, b"users.ssn").is_ok());
+    /// ```
+    pub fn decrypt_without_fernet(
+        &self,
+        token: &str,
+        aad: &[u8],
+    ) -> Result<Plaintext, DecryptError> {
+        self.decrypt_with(token, aad, false)
+    }
+
+    fn decrypt_with(
+        &self,
+        token: &str,
+        aad: &[u8],
+        fernet: bool,
+    ) -> Result<Plaintext, DecryptError> {
+        let result = self.decrypt_inner(token, aad, fernet);
         if let Err(e) = &result {
             // Labels only for configured keys: a key id read from stored
             // data could otherwise create any number of series.
@@ -410,7 +485,12 @@ impl Keyring {
         result
     }
 
-    fn decrypt_inner(&self, token: &str, aad: &[u8]) -> Result<Plaintext, DecryptError> {
+    fn decrypt_inner(
+        &self,
+        token: &str,
+        aad: &[u8],
+        fernet: bool,
+    ) -> Result<Plaintext, DecryptError> {
         match envelope::parse_prefix(token.as_bytes()) {
             Prefix::V1 {
                 header,
@@ -437,7 +517,7 @@ impl Keyring {
             }
             Prefix::V1 { binary: true, .. } | Prefix::BrokenV1 => Err(DecryptError::UnknownFormat),
             Prefix::OtherVersion(version) => Err(DecryptError::UnsupportedVersion { version }),
-            Prefix::None => self.decrypt_non_envelope(token),
+            Prefix::None => self.decrypt_non_envelope(token, fernet),
         }
     }
 
@@ -445,6 +525,25 @@ impl Keyring {
     /// [`Keyring::encrypt_to_bytes`], or UTF-8 text (text envelope, Fernet
     /// token, plaintext) handled as by [`Keyring::decrypt`].
     pub fn decrypt_bytes(&self, value: &[u8], aad: &[u8]) -> Result<Plaintext, DecryptError> {
+        self.decrypt_bytes_with(value, aad, true)
+    }
+
+    /// [`Keyring::decrypt_bytes`] refusing Fernet tokens, as
+    /// [`Keyring::decrypt_without_fernet`] does.
+    pub fn decrypt_bytes_without_fernet(
+        &self,
+        value: &[u8],
+        aad: &[u8],
+    ) -> Result<Plaintext, DecryptError> {
+        self.decrypt_bytes_with(value, aad, false)
+    }
+
+    fn decrypt_bytes_with(
+        &self,
+        value: &[u8],
+        aad: &[u8],
+        fernet: bool,
+    ) -> Result<Plaintext, DecryptError> {
         let result = match envelope::parse_prefix(value) {
             Prefix::V1 {
                 header,
@@ -458,7 +557,7 @@ impl Keyring {
                 None => Err(DecryptError::UnknownFormat),
             },
             _ => match std::str::from_utf8(value) {
-                Ok(text) => return self.decrypt(text, aad),
+                Ok(text) => return self.decrypt_with(text, aad, fernet),
                 Err(_) => Err(DecryptError::UnknownFormat),
             },
         };
@@ -468,9 +567,11 @@ impl Keyring {
         result
     }
 
-    fn decrypt_non_envelope(&self, token: &str) -> Result<Plaintext, DecryptError> {
+    fn decrypt_non_envelope(&self, token: &str, fernet: bool) -> Result<Plaintext, DecryptError> {
         match envelope::inspect(token) {
-            Format::Fernet => self.decrypt_fernet_checked(token, None),
+            Format::Fernet if fernet => self.decrypt_fernet_checked(token, None),
+            // Refused as any unauthentic value is: no Fernet key is tried.
+            Format::Fernet => Err(DecryptError::Authentication),
             Format::Plaintext if self.inner.accept_plaintext => {
                 metrics::plaintext_passed();
                 Ok(Plaintext::new(Zeroizing::new(token.as_bytes().to_vec())))
@@ -519,6 +620,7 @@ impl Keyring {
         if self.inner.fernet.is_empty() {
             return Err(DecryptError::NoFernetKey);
         }
+        self.check_fernet_not_ended()?;
         for entry in &self.inner.fernet {
             if let Some(plain) = crate::fernet::decrypt(&entry.key, token, window)? {
                 entry.counters.decrypted();
@@ -548,9 +650,15 @@ impl Keyring {
     }
 
     /// Encrypts to a Fernet token with the first Fernet key: the rollback
-    /// target. Fails if no Fernet key is configured.
+    /// target. Fails if no Fernet key is configured, or once
+    /// [`KeyringBuilder::fernet_until`] has passed.
     pub fn encrypt_fernet(&self, plaintext: &[u8]) -> Result<String, CryptoError> {
         let entry = self.inner.fernet.first().ok_or(CryptoError::NoFernetKey)?;
+        if let Some(until) = self.fernet_ended_at(OffsetDateTime::now_utc()) {
+            return Err(CryptoError::FernetEnded {
+                until: rfc3339(until),
+            });
+        }
         entry.encryptions.fetch_add(1, Ordering::Relaxed);
         let token = entry.key.fernet.encrypt(plaintext);
         entry.counters.encrypted();
@@ -615,7 +723,9 @@ impl Keyring {
     /// Fernet key (in configured order, as MultiFernet tries them) under which
     /// the token is authentic. `None` when no configured key opens it (or it
     /// is not a Fernet token). Nothing is returned but the id: the plaintext
-    /// is dropped (and zeroized) at once.
+    /// is dropped (and zeroized) at once. It answers after `fernet_until`
+    /// too: the token is still under that key, which a census and
+    /// `keys retire-check` must tell.
     ///
     /// ```
     /// use manna_crypto::{AesKey, FernetKey, Keyring};
@@ -637,9 +747,33 @@ impl Keyring {
         })
     }
 
-    /// Whether Fernet tokens can be read (at least one Fernet key).
+    /// Whether Fernet keys are configured (at least one). Fernet tokens are
+    /// read only while [`Keyring::check_fernet_not_ended`] is `Ok` too.
     pub fn has_fernet(&self) -> bool {
         !self.inner.fernet.is_empty()
+    }
+
+    /// The instant Fernet ends ([`KeyringBuilder::fernet_until`]), if set.
+    pub fn fernet_until(&self) -> Option<OffsetDateTime> {
+        self.inner.fernet_until
+    }
+
+    /// `Err(`[`DecryptError::FernetEnded`]`)` once `fernet_until` has
+    /// passed: Fernet tokens are then refused, whoever reads them. Callers
+    /// that classify many Fernet tokens without decrypting them (a
+    /// migration's census) check it to count them as unreadable.
+    pub fn check_fernet_not_ended(&self) -> Result<(), DecryptError> {
+        match self.fernet_ended_at(OffsetDateTime::now_utc()) {
+            Some(until) => Err(DecryptError::FernetEnded {
+                until: rfc3339(until),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// `fernet_until`, if it is at or before `now`.
+    fn fernet_ended_at(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.inner.fernet_until.filter(|until| now >= *until)
     }
 
     /// Whether plaintext values are accepted by [`Keyring::decrypt`].
@@ -682,8 +816,10 @@ impl Keyring {
             self.primary_key_id(),
             self.decrypt_only_key_ids(),
             self.fernet_key_ids(),
+            self.inner.fernet_until,
             self.inner.accept_plaintext,
             keys,
+            now,
         )
     }
 
@@ -697,9 +833,7 @@ impl Keyring {
             Some(expires_at) if OffsetDateTime::now_utc() >= expires_at => {
                 Err(CryptoError::PrimaryKeyExpired {
                     key_id: entry.id,
-                    expires_at: expires_at
-                        .format(&time::format_description::well_known::Rfc3339)
-                        .unwrap_or_else(|_| expires_at.to_string()),
+                    expires_at: rfc3339(expires_at),
                 })
             }
             _ => Ok(()),
@@ -724,6 +858,12 @@ impl Keyring {
                 .iter()
                 .any(|k| k.to_string() == id)
     }
+}
+
+/// An instant as RFC 3339 text (for messages).
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
 }
 
 fn inspect_key_id(token: &str) -> Option<String> {

@@ -24,7 +24,7 @@ pub use keyring::{KeyMetadata, Keyring, KeyringBuilder, NONCE_LIMIT, NONCE_WARNI
 pub use plaintext::Plaintext;
 pub use source::{
     parse_key_file, EnvKeySource, FileKeySource, KeyFileFormat, KeySource, KeySourceError,
-    StaticKeySource, ENV_AES_KEY, ENV_AES_PREVIOUS, ENV_FERNET_KEYS,
+    StaticKeySource, ENV_AES_KEY, ENV_AES_PREVIOUS, ENV_FERNET_KEYS, ENV_FERNET_UNTIL,
 };
 pub use status::{KeyRole, KeyStatus, Status, EXPIRY_WARNING_BEFORE, ROTATION_DUE_AFTER};
 

@@ -17,6 +17,9 @@ pub const ENV_AES_KEY: &str = "MANNA_ENCRYPTION_KEY_AES256";
 pub const ENV_AES_PREVIOUS: &str = "MANNA_ENCRYPTION_KEYS_AES256_PREVIOUS";
 /// Comma-separated legacy Fernet keys, first one first (`MultiFernet` order).
 pub const ENV_FERNET_KEYS: &str = "MANNA_ENCRYPTION_KEY";
+/// When Fernet reading ends (RFC 3339, e.g. `2027-01-01T00:00:00Z`):
+/// [`KeyringBuilder::fernet_until`](crate::KeyringBuilder::fernet_until).
+pub const ENV_FERNET_UNTIL: &str = "MANNA_ENCRYPTION_FERNET_UNTIL";
 
 /// Loads a keyring. Implement it to take keys from a secret manager.
 pub trait KeySource: Send + Sync {
@@ -50,6 +53,15 @@ pub enum KeySourceError {
         location: String,
         /// What is wrong with it.
         reason: KeyError,
+    },
+    /// A setting that is not a key could not be parsed (the setting and
+    /// what was expected are named; the value is not shown).
+    #[error("{location}: {reason}")]
+    InvalidSetting {
+        /// Where the setting is: a variable, or a key file's field.
+        location: String,
+        /// What was expected.
+        reason: String,
     },
     /// The keys parse but do not form a valid keyring.
     #[error(transparent)]
@@ -86,7 +98,8 @@ pub enum KeySourceError {
 type Lookup = dyn Fn(&str) -> Option<String> + Send + Sync;
 
 /// Keys from the environment: [`ENV_AES_KEY`] (required),
-/// [`ENV_AES_PREVIOUS`] and [`ENV_FERNET_KEYS`] (optional, comma-separated).
+/// [`ENV_AES_PREVIOUS`] and [`ENV_FERNET_KEYS`] (optional, comma-separated),
+/// and [`ENV_FERNET_UNTIL`] (optional, RFC 3339).
 ///
 /// Tests pass their own lookup instead of mutating the process environment:
 ///
@@ -186,12 +199,21 @@ impl KeySource for EnvKeySource {
             })?;
         let previous = self.entries(ENV_AES_PREVIOUS, AesKey::from_base64)?;
         let fernet = self.entries(ENV_FERNET_KEYS, FernetKey::from_base64)?;
-        Ok(Keyring::builder()
+        let mut builder = Keyring::builder()
             .primary(primary)
             .previous_keys(previous)
             .fernet_keys(fernet)
-            .accept_plaintext(self.accept_plaintext)
-            .build()?)
+            .accept_plaintext(self.accept_plaintext);
+        if let Some(until) = self.get(ENV_FERNET_UNTIL) {
+            // The value is not echoed: a key pasted into it would be printed.
+            let until =
+                parse_instant(until.trim()).ok_or_else(|| KeySourceError::InvalidSetting {
+                    location: ENV_FERNET_UNTIL.to_owned(),
+                    reason: NOT_RFC3339.to_owned(),
+                })?;
+            builder = builder.fernet_until(until);
+        }
+        Ok(builder.build()?)
     }
 }
 
@@ -230,6 +252,7 @@ pub enum KeyFileFormat {
 ///
 /// ```toml
 /// accept_plaintext = false            # optional
+/// fernet_until = 2027-01-01T00:00:00Z # optional, RFC 3339: Fernet refused from then on
 ///
 /// [[keys]]
 /// key = "<base64 of 32 bytes>"
@@ -240,7 +263,8 @@ pub enum KeyFileFormat {
 /// expires_at = 2025-07-01T00:00:00Z   # optional, RFC 3339
 /// ```
 ///
-/// JSON has the same shape: `{"accept_plaintext": false, "keys": [{"key": …}]}`.
+/// JSON has the same shape: `{"accept_plaintext": false, "fernet_until":
+/// "2027-01-01T00:00:00Z", "keys": [{"key": …}]}`.
 /// Exactly one AES key has status `primary`; `retired` keys are kept in the
 /// file for the record and not loaded. Fernet keys are loaded in file order
 /// (their status must be `decrypt_only` or `retired`).
@@ -328,13 +352,22 @@ pub fn parse_key_file(
         path: path.to_owned(),
         message,
     };
-    let (accept_plaintext, raw_keys) = match format {
+    let mut raw = match format {
         KeyFileFormat::Toml => read_toml(text, path)?,
         KeyFileFormat::Json => read_json(text, path)?,
     }
     .map_err(content)?;
 
-    let mut builder = Keyring::builder().accept_plaintext(accept_plaintext);
+    let mut builder = Keyring::builder().accept_plaintext(raw.accept_plaintext);
+    if let Some(until) = raw.fernet_until.as_deref() {
+        // The value is not echoed: a key pasted into it would be printed.
+        let until = parse_instant(until).ok_or_else(|| KeySourceError::InvalidSetting {
+            location: format!("key file {} (`fernet_until`)", path.display()),
+            reason: NOT_RFC3339.to_owned(),
+        })?;
+        builder = builder.fernet_until(until);
+    }
+    let raw_keys = std::mem::take(&mut raw.keys);
     let mut primary_seen = false;
     for (i, mut raw) in raw_keys.into_iter().enumerate() {
         let n = i + 1;
@@ -419,6 +452,13 @@ fn check_id(stated: Option<KeyId>, actual: KeyId) -> Result<(), KeyError> {
     }
 }
 
+/// What a date-time setting must be (no value is ever shown).
+const NOT_RFC3339: &str = "not an RFC 3339 date-time (2025-01-31T00:00:00Z)";
+
+fn parse_instant(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &Rfc3339).ok()
+}
+
 fn parse_time(
     value: Option<&str>,
     n: usize,
@@ -426,16 +466,21 @@ fn parse_time(
 ) -> Result<Option<OffsetDateTime>, String> {
     value
         .map(|s| {
-            OffsetDateTime::parse(s, &Rfc3339).map_err(|_| {
-                format!(
-                    "keys entry {n}: `{field}` is not an RFC 3339 date-time (2025-01-31T00:00:00Z)"
-                )
-            })
+            parse_instant(s).ok_or_else(|| format!("keys entry {n}: `{field}` is {NOT_RFC3339}"))
         })
         .transpose()
 }
 
-type RawFile = Result<(bool, Vec<RawKey>), String>;
+/// A key file's content, fields as text. Every string is wiped on drop: a
+/// key may have been pasted into any of them.
+#[derive(Default, Zeroize, ZeroizeOnDrop)]
+struct RawKeyFile {
+    accept_plaintext: bool,
+    fernet_until: Option<String>,
+    keys: Vec<RawKey>,
+}
+
+type RawFile = Result<RawKeyFile, String>;
 
 fn read_toml(text: &str, path: &Path) -> Result<RawFile, KeySourceError> {
     let mut table: toml::Table =
@@ -459,6 +504,10 @@ fn read_toml(text: &str, path: &Path) -> Result<RawFile, KeySourceError> {
             Some(toml::Value::Boolean(b)) => *b,
             Some(_) => return Err("`accept_plaintext` must be true or false".to_owned()),
         };
+        let fernet_until = match table.get("fernet_until") {
+            None => None,
+            Some(v) => Some(text_of(v).ok_or_else(|| format!("`fernet_until` is {NOT_RFC3339}"))?),
+        };
         let Some(toml::Value::Array(entries)) = table.get("keys") else {
             return Err("expected a `[[keys]]` array".to_owned());
         };
@@ -477,7 +526,11 @@ fn read_toml(text: &str, path: &Path) -> Result<RawFile, KeySourceError> {
                 expires_at: field("expires_at"),
             });
         }
-        Ok((accept_plaintext, keys))
+        Ok(RawKeyFile {
+            accept_plaintext,
+            fernet_until,
+            keys,
+        })
     })();
     for (_, value) in table.iter_mut() {
         wipe_toml(value);
@@ -518,6 +571,11 @@ fn read_json(text: &str, path: &Path) -> Result<RawFile, KeySourceError> {
             Some(serde_json::Value::Bool(b)) => *b,
             Some(_) => return Err("`accept_plaintext` must be true or false".to_owned()),
         };
+        let fernet_until = match value.get("fernet_until") {
+            None => None,
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(format!("`fernet_until` is {NOT_RFC3339}")),
+        };
         let Some(serde_json::Value::Array(entries)) = value.get("keys") else {
             return Err("expected a `keys` array".to_owned());
         };
@@ -536,7 +594,11 @@ fn read_json(text: &str, path: &Path) -> Result<RawFile, KeySourceError> {
                 expires_at: field("expires_at"),
             });
         }
-        Ok((accept_plaintext, keys))
+        Ok(RawKeyFile {
+            accept_plaintext,
+            fernet_until,
+            keys,
+        })
     })();
     wipe_json(&mut value);
     Ok(raw)

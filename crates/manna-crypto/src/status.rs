@@ -95,6 +95,11 @@ impl KeyStatus {
     }
 }
 
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
 fn date(t: OffsetDateTime) -> String {
     let d = t.date();
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
@@ -115,10 +120,14 @@ pub struct Status {
     pub primary_key_id: Option<KeyId>,
     /// Ids of the decrypt-only AES keys.
     pub decrypt_only_key_ids: Vec<KeyId>,
-    /// Whether legacy Fernet tokens can be read.
+    /// Whether legacy Fernet tokens can be read (Fernet keys configured and
+    /// `fernet_until`, if set, not passed).
     pub fernet_fallback: bool,
     /// Fingerprint ids of the Fernet keys, in order.
     pub fernet_key_ids: Vec<KeyId>,
+    /// When Fernet reading ends (the keyring's `fernet_until`), if set.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub fernet_until: Option<OffsetDateTime>,
     /// Whether plaintext values are accepted when decrypting.
     pub accept_plaintext: bool,
     /// Encryptions per key at which a warning is raised (2^31).
@@ -128,7 +137,9 @@ pub struct Status {
     /// Per-key details, primary first, then decrypt-only, then Fernet.
     pub keys: Vec<KeyStatus>,
     /// All warnings: the per-key ones, flattened, then one while Fernet
-    /// fallback is on and one while plaintext is accepted.
+    /// fallback is on (or Fernet keys are configured after `fernet_until`)
+    /// and one while plaintext is accepted: the ones
+    /// [`Status::acceptance_warnings`] returns.
     pub warnings: Vec<String>,
 }
 
@@ -143,6 +154,7 @@ impl Status {
             decrypt_only_key_ids: Vec::new(),
             fernet_fallback: false,
             fernet_key_ids: Vec::new(),
+            fernet_until: None,
             accept_plaintext: false,
             nonce_warning_threshold: NONCE_WARNING_THRESHOLD,
             nonce_limit: NONCE_LIMIT,
@@ -157,41 +169,69 @@ impl Status {
         primary: KeyId,
         decrypt_only: Vec<KeyId>,
         fernet: Vec<KeyId>,
+        fernet_until: Option<OffsetDateTime>,
         accept_plaintext: bool,
         keys: Vec<KeyStatus>,
+        now: OffsetDateTime,
     ) -> Self {
-        let mut warnings: Vec<String> = keys
+        let mut status = Status {
+            initialized: true,
+            algorithm: crate::ALGORITHM,
+            format_version: 1,
+            primary_key_id: Some(primary),
+            decrypt_only_key_ids: decrypt_only,
+            fernet_fallback: !fernet.is_empty() && fernet_until.is_none_or(|until| now < until),
+            fernet_key_ids: fernet,
+            fernet_until,
+            accept_plaintext,
+            nonce_warning_threshold: NONCE_WARNING_THRESHOLD,
+            nonce_limit: NONCE_LIMIT,
+            warnings: Vec::new(),
+            keys,
+        };
+        status.warnings = status
+            .keys
             .iter()
             .flat_map(|k| k.warnings.iter().cloned())
+            .chain(status.acceptance_warnings())
             .collect();
-        if !fernet.is_empty() {
-            warnings.push(
-                "Fernet fallback is on: Fernet tokens carry no AAD, so a token copied from \
-                 another column, row or backup is accepted (and re-encrypted under this \
+        status
+    }
+
+    /// The warnings about what the keyring accepts besides its AES
+    /// envelopes: one while Fernet fallback is on (Fernet tokens carry no
+    /// AAD, so one copied from another column, row or backup is accepted;
+    /// until when, if `fernet_until` is set), or while Fernet keys stay
+    /// configured after `fernet_until`; one while plaintext is accepted.
+    /// `info` prints them with the others; `migrate` prints them on stderr
+    /// before it starts.
+    pub fn acceptance_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.fernet_fallback {
+            let until = match self.fernet_until {
+                Some(until) => format!(" until {}", rfc3339(until)),
+                None => " (no fernet_until set)".to_owned(),
+            };
+            warnings.push(format!(
+                "Fernet fallback is on{until}: Fernet tokens carry no AAD, so a token copied \
+                 from another column, row or backup is accepted (and re-encrypted under this \
                  column's AAD); remove the Fernet keys once `keys retire-check fernet` passes"
-                    .to_owned(),
-            );
+            ));
+        } else if let (false, Some(until)) = (self.fernet_key_ids.is_empty(), self.fernet_until) {
+            warnings.push(format!(
+                "Fernet reading ended at {} (fernet_until): Fernet tokens are refused; rows \
+                 still in Fernet cannot be read or migrated (`keys retire-check fernet` counts \
+                 them)",
+                rfc3339(until)
+            ));
         }
-        if accept_plaintext {
+        if self.accept_plaintext {
             warnings.push(
                 "plaintext acceptance is on: values that are not encrypted are returned as \
                  they are; turn it off once the column is migrated"
                     .to_owned(),
             );
         }
-        Status {
-            initialized: true,
-            algorithm: crate::ALGORITHM,
-            format_version: 1,
-            primary_key_id: Some(primary),
-            decrypt_only_key_ids: decrypt_only,
-            fernet_fallback: !fernet.is_empty(),
-            fernet_key_ids: fernet,
-            accept_plaintext,
-            nonce_warning_threshold: NONCE_WARNING_THRESHOLD,
-            nonce_limit: NONCE_LIMIT,
-            keys,
-            warnings,
-        }
+        warnings
     }
 }

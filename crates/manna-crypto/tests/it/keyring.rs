@@ -254,3 +254,134 @@ fn status_warns_while_fernet_or_plaintext_is_accepted() {
     assert!(warnings[0].contains("Fernet fallback is on") && warnings[0].contains("no AAD"));
     assert!(warnings[1].contains("plaintext acceptance is on"));
 }
+
+/// Issue 9 item 14: after `fernet_until` the keyring refuses Fernet tokens
+/// (a policy error naming the date, no key tried) and refuses to write them;
+/// before it nothing changes; the key a token is under is still told.
+#[test]
+fn fernet_until_ends_fernet_reading_and_writing() {
+    use time::macros::datetime;
+    let fernet = FernetKey::generate();
+    let token = fernet.encrypt(b"legacy secret");
+    let build = |until| {
+        Keyring::builder()
+            .primary(AesKey::generate())
+            .fernet(fernet.clone())
+            .fernet_until(until)
+            .build()
+            .unwrap()
+    };
+
+    let open = build(time::OffsetDateTime::now_utc() + time::Duration::days(30));
+    assert_eq!(&*open.decrypt(&token, b"t.c").unwrap(), b"legacy secret");
+    assert!(open.encrypt_fernet(b"x").is_ok());
+    assert_eq!(open.check_fernet_not_ended(), Ok(()));
+    assert!(open.status().fernet_fallback);
+
+    let ended = build(datetime!(2026-01-31 12:00 UTC));
+    assert_eq!(ended.fernet_until(), Some(datetime!(2026-01-31 12:00 UTC)));
+    let err = ended.decrypt(&token, b"t.c").unwrap_err();
+    assert_eq!(
+        err,
+        DecryptError::FernetEnded {
+            until: "2026-01-31T12:00:00Z".to_owned()
+        }
+    );
+    assert_eq!(err.kind(), "fernet_ended");
+    let shown = format!("{err} {err:?}");
+    assert!(
+        shown.contains("Fernet reading ended at 2026-01-31T12:00:00Z"),
+        "{shown}"
+    );
+    assert!(!shown.contains("legacy secret") && !shown.contains(fernet.to_base64().as_str()));
+    // Any token shaped like Fernet is refused the same way: no key is tried.
+    let foreign = FernetKey::generate().encrypt(b"x");
+    assert_eq!(
+        ended.decrypt(&foreign, b"").unwrap_err().kind(),
+        "fernet_ended"
+    );
+    assert_eq!(
+        ended
+            .decrypt_bytes(token.as_bytes(), b"")
+            .unwrap_err()
+            .kind(),
+        "fernet_ended"
+    );
+    assert!(matches!(
+        ended.encrypt_fernet(b"x"),
+        Err(CryptoError::FernetEnded { .. })
+    ));
+    assert!(ended.check_fernet_not_ended().is_err());
+    // The census still tells which key the token is under.
+    assert_eq!(ended.fernet_key_of(&token), Some(fernet.id()));
+    // AES envelopes are not affected.
+    let aes = ended.encrypt(b"new", b"t.c").unwrap();
+    assert_eq!(&*ended.decrypt(&aes, b"t.c").unwrap(), b"new");
+}
+
+/// Issue 9 item 14: a caller that opts out of Fernet never accepts a Fernet
+/// token, even while the keyring has the key; the error is the opaque one.
+#[test]
+fn decrypt_without_fernet_refuses_fernet_tokens_opaquely() {
+    let fernet = FernetKey::generate();
+    let keyring = Keyring::builder()
+        .primary(AesKey::generate())
+        .fernet(fernet.clone())
+        .accept_plaintext(true)
+        .build()
+        .unwrap();
+    let token = fernet.encrypt(b"copied");
+    assert!(keyring.decrypt(&token, b"t.c").is_ok());
+    assert_eq!(
+        keyring.decrypt_without_fernet(&token, b"t.c"),
+        Err(DecryptError::Authentication)
+    );
+    assert_eq!(
+        keyring.decrypt_bytes_without_fernet(token.as_bytes(), b"t.c"),
+        Err(DecryptError::Authentication)
+    );
+    let aes = keyring.encrypt(b"native", b"t.c").unwrap();
+    assert_eq!(
+        &*keyring.decrypt_without_fernet(&aes, b"t.c").unwrap(),
+        b"native"
+    );
+    let bin = keyring.encrypt_to_bytes(b"native", b"t.c").unwrap();
+    assert_eq!(
+        &*keyring.decrypt_bytes_without_fernet(&bin, b"t.c").unwrap(),
+        b"native"
+    );
+    // Plaintext acceptance still applies to plaintext.
+    assert_eq!(
+        &*keyring.decrypt_without_fernet("hello", b"t.c").unwrap(),
+        b"hello"
+    );
+}
+
+/// Issue 9 item 14: the Fernet fallback warning says until when, and once
+/// `fernet_until` has passed the status says Fernet reading ended.
+#[test]
+fn status_states_fernet_until() {
+    use time::macros::datetime;
+    let keyring = Keyring::builder()
+        .primary(AesKey::generate())
+        .fernet(FernetKey::generate())
+        .fernet_until(datetime!(2027-01-01 0:00 UTC))
+        .build()
+        .unwrap();
+    let before = keyring.status_at(datetime!(2026-06-01 0:00 UTC));
+    assert!(before.fernet_fallback);
+    assert_eq!(before.acceptance_warnings().len(), 1);
+    assert!(
+        before.warnings[0].starts_with("Fernet fallback is on until 2027-01-01T00:00:00Z")
+            && before.warnings[0].contains("another column, row or backup is accepted"),
+        "{:?}",
+        before.warnings
+    );
+    let json = serde_json::to_value(&before).unwrap();
+    assert_eq!(json["fernet_until"], "2027-01-01T00:00:00Z");
+
+    let after = keyring.status_at(datetime!(2027-01-02 0:00 UTC));
+    assert!(!after.fernet_fallback);
+    assert_eq!(after.warnings.len(), 1, "{:?}", after.warnings);
+    assert!(after.warnings[0].starts_with("Fernet reading ended at 2027-01-01T00:00:00Z"));
+}

@@ -393,3 +393,91 @@ fn readable_key_file_gets_a_warning() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(source.permission_warning(), None);
 }
+
+/// Issue 9 item 14: `fernet_until` from the environment and from TOML and
+/// JSON key files; a bad value names the setting, never the value.
+#[test]
+fn fernet_until_from_env_and_key_files() {
+    use manna_crypto::ENV_FERNET_UNTIL;
+    let primary = AesKey::generate();
+    let fernet = FernetKey::generate();
+    let until = datetime!(2027-01-01 0:00 UTC);
+
+    let keyring = env(&[
+        (ENV_AES_KEY, primary.to_base64().to_string()),
+        (ENV_FERNET_KEYS, fernet.to_base64().to_string()),
+        (ENV_FERNET_UNTIL, " 2027-01-01T00:00:00Z ".to_owned()),
+    ])
+    .load()
+    .unwrap();
+    assert_eq!(keyring.fernet_until(), Some(until));
+    // Unset: no end.
+    let keyring = env(&[(ENV_AES_KEY, primary.to_base64().to_string())])
+        .load()
+        .unwrap();
+    assert_eq!(keyring.fernet_until(), None);
+
+    // A key pasted into the variable is not echoed.
+    let pasted = fernet.to_base64().to_string();
+    let err = env(&[
+        (ENV_AES_KEY, primary.to_base64().to_string()),
+        (ENV_FERNET_UNTIL, pasted.clone()),
+    ])
+    .load()
+    .unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(
+        matches!(err, KeySourceError::InvalidSetting { .. }),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(ENV_FERNET_UNTIL) && shown.contains("RFC 3339"),
+        "{shown}"
+    );
+    assert!(!shown.contains(&pasted), "{shown}");
+
+    let p = Path::new("keys.toml");
+    let entry = format!(
+        "[[keys]]\nkey = \"{}\"\nstatus = \"primary\"\n",
+        primary.to_base64().as_str()
+    );
+    for value in ["2027-01-01T00:00:00Z", "\"2027-01-01T00:00:00Z\""] {
+        let text = format!("fernet_until = {value}\n{entry}");
+        let keyring = parse_key_file(&text, KeyFileFormat::Toml, p).unwrap();
+        assert_eq!(keyring.fernet_until(), Some(until), "{value}");
+    }
+    let json = format!(
+        r#"{{"fernet_until": "2027-01-01T00:00:00Z", "keys": [{{"key": "{}", "status": "primary"}}]}}"#,
+        primary.to_base64().as_str()
+    );
+    let keyring = parse_key_file(&json, KeyFileFormat::Json, Path::new("k.json")).unwrap();
+    assert_eq!(keyring.fernet_until(), Some(until));
+
+    for (text, format) in [
+        (
+            format!("fernet_until = \"{pasted}\"\n{entry}"),
+            KeyFileFormat::Toml,
+        ),
+        // A local date-time has no offset: not an instant.
+        (
+            format!("fernet_until = 2027-01-01T00:00:00\n{entry}"),
+            KeyFileFormat::Toml,
+        ),
+        (format!("fernet_until = 7\n{entry}"), KeyFileFormat::Toml),
+        (
+            format!(
+                r#"{{"fernet_until": "{pasted}", "keys": [{{"key": "{}", "status": "primary"}}]}}"#,
+                primary.to_base64().as_str()
+            ),
+            KeyFileFormat::Json,
+        ),
+    ] {
+        let err = parse_key_file(&text, format, p).unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(
+            shown.contains("`fernet_until`") && shown.contains("RFC 3339"),
+            "{shown}"
+        );
+        assert!(!shown.contains(&pasted), "{shown}");
+    }
+}
