@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use manna_crypto::Keyring;
+use manna_crypto::{CryptoError, DecryptError, Keyring};
 use manna_lock::LockError;
 
 use crate::census::FinalCensus;
@@ -160,6 +160,13 @@ impl Migrator {
             .map_err(MigrateError::InvalidOptions)?;
         if self.options.target == Target::Fernet && !self.keyring.has_fernet() {
             return Err(MigrateError::NoFernetKey);
+        }
+        if self.options.target == Target::Fernet {
+            // Past `fernet_until` Fernet is neither written nor read.
+            if let Err(DecryptError::FernetEnded { until }) = self.keyring.check_fernet_not_ended()
+            {
+                return Err(MigrateError::Keys(CryptoError::FernetEnded { until }));
+            }
         }
         if self.options.mode.writes() && self.options.target == Target::Aes256Gcm {
             self.keyring

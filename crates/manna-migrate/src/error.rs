@@ -44,7 +44,8 @@ pub enum MigrateError {
         cause: LockError,
     },
     /// The keyring cannot encrypt for the target (e.g. the primary key's
-    /// stated expiry has passed).
+    /// stated expiry has passed, or `--to fernet` after the keyring's
+    /// `fernet_until`).
     #[error("{0}")]
     Keys(manna_crypto::CryptoError),
     /// `--to fernet` without a Fernet key.

@@ -143,10 +143,19 @@ impl<'a> Planner<'a> {
             }
         };
         let format = inspect(value);
+        // Past the keyring's `fernet_until`, Fernet tokens cannot be read.
+        let fernet_ended = match format {
+            Format::Fernet => self.keyring.check_fernet_not_ended().err(),
+            _ => None,
+        };
         // Fernet tokens name no key: attribute them unless the value is
         // about to be rewritten anyway (its decryption proves it readable).
         let class = match format {
-            Format::Fernet if self.target == Target::Fernet || depth != Depth::Rewrite => {
+            Format::Fernet
+                if self.target == Target::Fernet
+                    || depth != Depth::Rewrite
+                    || fernet_ended.is_some() =>
+            {
                 match self.keyring.fernet_key_of(value) {
                     Some(id) => ValueClass::Fernet(id),
                     None if !self.keyring.has_fernet() => {
@@ -161,6 +170,11 @@ impl<'a> Planner<'a> {
             Format::Plaintext => ValueClass::Plaintext,
             _ => ValueClass::Unknown,
         };
+        if let (ValueClass::Fernet(_), Some(e)) = (class, fernet_ended) {
+            // Still counted as Fernet under its key (the census stays true),
+            // and failed: it cannot be read any more.
+            return Self::failed(class, e);
+        }
         let in_target = self.in_target(class);
         if in_target && (depth != Depth::Verify || matches!(class, ValueClass::Fernet(_))) {
             // An attributed Fernet token was decrypted to attribute it.

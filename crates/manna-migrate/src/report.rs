@@ -264,8 +264,8 @@ pub struct ColumnReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoint_ignored: Option<String>,
     /// Failed rows by reason (`unknown_format`, `unknown_key`,
-    /// `authentication`, `no_fernet_key`, `plaintext_not_accepted`,
-    /// `not_text`, `verification_mismatch`, ...).
+    /// `authentication`, `no_fernet_key`, `fernet_ended`,
+    /// `plaintext_not_accepted`, `not_text`, `verification_mismatch`, ...).
     pub failure_kinds: BTreeMap<String, u64>,
     /// How this column's run ended.
     pub status: Status,

@@ -355,3 +355,69 @@ fn failed_rows_past_the_listing_bound_are_counted_not_listed() {
     assert_eq!(col.status, Status::FailedRows);
     assert_eq!(report.verdict(), Verdict::Undecryptable);
 }
+
+/// Issue 9 item 14: past the keyring's `fernet_until`, Fernet rows cannot be
+/// read: every mode counts them as failed (`fernet_ended`), still under
+/// their Fernet key in the census, the run is not complete, preflight does
+/// not mistake them for wrong keys, retire-check still says they need the
+/// key, and a rollback to Fernet is refused.
+#[test]
+fn fernet_rows_after_fernet_until_are_failed_rows_not_completion() {
+    let (store, _, old, new) = two_fernet_keys();
+    let c = column();
+    let ended = Keyring::builder()
+        .primary(AesKey::generate())
+        .fernet_keys([new.clone(), old.clone()])
+        .fernet_until(time::macros::datetime!(2026-01-01 0:00 UTC))
+        .build()
+        .unwrap();
+    // Rows 31..=35: plaintext-free AES values under the primary already.
+    for id in 31..=35i64 {
+        let v = ended
+            .encrypt(b"aes", &AadMode::Column.aad(&c, &RowId::Int(id)))
+            .unwrap();
+        store.insert(&c, id, Some(v));
+    }
+    for mode in [Mode::DryRun, Mode::Migrate, Mode::VerifyOnly] {
+        let report = migrator(&store, &ended, fresh_locks(), |o| {
+            o.mode = mode;
+            o.preflight = true;
+        })
+        .run(std::slice::from_ref(&c))
+        .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        let col = &report.columns[0];
+        assert_eq!(col.failure_kinds.get("fernet_ended"), Some(&30), "{mode:?}");
+        assert_eq!(col.failed.len(), 30, "{mode:?}");
+        assert_eq!(col.by_format.fernet_key(&old.id().to_string()), 20);
+        assert_eq!(col.by_format.fernet_key(&new.id().to_string()), 10);
+        assert_eq!(col.by_format.unknown, 0, "{mode:?}");
+        assert_ne!(col.status, Status::Completed, "{mode:?}");
+        assert_eq!(report.verdict(), Verdict::Undecryptable, "{mode:?}");
+    }
+    // Nothing was rewritten: the Fernet rows are as they were.
+    let fernet_rows = store
+        .rows(&c)
+        .into_iter()
+        .filter(|r| r.value.text().is_some_and(|v| v.starts_with("gAAAAA")))
+        .count();
+    assert_eq!(fernet_rows, 30);
+    // The rows still need the Fernet keys.
+    let usage = key_usage(
+        &store,
+        &ended,
+        std::slice::from_ref(&c),
+        RetiringKey::Fernet,
+    )
+    .unwrap();
+    assert_eq!(usage.rows(), 30);
+    // Rolling back to Fernet would write what can no longer be read.
+    let err = migrator(&store, &ended, fresh_locks(), |o| o.target = Target::Fernet)
+        .run(&[c])
+        .unwrap_err();
+    assert!(matches!(err, MigrateError::Keys(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("Fernet ended at 2026-01-01T00:00:00Z"),
+        "{err}"
+    );
+}
