@@ -9,7 +9,7 @@ use diesel::deserialize::{self, FromSql, FromSqlRow};
 use diesel::expression::AsExpression;
 use diesel::serialize::{self, ToSql};
 use diesel::sql_types::{Binary, Text};
-use manna_crypto::{Keyring, Plaintext};
+use manna_crypto::{DecryptError, Keyring, Plaintext};
 use zeroize::Zeroizing;
 
 use crate::error::Error;
@@ -56,6 +56,16 @@ pub trait EncryptedColumn: Send + Sync + 'static {
     /// of the column.
     const AAD: &'static str;
 
+    /// Whether the column reads legacy Fernet tokens (while the keyring has
+    /// Fernet keys). `true` by default, as every column did before; a column
+    /// declared with `fernet = false` ([`encrypted_column!`](crate::encrypted_column))
+    /// never accepts a Fernet token: reading one fails with the opaque
+    /// [`DecryptError::Authentication`], whatever keys the keyring has.
+    /// Fernet tokens carry no AAD, so this is how a column that never held
+    /// Fernet values refuses one copied from another column, row or backup
+    /// (docs/format.md, "The Fernet downgrade").
+    const ACCEPTS_FERNET: bool = true;
+
     /// The row-bound AAD `TABLE.COLUMN:ID` (the migrator's `--aad row`).
     fn row_aad(id: impl fmt::Display) -> String {
         manna_crypto::aad::row(Self::AAD, id)
@@ -91,6 +101,43 @@ pub trait EncryptedColumn: Send + Sync + 'static {
 /// Without a `table!` declaration, give the SQL names directly:
 /// `encrypted_column!(pub Notes = "users"."notes");`
 ///
+/// **Fernet opt-out.** Columns read legacy Fernet tokens while the keyring
+/// has Fernet keys. A column that never held Fernet values says
+/// `fernet = false` after the names: it never accepts a Fernet token (the
+/// read fails with the opaque decryption error), so a token copied from
+/// another column, row or backup cannot be planted in it (see
+/// [`EncryptedColumn::ACCEPTS_FERNET`]):
+///
+/// ```
+/// use manna_crypto::{AesKey, DecryptError, FernetKey, Keyring};
+/// use manna_store_diesel::{EncryptedColumn, Error, Sealed};
+/// manna_store_diesel::encrypted_column!(
+///     /// API keys: written by manna only, never Fernet.
+///     pub ApiKey = "users"."api_key", fernet = false
+/// );
+/// manna_store_diesel::encrypted_column!(pub Legacy = "users"."ssn");
+/// assert!(!ApiKey::ACCEPTS_FERNET);
+/// assert!(Legacy::ACCEPTS_FERNET); // the default
+///
+/// let fernet = FernetKey::generate();
+/// let keyring = Keyring::builder()
+///     .primary(AesKey::generate())
+///     .fernet(fernet.clone())
+///     .build()
+///     .unwrap();
+/// let planted = fernet.encrypt(b"from an old backup");
+/// assert!(Sealed::<Legacy>::from_ciphertext(planted.as_str()).open(&keyring).is_ok());
+/// let refused = Sealed::<ApiKey>::from_ciphertext(planted).open(&keyring);
+/// assert!(matches!(
+///     refused,
+///     Err(Error::Decrypt { cause: DecryptError::Authentication, .. })
+/// ));
+/// let own = Sealed::<ApiKey>::seal(&keyring, b"key-123").unwrap();
+/// assert_eq!(&*own.open(&keyring).unwrap(), b"key-123");
+/// ```
+///
+/// With a column path: `encrypted_column!(pub ApiKey => users::api_key, fernet = false);`.
+///
 /// Either way both names must be SQL identifiers as the migrator accepts
 /// them (ASCII letters, digits and `_`, not starting with a digit, at most 63
 /// bytes), checked at compile time: `"a.b"."c"` and `"a"."b.c"` would share
@@ -104,7 +151,7 @@ pub trait EncryptedColumn: Send + Sync + 'static {
 /// does not compile either: columns are named by table and column only.
 #[macro_export]
 macro_rules! encrypted_column {
-    ($(#[$meta:meta])* $vis:vis $name:ident => $table:ident :: $column:ident) => {
+    ($(#[$meta:meta])* $vis:vis $name:ident => $table:ident :: $column:ident $(, fernet = $fernet:literal)?) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
         $vis struct $name;
@@ -116,6 +163,7 @@ macro_rules! encrypted_column {
                     $crate::__private::join_column(TABLE, COLUMN);
                 $crate::__private::aad_str(&AAD)
             };
+            $(const ACCEPTS_FERNET: bool = $fernet;)?
         }
         const _: () = {
             $crate::__private::check_identifier(
@@ -126,7 +174,7 @@ macro_rules! encrypted_column {
             );
         };
     };
-    ($(#[$meta:meta])* $vis:vis $name:ident = $table:literal . $column:literal) => {
+    ($(#[$meta:meta])* $vis:vis $name:ident = $table:literal . $column:literal $(, fernet = $fernet:literal)?) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
         $vis struct $name;
@@ -136,6 +184,7 @@ macro_rules! encrypted_column {
                     $crate::__private::join_column($table, $column);
                 $crate::__private::aad_str(&AAD)
             };
+            $(const ACCEPTS_FERNET: bool = $fernet;)?
         }
         const _: () = {
             $crate::__private::check_identifier($table);
@@ -191,8 +240,9 @@ pub(crate) mod macro_support {
 
 /// A secret stored encrypted in a TEXT column, decrypted on read with the
 /// installed default keyring ([`install_default_keyring`]) and encrypted on
-/// write with its primary key. Reads legacy Fernet tokens and values under
-/// decrypt-only previous keys transparently.
+/// write with its primary key. Reads values under decrypt-only previous keys
+/// transparently, and legacy Fernet tokens unless the column opted out
+/// ([`EncryptedColumn::ACCEPTS_FERNET`]).
 ///
 /// Use it as the Rust type of a `Text` column in Diesel models (or a
 /// `Binary` — `BYTEA`/`BLOB` — column, which stores the compact binary
@@ -283,22 +333,22 @@ impl<C: EncryptedColumn> Encrypted<C> {
     }
 
     fn decrypt_default_bytes(value: &[u8]) -> Result<Self, Error> {
-        let pt = installed()?
-            .decrypt_bytes(value, C::AAD.as_bytes())
-            .map_err(|source| Error::Decrypt {
+        let pt = open_bytes::<C>(installed()?, value, C::AAD.as_bytes()).map_err(|source| {
+            Error::Decrypt {
                 column: C::AAD.to_owned(),
                 cause: source,
-            })?;
+            }
+        })?;
         Ok(Encrypted::from(pt))
     }
 
     fn decrypt_default(token: &str) -> Result<Self, Error> {
-        let pt = installed()?
-            .decrypt(token, C::AAD.as_bytes())
-            .map_err(|source| Error::Decrypt {
+        let pt = open_text::<C>(installed()?, token, C::AAD.as_bytes()).map_err(|source| {
+            Error::Decrypt {
                 column: C::AAD.to_owned(),
                 cause: source,
-            })?;
+            }
+        })?;
         Ok(Encrypted::from(pt))
     }
 }
@@ -400,14 +450,15 @@ impl<C: EncryptedColumn> Sealed<C> {
         }
     }
 
-    /// Decrypts with `keyring` (any of its AES keys, or Fernet).
+    /// Decrypts with `keyring` (any of its AES keys, or Fernet unless the
+    /// column opted out: [`EncryptedColumn::ACCEPTS_FERNET`]).
     pub fn open(&self, keyring: &Keyring) -> Result<Plaintext, Error> {
-        keyring
-            .decrypt(&self.ciphertext, C::AAD.as_bytes())
-            .map_err(|source| Error::Decrypt {
+        open_text::<C>(keyring, &self.ciphertext, C::AAD.as_bytes()).map_err(|source| {
+            Error::Decrypt {
                 column: C::AAD.to_owned(),
                 cause: source,
-            })
+            }
+        })
     }
 
     /// Decrypts a value sealed with [`seal_for_row`](Self::seal_for_row).
@@ -417,12 +468,10 @@ impl<C: EncryptedColumn> Sealed<C> {
         id: impl fmt::Display,
     ) -> Result<Plaintext, Error> {
         let aad = C::row_aad(&id);
-        keyring
-            .decrypt(&self.ciphertext, aad.as_bytes())
-            .map_err(|source| Error::Decrypt {
-                column: aad,
-                cause: source,
-            })
+        open_text::<C>(keyring, &self.ciphertext, aad.as_bytes()).map_err(|source| Error::Decrypt {
+            column: aad,
+            cause: source,
+        })
     }
 
     /// The stored text (ciphertext: safe to log by length or format, not secret
@@ -446,6 +495,33 @@ impl<C: EncryptedColumn> fmt::Debug for Sealed<C> {
 impl<C: EncryptedColumn> From<Sealed<C>> for Value {
     fn from(s: Sealed<C>) -> Self {
         Value::Text(s.ciphertext)
+    }
+}
+
+/// Decrypts a text value of column `C`, refusing Fernet tokens if `C` opted
+/// out of Fernet.
+fn open_text<C: EncryptedColumn>(
+    keyring: &Keyring,
+    token: &str,
+    aad: &[u8],
+) -> Result<Plaintext, DecryptError> {
+    if C::ACCEPTS_FERNET {
+        keyring.decrypt(token, aad)
+    } else {
+        keyring.decrypt_without_fernet(token, aad)
+    }
+}
+
+/// [`open_text`] for a value stored as bytes.
+fn open_bytes<C: EncryptedColumn>(
+    keyring: &Keyring,
+    value: &[u8],
+    aad: &[u8],
+) -> Result<Plaintext, DecryptError> {
+    if C::ACCEPTS_FERNET {
+        keyring.decrypt_bytes(value, aad)
+    } else {
+        keyring.decrypt_bytes_without_fernet(value, aad)
     }
 }
 

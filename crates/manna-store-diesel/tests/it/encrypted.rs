@@ -176,6 +176,84 @@ both_backends! {
     }
 }
 
+diesel::table! {
+    api_keys (id) {
+        id -> BigInt,
+        secret -> Text,
+        legacy -> Text,
+    }
+}
+
+encrypted_column!(
+    /// `api_keys.secret`: never Fernet.
+    ApiSecret => api_keys::secret, fernet = false
+);
+encrypted_column!(
+    /// `api_keys.legacy`: Fernet accepted (the default).
+    ApiLegacy = "api_keys"."legacy"
+);
+
+both_backends! {
+    /// Issue 9 item 14: a column declared with `fernet = false` never
+    /// accepts a Fernet token, though the default keyring has its key; the
+    /// failure is the opaque decryption error. Its own values still read.
+    fn a_column_without_fernet_refuses_fernet_tokens(db: &TestDb) {
+        keys();
+        db.exec("CREATE TABLE api_keys (id BIGINT PRIMARY KEY, secret TEXT NOT NULL, legacy TEXT NOT NULL)");
+        const { assert!(!ApiSecret::ACCEPTS_FERNET && ApiLegacy::ACCEPTS_FERNET) };
+        on_conn!(db, |c| diesel::insert_into(api_keys::table)
+            .values((
+                api_keys::id.eq(1_i64),
+                api_keys::secret.eq(SPEC_FERNET_TOKEN),
+                api_keys::legacy.eq(SPEC_FERNET_TOKEN),
+            ))
+            .execute(c)
+            .unwrap());
+        let legacy: Encrypted<ApiLegacy> = on_conn!(db, |c| api_keys::table
+            .find(1)
+            .select(api_keys::legacy)
+            .first(c)
+            .unwrap());
+        assert_eq!(legacy.expose_str(), Some("hello"));
+        let refused: QueryResult<Encrypted<ApiSecret>> = on_conn!(db, |c| api_keys::table
+            .find(1)
+            .select(api_keys::secret)
+            .first(c));
+        let err = refused.unwrap_err();
+        let mut cause = std::error::Error::source(&err);
+        let mut found = false;
+        while let Some(e) = cause {
+            if let Some(Error::Decrypt { column, cause: inner }) = e.downcast_ref::<Error>() {
+                assert_eq!(column, "api_keys.secret");
+                assert_eq!(*inner, manna_crypto::DecryptError::Authentication);
+                found = true;
+            }
+            cause = e.source();
+        }
+        assert!(found, "{err}");
+        assert!(!format!("{err:?}").contains("hello"));
+        let sealed: Sealed<ApiSecret> = on_conn!(db, |c| api_keys::table
+            .find(1)
+            .select(api_keys::secret)
+            .first(c)
+            .unwrap());
+        assert!(matches!(sealed.open(&keys().keyring), Err(Error::Decrypt { .. })));
+        assert!(matches!(sealed.open_for_row(&keys().keyring, 1), Err(Error::Decrypt { .. })));
+
+        // The column's own values read and write as usual.
+        on_conn!(db, |c| diesel::update(api_keys::table.find(1))
+            .set(api_keys::secret.eq(Encrypted::<ApiSecret>::new("sk-live-1")))
+            .execute(c)
+            .unwrap());
+        let own: Encrypted<ApiSecret> = on_conn!(db, |c| api_keys::table
+            .find(1)
+            .select(api_keys::secret)
+            .first(c)
+            .unwrap());
+        assert_eq!(own.expose_str(), Some("sk-live-1"));
+    }
+}
+
 #[test]
 fn second_install_is_refused() {
     keys();
