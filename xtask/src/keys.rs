@@ -101,7 +101,14 @@ fn write_status(out: &mut impl Write, s: &Status) -> std::io::Result<()> {
         None => writeln!(out, "primary key:        none")?,
     }
     writeln!(out, "decrypt-only keys:  {}", ids(&s.decrypt_only_key_ids))?;
-    let fernet = if s.fernet_fallback { "on" } else { "off" };
+    let fernet = match (s.fernet_fallback, s.fernet_until) {
+        (true, Some(until)) => format!("on until {}", rfc3339(until)),
+        (true, None) => "on".to_owned(),
+        (false, Some(until)) if !s.fernet_key_ids.is_empty() => {
+            format!("off: ended at {} (fernet_until)", rfc3339(until))
+        }
+        (false, _) => "off".to_owned(),
+    };
     writeln!(
         out,
         "fernet fallback:    {fernet} ({})",
@@ -133,6 +140,20 @@ fn write_status(out: &mut impl Write, s: &Status) -> std::io::Result<()> {
         writeln!(out, "warning: {w}")?;
     }
     Ok(())
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+/// Prints on stderr, as `warning:` lines, what the keyring accepts besides
+/// its AES envelopes (Fernet fallback, plaintext): commands that read
+/// stored values say so before they start.
+pub(crate) fn warn_acceptance(keyring: &Keyring) {
+    for w in keyring.status().acceptance_warnings() {
+        eprintln!("warning: {w}");
+    }
 }
 
 /// `inspect TOKEN`: the format of a stored value, without decrypting it.

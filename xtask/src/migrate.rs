@@ -270,6 +270,7 @@ pub(crate) fn migrate(keys: &KeyConfig, args: &MigrateArgs) -> Result<ExitCode> 
     options.validate().map_err(anyhow::Error::msg)?;
     let columns = args.target.columns()?;
     let keyring = keys.load()?;
+    crate::keys::warn_acceptance(&keyring);
     let store = args.target.store()?;
     let (_runtime, locks) = locks(args, &store)?;
     let migrator = Migrator::new(store, keyring)
@@ -307,12 +308,13 @@ pub(crate) fn finish(report: &Report, json: bool) -> Result<ExitCode> {
         Verdict::Undecryptable => eprintln!(
             "undecryptable: {} row(s) cannot be decrypted with the configured keys ({}); \
              check the keys (cargo xtask info) and the --aad mode, or acknowledge them with \
-             --accept-failed-ids",
+             --accept-failed-ids{}",
             report.failed_count(),
             columns(&|c| {
                 let open = c.failed_total - c.failed_accepted;
                 (open > 0).then(|| format!("{open} failed"))
-            })
+            }),
+            fernet_ended_hint(report)
         ),
         _ => eprintln!(
             "incomplete: rows are still in another format ({}); run the same command again \
@@ -325,6 +327,24 @@ pub(crate) fn finish(report: &Report, json: bool) -> Result<ExitCode> {
         ),
     }
     Ok(ExitCode::from(verdict.exit_code()))
+}
+
+/// A hint when failed rows are Fernet tokens past the keyring's
+/// `fernet_until` (failure kind `fernet_ended`); empty otherwise.
+fn fernet_ended_hint(report: &Report) -> String {
+    let ended: u64 = report
+        .columns
+        .iter()
+        .filter_map(|c| c.failure_kinds.get("fernet_ended"))
+        .sum();
+    if ended == 0 {
+        return String::new();
+    }
+    format!(
+        "; {ended} of them are Fernet tokens past fernet_until: to migrate them, set a later \
+         fernet_until ({} or the key file) for the run",
+        manna_crypto::ENV_FERNET_UNTIL
+    )
 }
 
 /// `cargo xtask keys retire-check KEY`: does any row still need the key?

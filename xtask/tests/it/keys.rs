@@ -194,3 +194,84 @@ fn decrypt_rejects_garbage_input_cleanly() {
         assert_one_line_error(&o);
     }
 }
+
+/// Issue 9 item 14: `info` warns while Fernet fallback is on, saying that
+/// tokens from other columns, rows or backups are accepted and until when
+/// (`MANNA_ENCRYPTION_FERNET_UNTIL`), and while plaintext is accepted (a key
+/// file's `accept_plaintext`); a bad date is one line naming the variable.
+#[test]
+fn info_warns_about_fernet_fallback_until_and_plaintext() {
+    let key = keygen();
+    let fkey = manna_crypto::FernetKey::generate().to_base64();
+    let env = [
+        ("MANNA_ENCRYPTION_KEY_AES256", key.as_str()),
+        ("MANNA_ENCRYPTION_KEY", fkey.as_str()),
+        ("MANNA_ENCRYPTION_FERNET_UNTIL", "2099-01-01T00:00:00Z"),
+    ];
+    let human = stdout(&xtask(&["info"], &env, b""));
+    assert!(
+        human.contains("fernet fallback:    on until 2099-01-01T00:00:00Z"),
+        "{human}"
+    );
+    assert!(
+        human.lines().any(|l| l
+            .starts_with("warning: Fernet fallback is on until 2099-01-01T00:00:00Z")
+            && l.contains("another column, row or backup is accepted")),
+        "{human}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&xtask(&["info", "--json"], &env, b""))).unwrap();
+    assert_eq!(v["fernet_until"], "2099-01-01T00:00:00Z");
+    assert!(v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w.as_str().unwrap().contains("until 2099-01-01T00:00:00Z")));
+
+    // Past the date: fallback off, and the status says Fernet reading ended.
+    let ended = [
+        ("MANNA_ENCRYPTION_KEY_AES256", key.as_str()),
+        ("MANNA_ENCRYPTION_KEY", fkey.as_str()),
+        ("MANNA_ENCRYPTION_FERNET_UNTIL", "2020-01-01T00:00:00Z"),
+    ];
+    let human = stdout(&xtask(&["info"], &ended, b""));
+    assert!(
+        human.contains("fernet fallback:    off: ended at 2020-01-01T00:00:00Z"),
+        "{human}"
+    );
+    assert!(
+        human.contains("warning: Fernet reading ended at 2020-01-01T00:00:00Z"),
+        "{human}"
+    );
+
+    // A key pasted into the date variable: one line, the value not echoed.
+    let pasted = [
+        ("MANNA_ENCRYPTION_KEY_AES256", key.as_str()),
+        ("MANNA_ENCRYPTION_FERNET_UNTIL", fkey.as_str()),
+    ];
+    let err = assert_one_line_error(&xtask(&["info"], &pasted, b""));
+    assert!(
+        err.contains("MANNA_ENCRYPTION_FERNET_UNTIL") && err.contains("RFC 3339"),
+        "{err}"
+    );
+    assert!(!err.contains(fkey.as_str()), "{err}");
+
+    // Plaintext acceptance from a key file.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.toml");
+    std::fs::write(
+        &path,
+        format!("accept_plaintext = true\n[[keys]]\nkey = \"{key}\"\nstatus = \"primary\"\n"),
+    )
+    .unwrap();
+    let human = stdout(&xtask(
+        &["info", "--key-file", path.to_str().unwrap()],
+        &[],
+        b"",
+    ));
+    assert!(
+        human.contains("warning: plaintext acceptance is on"),
+        "{human}"
+    );
+    assert!(!human.contains("Fernet fallback is on"), "{human}");
+}

@@ -18,6 +18,7 @@ pub(crate) fn xtask(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output
         .env_remove("MANNA_ENCRYPTION_KEY_AES256")
         .env_remove("MANNA_ENCRYPTION_KEYS_AES256_PREVIOUS")
         .env_remove("MANNA_ENCRYPTION_KEY")
+        .env_remove("MANNA_ENCRYPTION_FERNET_UNTIL")
         .env_remove("MANNA_KEY_FILE")
         .env_remove("DATABASE_URL")
         .env_remove("REDIS_URL")

@@ -785,3 +785,68 @@ fn seed_values(db: &TestDb) -> Vec<String> {
         .filter_map(|(_, v)| v)
         .collect()
 }
+
+/// Issue 9 item 14: past `fernet_until`, a migration reads no Fernet row:
+/// they are failed rows of kind `fernet_ended`, still counted under their
+/// Fernet key, left untouched, and the run exits 4 (never "complete");
+/// retire-check still says they need the Fernet key. Before the date the
+/// same rows migrate, and `migrate` warns on stderr that Fernet fallback
+/// (until when) and plaintext acceptance are on.
+#[test]
+fn migration_after_fernet_until_fails_fernet_rows_and_warns_before() {
+    let db = TestDb::sqlite();
+    let keys = Keys::new();
+    seed_fernet(&db, &keys, "items", 5);
+    let fernet_id = keys.fernet_key().id().to_string();
+    let before = seed_values(&db);
+    let column = ["--database-url", db.url(), "--column", "items.secret"];
+    let ended = [("MANNA_ENCRYPTION_FERNET_UNTIL", "2020-01-01T00:00:00Z")];
+
+    let mut args = vec!["migrate"];
+    args.extend_from_slice(&column);
+    args.push("--json");
+    let out = keys.run(&args, &ended);
+    let last = assert_verdict(&out, 4, "undecryptable:");
+    assert!(
+        last.contains("5 of them are Fernet tokens past fernet_until"),
+        "{last}"
+    );
+    let report: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let c = column_report(&report);
+    assert_eq!(c["failure_kinds"]["fernet_ended"], 5, "{c}");
+    assert_eq!(c["failed"].as_array().unwrap().len(), 5);
+    assert_eq!(c["by_format"]["fernet"][&fernet_id], 5, "{c}");
+    assert_eq!(c["migrated"], 0);
+    assert_ne!(c["status"], "completed");
+    assert_eq!(seed_values(&db), before, "nothing rewritten");
+    assert!(
+        stderr(&out).contains("warning: Fernet reading ended at 2020-01-01T00:00:00Z"),
+        "{}",
+        stderr(&out)
+    );
+
+    let mut retire = vec!["keys", "retire-check", "fernet"];
+    retire.extend_from_slice(&column);
+    let out = keys.run(&retire, &ended);
+    assert_verdict(&out, 3, "in use:");
+
+    // Before the date the same rows migrate; the run warns first.
+    let mut args = vec!["migrate"];
+    args.extend_from_slice(&column);
+    args.push("--accept-plaintext");
+    let out = keys.run(
+        &args,
+        &[("MANNA_ENCRYPTION_FERNET_UNTIL", "2099-01-01T00:00:00Z")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.lines().any(|l| l
+            .starts_with("warning: Fernet fallback is on until 2099-01-01T00:00:00Z")
+            && l.contains("another column, row or backup is accepted")),
+        "{err}"
+    );
+    assert!(err.contains("warning: plaintext acceptance is on"), "{err}");
+    assert!(!err.contains(&keys.fernet) && !err.contains(&keys.aes));
+    assert!(seed_values(&db).iter().all(|v| v.starts_with("mn1:")));
+}
