@@ -335,7 +335,10 @@ fn fernet_ended_hint(report: &Report) -> String {
     let ended: u64 = report
         .columns
         .iter()
-        .filter_map(|c| c.failure_kinds.get("fernet_ended"))
+        .filter_map(|c| {
+            c.failure_kinds
+                .get(&manna_migrate::FailureKind::FernetEnded)
+        })
         .sum();
     if ended == 0 {
         return String::new();

@@ -3,6 +3,7 @@
 
 use manna_lock::LockError;
 
+use crate::options::OptionsError;
 use crate::preflight::PreflightError;
 use manna_store::StoreError;
 
@@ -10,9 +11,9 @@ use manna_store::StoreError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MigrateError {
-    /// The options are inconsistent (one line saying what is wrong).
+    /// The options are out of range or inconsistent.
     #[error("invalid options: {0}")]
-    InvalidOptions(String),
+    InvalidOptions(#[from] OptionsError),
     /// The store failed; the checkpoint of the last committed batch is kept,
     /// so the next run continues from there.
     // Causes are part of the messages here, so they are not also a

@@ -20,7 +20,7 @@ pub mod testing;
 
 pub use engine::{metric_names, Migrator};
 pub use error::MigrateError;
-pub use failures::FAILED_IDS_LISTED;
+pub use failures::{FailureKind, FAILED_IDS_LISTED};
 pub use lock::{migration_lock_name, BlockingLocks, HeldLock, MigrationLocks};
 /// The storage port, re-exported: the migrator's API speaks its types.
 pub use manna_store::{
@@ -29,8 +29,8 @@ pub use manna_store::{
     Value, WriteOptions, MAX_IDENT_LEN,
 };
 pub use options::{
-    AadMode, AcceptedFailures, AcceptedFailuresError, CancelToken, Mode, Options, Target,
-    MAX_BATCH_SIZE, MAX_PREFLIGHT_SAMPLE, MAX_SHARDS, MAX_WORKERS,
+    AadMode, AcceptedFailures, AcceptedFailuresError, CancelToken, Mode, Options, OptionsError,
+    Target, MAX_BATCH_SIZE, MAX_PREFLIGHT_SAMPLE, MAX_SHARDS, MAX_WORKERS,
 };
 pub use preflight::PreflightError;
 pub use progress::{BatchProgress, LogProgress, NoProgress, Progress};

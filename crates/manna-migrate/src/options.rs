@@ -80,14 +80,12 @@ impl fmt::Display for Target {
 }
 
 impl FromStr for Target {
-    type Err = String;
+    type Err = OptionsError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "aes256gcm" | "aes-256-gcm" | "aes" => Ok(Target::Aes256Gcm),
             "fernet" => Ok(Target::Fernet),
-            other => Err(format!(
-                "invalid target {other:?}: expected aes256gcm or fernet"
-            )),
+            other => Err(OptionsError::Target(other.chars().take(64).collect())),
         }
     }
 }
@@ -146,15 +144,13 @@ impl AadMode {
 }
 
 impl FromStr for AadMode {
-    type Err = String;
+    type Err = OptionsError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "column" => Ok(AadMode::Column),
             "row" => Ok(AadMode::Row),
             "none" => Ok(AadMode::None),
-            other => Err(format!(
-                "invalid AAD mode {other:?}: expected column, row or none"
-            )),
+            other => Err(OptionsError::AadMode(other.chars().take(64).collect())),
         }
     }
 }
@@ -260,52 +256,82 @@ impl Options {
     /// Checks the numbers: batch sizes in `1..=`[`MAX_BATCH_SIZE`] and
     /// ordered, workers in `1..=`[`MAX_WORKERS`], shard counts in
     /// `1..=`[`MAX_SHARDS`], a positive throttle. Out-of-range values are
-    /// refused, never clamped. Returns one line saying what is wrong.
-    pub fn validate(&self) -> Result<(), String> {
+    /// refused, never clamped.
+    pub fn validate(&self) -> Result<(), OptionsError> {
         if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
-            return Err(format!(
-                "batch size must be between 1 and {MAX_BATCH_SIZE} (got {})",
-                self.batch_size
-            ));
+            return Err(OptionsError::BatchSize(self.batch_size));
         }
         if self.min_batch_size == 0
             || self.min_batch_size > self.max_batch_size
             || self.max_batch_size > MAX_BATCH_SIZE
         {
-            return Err(format!(
-                "batch size bounds must satisfy 1 <= min ({}) <= max ({}) <= {MAX_BATCH_SIZE}",
-                self.min_batch_size, self.max_batch_size
-            ));
+            return Err(OptionsError::BatchBounds {
+                min: self.min_batch_size,
+                max: self.max_batch_size,
+            });
         }
         if !(1..=MAX_WORKERS).contains(&self.workers) {
-            return Err(format!(
-                "workers must be between 1 and {MAX_WORKERS} (got {})",
-                self.workers
-            ));
+            return Err(OptionsError::Workers(self.workers));
         }
         if self.max_rows_per_sec == Some(0) {
-            return Err("max rows per second must be at least 1".into());
+            return Err(OptionsError::ZeroRate);
         }
         if self.shard.count == 0 || self.shard.index >= self.shard.count {
-            return Err(format!("invalid shard {}", self.shard));
+            return Err(OptionsError::Shard(self.shard));
         }
         if self.shard.count > MAX_SHARDS {
-            return Err(format!(
-                "invalid shard {}: at most {MAX_SHARDS} shards",
-                self.shard
-            ));
+            return Err(OptionsError::TooManyShards(self.shard));
         }
         if self.preflight_sample > MAX_PREFLIGHT_SAMPLE {
-            return Err(format!(
-                "preflight sample must be at most {MAX_PREFLIGHT_SAMPLE} rows (got {})",
-                self.preflight_sample
-            ));
+            return Err(OptionsError::PreflightSample(self.preflight_sample));
         }
         if self.target_batch_time.is_zero() {
-            return Err("target batch time must be positive".into());
+            return Err(OptionsError::ZeroBatchTime);
         }
         Ok(())
     }
+}
+
+/// Why [`Options`] (or one option parsed from text) cannot be used. Options
+/// out of range are refused, never clamped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OptionsError {
+    /// `batch_size` outside `1..=`[`MAX_BATCH_SIZE`].
+    #[error("batch size must be between 1 and {MAX_BATCH_SIZE} (got {0})")]
+    BatchSize(usize),
+    /// The adaptive batch size bounds are out of order or too large.
+    #[error("batch size bounds must satisfy 1 <= min ({min}) <= max ({max}) <= {MAX_BATCH_SIZE}")]
+    BatchBounds {
+        /// `min_batch_size`.
+        min: usize,
+        /// `max_batch_size`.
+        max: usize,
+    },
+    /// `workers` outside `1..=`[`MAX_WORKERS`].
+    #[error("workers must be between 1 and {MAX_WORKERS} (got {0})")]
+    Workers(usize),
+    /// A throttle of zero rows per second.
+    #[error("max rows per second must be at least 1")]
+    ZeroRate,
+    /// A shard index not below the shard count.
+    #[error("invalid shard {0}: expected i/n with 0 <= i < n")]
+    Shard(Shard),
+    /// More than [`MAX_SHARDS`] shards.
+    #[error("invalid shard {0}: at most {MAX_SHARDS} shards")]
+    TooManyShards(Shard),
+    /// A preflight sample over [`MAX_PREFLIGHT_SAMPLE`] rows.
+    #[error("preflight sample must be at most {MAX_PREFLIGHT_SAMPLE} rows (got {0})")]
+    PreflightSample(usize),
+    /// A zero target batch time.
+    #[error("target batch time must be positive")]
+    ZeroBatchTime,
+    /// Not a target format name.
+    #[error("invalid target {0:?}: expected aes256gcm or fernet")]
+    Target(String),
+    /// Not an AAD mode name.
+    #[error("invalid AAD mode {0:?}: expected column, row or none")]
+    AadMode(String),
 }
 
 /// Failed rows an operator has looked at and accepts (rows whose data is
@@ -432,7 +458,7 @@ mod tests {
         let with = |f: &dyn Fn(&mut Options)| {
             let mut o = Options::default();
             f(&mut o);
-            o.validate()
+            o.validate().map_err(|e| e.to_string())
         };
         assert!(with(&|o| o.workers = MAX_WORKERS).is_ok());
         let err = with(&|o| o.workers = 100_000).unwrap_err();
@@ -458,5 +484,14 @@ mod tests {
         let err = with(&|o| o.max_batch_size = MAX_BATCH_SIZE + 1).unwrap_err();
         assert!(err.contains("<= 1000000"), "{err}");
         assert!(with(&|o| o.preflight_sample = MAX_PREFLIGHT_SAMPLE + 1).is_err());
+        let o = Options {
+            workers: 0,
+            ..Options::default()
+        };
+        assert_eq!(
+            o.validate(),
+            Err(OptionsError::Workers(0)),
+            "typed, matchable"
+        );
     }
 }

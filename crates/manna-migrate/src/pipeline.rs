@@ -14,7 +14,7 @@ use zeroize::Zeroize as _;
 
 use crate::engine::{metric_names, Migrator};
 use crate::error::MigrateError;
-use crate::failures::Failures;
+use crate::failures::{FailureKind, Failures};
 use crate::lock::HeldLock;
 use crate::options::Mode;
 use crate::plan::{Depth, Outcome, Planner};
@@ -105,7 +105,7 @@ struct BatchResult {
     census: Census,
     nulls: u64,
     pending: u64,
-    failed: Vec<(RowId, &'static str)>,
+    failed: Vec<(RowId, FailureKind)>,
     elapsed: Duration,
 }
 
@@ -146,9 +146,9 @@ impl BatchResult {
             }
             Outcome::Failed { class, reason, .. } => {
                 if quiet || logged.fetch_add(1, Ordering::Relaxed) >= FAILURE_LOG_LIMIT {
-                    tracing::debug!(%column, id = %row.id, reason, "cannot decrypt value; left untouched");
+                    tracing::debug!(%column, id = %row.id, %reason, "cannot decrypt value; left untouched");
                 } else {
-                    tracing::warn!(%column, id = %row.id, reason, "cannot decrypt value; left untouched");
+                    tracing::warn!(%column, id = %row.id, %reason, "cannot decrypt value; left untouched");
                 }
                 self.census.add(class);
                 self.counts.failed += 1;
@@ -610,7 +610,7 @@ impl Migrator {
         metrics::counter!(metric_names::CONFLICTS, "column" => label.clone())
             .increment(r.counts.conflicts);
         for (_, reason) in &r.failed {
-            metrics::counter!(metric_names::ROWS_FAILED, "column" => label.clone(), "reason" => *reason)
+            metrics::counter!(metric_names::ROWS_FAILED, "column" => label.clone(), "reason" => reason.as_str())
                 .increment(1);
         }
         metrics::histogram!(metric_names::BATCH_SECONDS, "column" => label)

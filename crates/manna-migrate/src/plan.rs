@@ -4,6 +4,7 @@ use std::borrow::Cow;
 
 use manna_crypto::{inspect, DecryptError, Format, KeyId, Keyring};
 
+use crate::failures::FailureKind;
 use crate::options::{AadMode, Target};
 use crate::report::ValueClass;
 use manna_store::{ColumnRef, Row, Value};
@@ -36,17 +37,10 @@ pub(crate) enum Outcome {
     /// Cannot be decrypted (or re-encrypted) with the configured keys.
     Failed {
         class: ValueClass,
-        reason: &'static str,
+        reason: FailureKind,
         error: Option<DecryptError>,
     },
 }
-
-/// Label of a new value that did not decrypt back to the old plaintext.
-pub(crate) const VERIFICATION_MISMATCH: &str = "verification_mismatch";
-/// Label of a value that could not be encrypted for the target.
-pub(crate) const ENCRYPTION_FAILED: &str = "encryption_failed";
-/// Label of a stored value that is not UTF-8 text.
-pub(crate) const NOT_TEXT: &str = "not_text";
 
 /// Every Fernet token starts with these characters (version byte 0x80 and
 /// the high bytes of a timestamp before 2106).
@@ -119,8 +113,8 @@ impl<'a> Planner<'a> {
         // A Fernet token that no configured key authenticates is under a
         // key we do not have (Fernet has no AAD to get wrong).
         let reason = match (&e, class) {
-            (DecryptError::Authentication, ValueClass::Unknown) => "unknown_key",
-            _ => e.kind(),
+            (DecryptError::Authentication, ValueClass::Unknown) => FailureKind::UnknownKey,
+            _ => FailureKind::of(&e),
         };
         Outcome::Failed {
             class,
@@ -137,7 +131,7 @@ impl<'a> Planner<'a> {
             Value::NotText => {
                 return Outcome::Failed {
                     class: ValueClass::Unknown,
-                    reason: NOT_TEXT,
+                    reason: FailureKind::NotText,
                     error: None,
                 }
             }
@@ -204,7 +198,7 @@ impl<'a> Planner<'a> {
         let Ok(new) = encrypted else {
             return Outcome::Failed {
                 class,
-                reason: ENCRYPTION_FAILED,
+                reason: FailureKind::EncryptionFailed,
                 error: None,
             };
         };
@@ -215,7 +209,7 @@ impl<'a> Planner<'a> {
             _ => {
                 return Outcome::Failed {
                     class,
-                    reason: VERIFICATION_MISMATCH,
+                    reason: FailureKind::VerificationMismatch,
                     error: None,
                 }
             }

@@ -7,6 +7,8 @@ use manna_crypto::DecryptError;
 
 use crate::engine::Migrator;
 use crate::error::MigrateError;
+use crate::failures::FailureKind;
+use crate::options::OptionsError;
 use crate::options::Target;
 use crate::plan::{Depth, Outcome, Planner};
 use manna_store::{ColumnRef, IdRange, RowId, StoreErrorKind};
@@ -21,7 +23,7 @@ const SHOWN_IDS: usize = 5;
 pub enum PreflightError {
     /// The options are inconsistent.
     #[error("invalid options: {0}")]
-    Options(String),
+    Options(OptionsError),
     /// The table or a column does not exist.
     #[error("{column}: {message}")]
     ColumnMissing {
@@ -134,7 +136,7 @@ impl Migrator {
         let planner = Planner::new(self.keyring(), o.target, o.aad, column);
         let mut sampled = 0u64;
         let mut ids = Vec::new();
-        let mut reasons: BTreeMap<&'static str, (u64, String)> = BTreeMap::new();
+        let mut reasons: BTreeMap<FailureKind, (u64, String)> = BTreeMap::new();
         for row in &rows {
             match planner.plan(row, Depth::Verify) {
                 Outcome::Null => continue,
@@ -147,7 +149,8 @@ impl Migrator {
                 Outcome::Failed { reason, error, .. } => {
                     sampled += 1;
                     ids.push(row.id.clone());
-                    let hint = error.map_or_else(|| reason.replace('_', " "), |e| e.to_string());
+                    let hint =
+                        error.map_or_else(|| reason.as_str().replace('_', " "), |e| e.to_string());
                     reasons.entry(reason).or_insert((0, hint)).0 += 1;
                 }
                 _ => sampled += 1,

@@ -6,6 +6,7 @@ use std::fmt;
 use manna_crypto::KeyId;
 use serde::Serialize;
 
+use crate::failures::FailureKind;
 use crate::options::{Mode, Target};
 use manna_store::RowId;
 
@@ -263,10 +264,9 @@ pub struct ColumnReport {
     /// parameters), if one was found.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoint_ignored: Option<String>,
-    /// Failed rows by reason (`unknown_format`, `unknown_key`,
-    /// `authentication`, `no_fernet_key`, `fernet_ended`,
-    /// `plaintext_not_accepted`, `not_text`, `verification_mismatch`, ...).
-    pub failure_kinds: BTreeMap<String, u64>,
+    /// Failed rows by kind (serialized by the kind's name, e.g.
+    /// `"unknown_key"`).
+    pub failure_kinds: BTreeMap<FailureKind, u64>,
     /// How this column's run ended.
     pub status: Status,
     /// Which moment `by_format`, `total` and `failed` describe.

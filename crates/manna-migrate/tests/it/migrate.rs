@@ -2,7 +2,9 @@ use std::collections::BTreeSet;
 
 use manna_crypto::{inspect, Format, Keyring};
 use manna_migrate::testing::strategies::{TestKeys, ValueKind};
-use manna_migrate::{key_usage, AadMode, CensusKind, Mode, RetiringKey, RowId, Status, Target};
+use manna_migrate::{
+    key_usage, AadMode, CensusKind, FailureKind, Mode, RetiringKey, RowId, Status, Target,
+};
 use manna_store::testing::MemoryStore;
 
 use crate::support::{
@@ -122,7 +124,10 @@ fn verify_catches_a_primary_key_value_with_the_wrong_binding() {
     assert!(m.columns[0].failed.is_empty());
     let v = run(&store, &keyring, |o| o.mode = Mode::VerifyOnly);
     assert_eq!(v.columns[0].failed, vec![RowId::Int(3)]);
-    assert_eq!(v.columns[0].failure_kinds.get("authentication"), Some(&1));
+    assert_eq!(
+        v.columns[0].failure_kinds.get(&FailureKind::Authentication),
+        Some(&1)
+    );
 }
 
 #[test]
@@ -150,9 +155,9 @@ fn undecryptable_rows_are_reported_by_id_and_left_untouched() {
     .into_iter()
     .collect();
     assert_eq!(failed, expected);
-    assert_eq!(c.failure_kinds.get("unknown_key"), Some(&1));
-    assert_eq!(c.failure_kinds.get("authentication"), Some(&1));
-    assert_eq!(c.failure_kinds.get("unknown_format"), Some(&1));
+    assert_eq!(c.failure_kinds.get(&FailureKind::UnknownKey), Some(&1));
+    assert_eq!(c.failure_kinds.get(&FailureKind::Authentication), Some(&1));
+    assert_eq!(c.failure_kinds.get(&FailureKind::UnknownFormat), Some(&1));
     // Fernet, previous, plaintext migrated; null and primary unchanged.
     assert_eq!((c.migrated, c.unchanged), (3, 2));
     let after = snapshot(&store);
@@ -198,7 +203,10 @@ fn plaintext_fails_when_the_keyring_does_not_accept_it() {
     let report = run(&store, &keyring, |_| {});
     let c = &report.columns[0];
     assert_eq!(c.failed, vec![RowId::Int(1)]);
-    assert_eq!(c.failure_kinds.get("plaintext_not_accepted"), Some(&1));
+    assert_eq!(
+        c.failure_kinds.get(&FailureKind::PlaintextNotAccepted),
+        Some(&1)
+    );
     assert_eq!(store.value(&column(), 1), Some(Some("legacy plain".into())));
 }
 

@@ -177,3 +177,29 @@ fn retiring_key_resolves_configured_ids_and_fernet() {
     assert!(err.to_string().contains(&id.to_string()), "{err}");
     assert!(err.to_string().contains(&fernet.to_string()), "{err}");
 }
+
+/// Issue 10: the failure kinds the report emits are the ones the migration
+/// guide documents, spelled the same way (the guide once said
+/// `unknown-format` while the report said `unknown_format`).
+#[test]
+fn the_guide_documents_every_failure_kind_as_emitted() {
+    let guide = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/migration-guide.md"
+    ))
+    .unwrap();
+    for kind in manna_migrate::FailureKind::ALL {
+        let name = kind.to_string();
+        assert!(
+            guide.contains(&format!("`{name}`")),
+            "the guide lacks `{name}`"
+        );
+        let kebab = name.replace('_', "-");
+        assert!(
+            name == kebab || !guide.contains(&format!("`{kebab}`")),
+            "the guide spells `{kebab}`, the report `{name}`"
+        );
+        let json = serde_json::to_string(&kind).unwrap();
+        assert_eq!(json, format!("\"{name}\""));
+    }
+}

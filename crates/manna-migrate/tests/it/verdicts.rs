@@ -7,7 +7,8 @@ use manna_lock::FencingToken;
 use manna_migrate::testing::strategies::{TestKeys, ValueKind};
 use manna_migrate::{
     key_usage, migration_lock_name, AadMode, AcceptedFailures, CancelToken, ColumnRef, ColumnStore,
-    Fence, IdKind, MigrateError, Mode, RetiringKey, RowId, Shard, Status, Target, Value, Verdict,
+    FailureKind, Fence, IdKind, MigrateError, Mode, RetiringKey, RowId, Shard, Status, Target,
+    Value, Verdict,
 };
 use manna_store::testing::MemoryStore;
 
@@ -44,7 +45,7 @@ fn the_census_counts_fernet_rows_per_key() {
     assert_eq!(col.by_format.fernet_key(&new.id().to_string()), 10);
     assert_eq!(col.by_format.unknown, 1);
     assert_eq!(col.failed, vec![RowId::Int(31)]);
-    assert_eq!(col.failure_kinds.get("unknown_key"), Some(&1));
+    assert_eq!(col.failure_kinds.get(&FailureKind::UnknownKey), Some(&1));
     assert_eq!(report.verdict(), Verdict::Undecryptable);
 }
 
@@ -116,7 +117,7 @@ fn values_that_are_not_text_are_failed_rows_not_aborts() {
     let report = run(&store, &keyring, |_| {});
     let col = &report.columns[0];
     assert_eq!(col.failed, vec![RowId::Int(5)]);
-    assert_eq!(col.failure_kinds.get("not_text"), Some(&1));
+    assert_eq!(col.failure_kinds.get(&FailureKind::NotText), Some(&1));
     assert_eq!((col.migrated, col.total), (9, 10));
     assert_eq!(report.verdict(), Verdict::Undecryptable);
 }
@@ -386,7 +387,11 @@ fn fernet_rows_after_fernet_until_are_failed_rows_not_completion() {
         .run(std::slice::from_ref(&c))
         .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
         let col = &report.columns[0];
-        assert_eq!(col.failure_kinds.get("fernet_ended"), Some(&30), "{mode:?}");
+        assert_eq!(
+            col.failure_kinds.get(&FailureKind::FernetEnded),
+            Some(&30),
+            "{mode:?}"
+        );
         assert_eq!(col.failed.len(), 30, "{mode:?}");
         assert_eq!(col.by_format.fernet_key(&old.id().to_string()), 20);
         assert_eq!(col.by_format.fernet_key(&new.id().to_string()), 10);
