@@ -9,7 +9,8 @@ use crate::failures::Failures;
 use crate::options::Target;
 use crate::pipeline::PassResult;
 use crate::plan::{Depth, Outcome, Planner};
-use crate::report::{Census, ValueClass};
+use crate::report::ValueClass;
+use crate::tally::Tally;
 use manna_store::{ColumnRef, IdRange, PrefixCensus, Row, RowId};
 
 /// How a partition stands.
@@ -17,25 +18,18 @@ use manna_store::{ColumnRef, IdRange, PrefixCensus, Row, RowId};
 pub(crate) struct FinalCensus {
     /// Rows in the partition, `NULL`s included.
     pub(crate) total: u64,
-    pub(crate) census: Census,
-    pub(crate) nulls: u64,
-    /// Rows that decrypt but are not in the target format.
-    pub(crate) pending: u64,
-    /// Rows that cannot be decrypted.
-    pub(crate) failed: Failures,
+    /// How they stand; pending rows decrypt but are not in the target format.
+    pub(crate) tally: Tally,
 }
 
 impl FinalCensus {
     /// The census of a pass that is not followed by a final one: what the
     /// scan found (dry-run, verify-only) or what a stopped run processed.
-    /// Takes the pass's failed rows.
+    /// Takes the pass's tally.
     pub(crate) fn of_pass(pass: &mut PassResult) -> Self {
         FinalCensus {
             total: pass.counts.scanned,
-            census: pass.census.clone(),
-            nulls: pass.nulls,
-            pending: pass.pending,
-            failed: std::mem::take(&mut pass.failed),
+            tally: std::mem::take(&mut pass.tally),
         }
     }
 
@@ -49,21 +43,23 @@ impl FinalCensus {
     ) {
         let class = match outcome {
             Outcome::Null => {
-                self.nulls += 1;
+                self.tally.nulls += 1;
                 return;
             }
             Outcome::Unchanged(class) => class,
             Outcome::Pending { class, .. } => {
-                self.pending += 1;
+                self.tally.pending += 1;
                 class
             }
             Outcome::Failed { class, reason, .. } => {
-                self.failed.push(row.id.clone(), reason, accepts(&row.id));
+                self.tally
+                    .failed
+                    .push(row.id.clone(), reason, accepts(&row.id));
                 class
             }
         };
         if count_class {
-            self.census.add(class);
+            self.tally.census.add(class);
         }
     }
 }
@@ -108,12 +104,12 @@ impl Migrator {
             None => self.store().census(column, range).map_err(st)?,
         };
         fin.total = agg.total;
-        fin.nulls = agg.nulls;
+        fin.tally.nulls = agg.nulls;
         for (key, n) in &agg.envelopes {
             // A header whose key id does not parse is counted below, when
             // its row is read.
             if let Ok(id) = key.parse::<KeyId>() {
-                fin.census.add_n(ValueClass::Aes256Gcm(id), *n);
+                fin.tally.census.add_n(ValueClass::Aes256Gcm(id), *n);
             }
         }
         let under_primary = agg
@@ -146,7 +142,9 @@ impl Migrator {
                 continue;
             }
             if let Outcome::Failed { reason, .. } = planner.plan(&row, Depth::Classify) {
-                fin.failed.push(row.id.clone(), reason, accepts(&row.id));
+                fin.tally
+                    .failed
+                    .push(row.id.clone(), reason, accepts(&row.id));
             }
         }
         Ok(fin)

@@ -490,7 +490,7 @@ impl Migrator {
                 sweeps += 1;
                 all.migrated += sweep.counts.migrated;
                 all.conflicts += sweep.counts.conflicts;
-                suspects = Some(sweep.failed);
+                suspects = Some(sweep.tally.failed);
                 if sweep.status != Status::Completed {
                     main.status = sweep.status;
                     break;
@@ -513,7 +513,7 @@ impl Migrator {
         };
         let fin = match census_kind {
             CensusKind::After => {
-                let suspects = suspects.as_ref().unwrap_or(&main.failed);
+                let suspects = suspects.as_ref().unwrap_or(&main.tally.failed);
                 self.final_census(column, &planner, &range, census, suspects)?
             }
             _ => FinalCensus::of_pass(&mut main),
@@ -528,23 +528,23 @@ impl Migrator {
             } else {
                 fin.total
             },
-            failure_kinds: fin.failed.kinds(),
-            by_format: fin.census,
+            failure_kinds: fin.tally.failed.kinds(),
+            by_format: fin.tally.census,
             migrated: all.migrated,
             unchanged: all.unchanged,
             conflicts: all.conflicts,
-            failed_total: fin.failed.total(),
-            failed_accepted: fin.failed.accepted(),
-            failed: fin.failed.into_sorted_ids(),
+            failed_total: fin.tally.failed.total(),
+            failed_accepted: fin.tally.failed.accepted(),
+            failed: fin.tally.failed.into_sorted_ids(),
             elapsed_s: elapsed,
             rows_per_s: if elapsed > 0.0 {
                 main.counts.scanned as f64 / elapsed
             } else {
                 0.0
             },
-            null: fin.nulls,
+            null: fin.tally.nulls,
             scanned: main.counts.scanned,
-            pending: fin.pending,
+            pending: fin.tally.pending,
             sweeps,
             checkpoint_ignored,
             status,
@@ -570,10 +570,10 @@ impl Migrator {
         if pass != Status::Completed {
             return Ok(pass);
         }
-        if fin.pending > 0 {
+        if fin.tally.pending > 0 {
             return Ok(Status::Incomplete);
         }
-        if fin.failed.any_open() {
+        if fin.tally.failed.any_open() {
             return Ok(Status::FailedRows);
         }
         if !self.options.mode.writes() && !self.still_in_target(column, planner, range)? {

@@ -128,6 +128,17 @@ impl Failures {
         }
     }
 
+    /// Adds `other`'s rows (listing them while there is room).
+    pub(crate) fn merge(&mut self, other: Failures) {
+        self.total += other.total;
+        self.accepted += other.accepted;
+        for (kind, n) in other.kinds {
+            *self.kinds.entry(kind).or_default() += n;
+        }
+        let room = FAILED_IDS_LISTED - self.listed.len();
+        self.listed.extend(other.listed.into_iter().take(room));
+    }
+
     /// Every failed row counted.
     pub(crate) fn total(&self) -> u64 {
         self.total

@@ -15,6 +15,7 @@ mod report;
 mod retire;
 mod shard;
 mod sizer;
+mod tally;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -14,13 +14,13 @@ use zeroize::Zeroize as _;
 
 use crate::engine::{metric_names, Migrator};
 use crate::error::MigrateError;
-use crate::failures::{FailureKind, Failures};
 use crate::lock::HeldLock;
-use crate::options::Mode;
+use crate::options::{AcceptedFailures, Mode};
 use crate::plan::{Depth, Outcome, Planner};
 use crate::progress::BatchProgress;
-use crate::report::{Census, Status, ValueClass};
+use crate::report::{Status, ValueClass};
 use crate::sizer::Sizer;
+use crate::tally::Tally;
 use manna_store::{
     Checkpoint, CheckpointKey, ColumnRef, Counts, Fence, IdRange, Rewrite, Row, RowId,
     StoreErrorKind, Value, WriteOptions,
@@ -61,12 +61,9 @@ pub(crate) struct Pass<'a> {
 /// What a pass did.
 pub(crate) struct PassResult {
     pub(crate) counts: Counts,
-    pub(crate) census: Census,
-    pub(crate) nulls: u64,
-    /// Rows that decrypt but are left in another format: not rewritten
-    /// (dry-run, verify-only), or changed twice under the compare-and-set.
-    pub(crate) pending: u64,
-    pub(crate) failed: Failures,
+    /// Pending rows here are those not rewritten (dry-run, verify-only) or
+    /// changed twice under the compare-and-set.
+    pub(crate) tally: Tally,
     pub(crate) status: Status,
     pub(crate) batch_size: usize,
     /// The checkpoint as far as every batch before it committed.
@@ -74,16 +71,10 @@ pub(crate) struct PassResult {
 }
 
 impl PassResult {
-    /// Adds a batch's result; `accepts` tells the acknowledged failed rows.
-    fn absorb(&mut self, r: BatchResult, accepts: impl Fn(&RowId) -> bool) {
+    /// Adds a batch's result.
+    fn absorb(&mut self, r: BatchResult) {
         self.counts += r.counts;
-        self.census.merge(&r.census);
-        self.nulls += r.nulls;
-        self.pending += r.pending;
-        for (id, reason) in r.failed {
-            let accepted = accepts(&id);
-            self.failed.push(id, reason, accepted);
-        }
+        self.tally.merge(r.tally);
     }
 }
 
@@ -102,33 +93,32 @@ struct Batch {
 struct BatchResult {
     seq: u64,
     counts: Counts,
-    census: Census,
-    nulls: u64,
-    pending: u64,
-    failed: Vec<(RowId, FailureKind)>,
+    tally: Tally,
     elapsed: Duration,
+}
+
+/// What recording a row needs besides the row.
+struct Recorder<'a> {
+    column: &'a ColumnRef,
+    /// Failures are logged at debug level (a sweep: reported before).
+    quiet: bool,
+    /// Failures of this pass logged so far; past [`FAILURE_LOG_LIMIT`] they
+    /// are logged at debug level only.
+    logged: &'a AtomicU64,
+    accepted: &'a AcceptedFailures,
 }
 
 impl BatchResult {
     /// Records a planned row; returns the rewrite to attempt, if any.
-    /// `quiet`: a failure is logged at debug level (it was reported before).
-    /// `logged`: failures of this pass logged so far; past
-    /// [`FAILURE_LOG_LIMIT`] they are logged at debug level only.
-    fn record(
-        &mut self,
-        column: &ColumnRef,
-        row: Row,
-        outcome: Outcome,
-        quiet: bool,
-        logged: &AtomicU64,
-    ) -> Option<Rewrite> {
+    fn record(&mut self, rec: &Recorder<'_>, row: Row, outcome: Outcome) -> Option<Rewrite> {
+        let column = rec.column;
         match outcome {
             Outcome::Null => {
-                self.nulls += 1;
+                self.tally.nulls += 1;
                 self.counts.unchanged += 1;
             }
             Outcome::Unchanged(class) => {
-                self.census.add(class);
+                self.tally.census.add(class);
                 self.counts.unchanged += 1;
             }
             Outcome::Pending { new: Some(new), .. } => {
@@ -141,18 +131,19 @@ impl BatchResult {
                 }
             }
             Outcome::Pending { class, new: None } => {
-                self.census.add(class);
-                self.pending += 1;
+                self.tally.census.add(class);
+                self.tally.pending += 1;
             }
             Outcome::Failed { class, reason, .. } => {
-                if quiet || logged.fetch_add(1, Ordering::Relaxed) >= FAILURE_LOG_LIMIT {
+                if rec.quiet || rec.logged.fetch_add(1, Ordering::Relaxed) >= FAILURE_LOG_LIMIT {
                     tracing::debug!(%column, id = %row.id, %reason, "cannot decrypt value; left untouched");
                 } else {
                     tracing::warn!(%column, id = %row.id, %reason, "cannot decrypt value; left untouched");
                 }
-                self.census.add(class);
+                self.tally.census.add(class);
                 self.counts.failed += 1;
-                self.failed.push((row.id, reason));
+                let accepted = rec.accepted.accepts(column, &row.id);
+                self.tally.failed.push(row.id, reason, accepted);
             }
         }
         None
@@ -170,7 +161,7 @@ impl BatchResult {
         for rw in rewrites {
             if written.contains(&rw.id) {
                 self.counts.migrated += 1;
-                self.census.add(target);
+                self.tally.census.add(target);
             } else {
                 self.counts.conflicts += 1;
                 missed.push(rw.id.clone());
@@ -271,10 +262,7 @@ impl Migrator {
         let run_started = Instant::now();
         let mut agg = PassResult {
             counts: Counts::default(),
-            census: Census::default(),
-            nulls: 0,
-            pending: 0,
-            failed: Failures::default(),
+            tally: Tally::default(),
             status: Status::Completed,
             batch_size: o.batch_size,
             watermark: None,
@@ -311,7 +299,7 @@ impl Migrator {
             let mut absorb = |r: BatchResult, sizer: &mut Sizer| {
                 sizer.adapt(r.counts.scanned, r.elapsed);
                 let batch = r.counts;
-                agg.absorb(r, |id| o.accepted_failures.accepts(column, id));
+                agg.absorb(r);
                 let rate =
                     agg.counts.scanned as f64 / run_started.elapsed().as_secs_f64().max(1e-9);
                 let done = p.done_before + agg.counts.scanned;
@@ -543,16 +531,19 @@ impl Migrator {
                 scanned: batch.rows.len() as u64,
                 ..Counts::default()
             },
-            census: Census::default(),
-            nulls: 0,
-            pending: 0,
-            failed: Vec::new(),
+            tally: Tally::default(),
             elapsed: Duration::ZERO,
+        };
+        let rec = Recorder {
+            column,
+            quiet: p.sweep,
+            logged: &shared.failures_logged,
+            accepted: &o.accepted_failures,
         };
         let mut rewrites = Vec::new();
         for row in batch.rows {
             let outcome = p.planner.plan(&row, depth);
-            if let Some(rw) = r.record(column, row, outcome, p.sweep, &shared.failures_logged) {
+            if let Some(rw) = r.record(&rec, row, outcome) {
                 rewrites.push(rw);
             }
         }
@@ -577,9 +568,7 @@ impl Migrator {
                 let mut again = Vec::new();
                 for row in fresh {
                     let outcome = p.planner.plan(&row, Depth::Rewrite);
-                    if let Some(rw) =
-                        r.record(column, row, outcome, p.sweep, &shared.failures_logged)
-                    {
+                    if let Some(rw) = r.record(&rec, row, outcome) {
                         again.push(rw);
                     }
                 }
@@ -593,7 +582,7 @@ impl Migrator {
                     // Rows that changed yet again are left to the sweeps
                     // (and to the next run): never overwritten.
                     let left = r.settle(&again, &written, target);
-                    r.pending += left.len() as u64;
+                    r.tally.pending += left.len() as u64;
                 }
             }
         }
@@ -609,9 +598,9 @@ impl Migrator {
             .increment(r.counts.unchanged);
         metrics::counter!(metric_names::CONFLICTS, "column" => label.clone())
             .increment(r.counts.conflicts);
-        for (_, reason) in &r.failed {
+        for (reason, n) in r.tally.failed.kinds() {
             metrics::counter!(metric_names::ROWS_FAILED, "column" => label.clone(), "reason" => reason.as_str())
-                .increment(1);
+                .increment(n);
         }
         metrics::histogram!(metric_names::BATCH_SECONDS, "column" => label)
             .record(r.elapsed.as_secs_f64());
