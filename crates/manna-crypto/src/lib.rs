@@ -5,6 +5,7 @@ mod envelope;
 mod error;
 mod fernet;
 mod key;
+mod key_file;
 mod keyring;
 pub mod metrics;
 mod plaintext;
@@ -20,11 +21,12 @@ pub use envelope::{
 pub use error::{CryptoError, DecryptError, KeyError, KeyKind};
 pub use fernet::MAX_CLOCK_SKEW;
 pub use key::{AesKey, FernetKey, KeyId, ParseKeyIdError, KEY_ID_LEN, KEY_LEN};
+pub use key_file::parse_key_file;
 pub use keyring::{KeyMetadata, Keyring, KeyringBuilder, NONCE_LIMIT, NONCE_WARNING_THRESHOLD};
 pub use plaintext::Plaintext;
 pub use source::{
-    parse_key_file, EnvKeySource, FileKeySource, KeyFileFormat, KeySource, KeySourceError,
-    StaticKeySource, ENV_AES_KEY, ENV_AES_PREVIOUS, ENV_FERNET_KEYS, ENV_FERNET_UNTIL,
+    EnvKeySource, FileKeySource, KeyFileFormat, KeySource, KeySourceError, StaticKeySource,
+    ENV_AES_KEY, ENV_AES_PREVIOUS, ENV_FERNET_KEYS, ENV_FERNET_UNTIL,
 };
 pub use status::{KeyRole, KeyStatus, Status, EXPIRY_WARNING_BEFORE, ROTATION_DUE_AFTER};
 

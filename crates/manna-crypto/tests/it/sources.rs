@@ -481,3 +481,46 @@ fn fernet_until_from_env_and_key_files() {
         assert!(!shown.contains(&pasted), "{shown}");
     }
 }
+
+/// Issue 10: the typed key-file model names the field, never the value,
+/// also when a value has the wrong type (a key pasted as a flag, a list, a
+/// table), in TOML and JSON alike.
+#[test]
+fn values_of_the_wrong_type_are_named_never_echoed() {
+    let p = Path::new("keys.toml");
+    let pasted = AesKey::generate().to_base64().to_string();
+    let valid = AesKey::generate().to_base64().to_string();
+    let toml_cases = [
+        format!(
+            "accept_plaintext = \"{pasted}\"\n[[keys]]\nkey = \"{valid}\"\nstatus = \"primary\"\n"
+        ),
+        format!("[[keys]]\nkey = \"{valid}\"\nstatus = [\"{pasted}\"]\n"),
+        format!("[[keys]]\nkey = \"{valid}\"\nstatus = \"primary\"\nid = {{ x = \"{pasted}\" }}\n"),
+        format!("keys = [\"{pasted}\"]\n"),
+    ];
+    let json_cases = [
+        format!("{{\"accept_plaintext\": \"{pasted}\", \"keys\": []}}"),
+        format!("{{\"keys\": [{{\"key\": \"{valid}\", \"status\": [\"{pasted}\"]}}]}}"),
+        format!("{{\"keys\": [{{\"key\": [\"{pasted}\"], \"status\": \"primary\"}}]}}"),
+        format!("{{\"keys\": \"{pasted}\"}}"),
+    ];
+    let cases = toml_cases
+        .iter()
+        .map(|t| (t, KeyFileFormat::Toml))
+        .chain(json_cases.iter().map(|t| (t, KeyFileFormat::Json)));
+    for (text, format) in cases {
+        let err = parse_key_file(text, format, p).unwrap_err();
+        let shown = format!("{err} {err:?}");
+        for start in 0..=pasted.len() - 8 {
+            let piece = &pasted[start..start + 8];
+            assert!(
+                !shown.contains(piece),
+                "{format:?}: {piece:?} echoed in {shown}"
+            );
+        }
+    }
+    let err = parse_key_file(&toml_cases[0], KeyFileFormat::Toml, p).unwrap_err();
+    assert!(err.to_string().contains("`accept_plaintext`"), "{err}");
+    let err = parse_key_file(&toml_cases[1], KeyFileFormat::Toml, p).unwrap_err();
+    assert!(err.to_string().contains("keys entry 1"), "{err}");
+}
