@@ -45,7 +45,7 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 /// use std::time::Duration;
 ///
 /// let locks = LockManager::in_memory();
-/// // The seed's `plaid_sync_lock(item_id, timeout=30)`:
+/// // The Python application's `plaid_sync_lock(item_id, timeout=30)`:
 /// let guard = locks.lock_resource("plaid_sync", "item-42", Duration::from_secs(30)).await?;
 /// assert_eq!(guard.name(), "plaid_sync:item-42");
 /// // ... work, passing guard.token() along with every write ...
@@ -319,7 +319,7 @@ impl LockManager {
     }
 
     /// Locks the resource `id` of kind `kind` (lock name `kind:id`) with the
-    /// default TTL, waiting up to `wait`: the seed's
+    /// default TTL, waiting up to `wait`: the Python application's
     /// `plaid_sync_lock(item_id, timeout=30)` is
     /// `lock_resource("plaid_sync", item_id, Duration::from_secs(30))`.
     pub async fn lock_resource(

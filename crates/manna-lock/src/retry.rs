@@ -17,7 +17,7 @@ use crate::IsConflict;
 /// The closure is re-run from scratch each time, so it must re-read what it
 /// writes.
 ///
-/// The defaults follow the seed application's `RetryableOptimisticLock(
+/// The defaults follow the Python application's `RetryableOptimisticLock(
 /// max_retries=3)`: 3 retries, 10 ms base delay, 1 s max delay, jitter on, no
 /// total-time limit.
 ///

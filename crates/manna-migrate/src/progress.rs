@@ -62,7 +62,7 @@ pub struct NoProgress;
 
 impl Progress for NoProgress {}
 
-/// Emits the seed's log lines as `tracing` info events:
+/// Emits the Python tool's log lines as `tracing` info events:
 /// `Starting migration for plaid_items.access_token`,
 /// `Progress: 25.0% (100/400)`, and a summary per column.
 #[derive(Debug, Clone, Copy, Default)]

@@ -1,4 +1,4 @@
-//! The census and the run report (GUIDE §3 `--json`).
+//! The census and the run report (the `--json` report of docs/migration-guide.md).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -212,7 +212,7 @@ pub enum CensusKind {
     Processed,
 }
 
-/// One column's part of the report. Serializes to the GUIDE §3 object plus
+/// One column's part of the report. Serializes to the documented column object plus
 /// extra fields.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
@@ -356,7 +356,7 @@ impl Report {
         self.columns.iter().map(|c| c.failed_total).sum()
     }
 
-    /// The report as the GUIDE §3 JSON (one line).
+    /// The report as the documented JSON (one line).
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a report always serializes")
     }

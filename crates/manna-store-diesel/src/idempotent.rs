@@ -1,4 +1,4 @@
-//! Idempotent compare-and-set keyed by an operation id (the seed's
+//! Idempotent compare-and-set keyed by an operation id (the Python application's
 //! `safe_cursor_update`).
 
 use diesel::sql_types::{BigInt, Nullable, Text};

@@ -1,4 +1,5 @@
-//! Optimistic locking on a version column (the seed's `OptimisticLockMixin`).
+//! Optimistic locking on a version column (the Python application's
+//! `OptimisticLockMixin`).
 
 use std::fmt;
 

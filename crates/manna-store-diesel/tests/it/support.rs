@@ -206,7 +206,7 @@ pub(crate) struct TestKeys {
 }
 
 /// Fernet key and token from the official Fernet spec
-/// (`shared/testdata/fernet-spec/generate.json`; src "hello").
+/// (the Fernet specification's `generate.json` test vector; src "hello").
 pub(crate) const SPEC_FERNET_KEY: &str = "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=";
 pub(crate) const SPEC_FERNET_TOKEN: &str = "gAAAAAAdwJ6wAAECAwQFBgcICQoLDA0ODy021cpGVWKZ_eEwCGM4BLLF_5CV9dOPmrhuVUPgJobwOz7JcbmrR64jVmpU4IwqDA==";
 
