@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use manna_lock::redact::redact_url;
+
 /// The environment variable naming the Redis server: `REDIS_URL`.
 pub const REDIS_URL_VAR: &str = "REDIS_URL";
 
@@ -109,21 +111,6 @@ impl RedisLockConfig {
         manna_lock::redact::scrub_message(message, &self.url)
     }
 }
-
-/// The one redaction rule of manna (shared with the database adapter):
-/// everything between `://` and the last `@` becomes `***`, user name
-/// included, and so do `password=`/`pass=` parameter values. See
-/// [`manna_lock::redact`].
-///
-/// ```
-/// use manna_lock_redis::redact_url;
-/// assert_eq!(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
-/// assert_eq!(redact_url("redis://app:hunter2@db:6379/1"), "redis://***@db:6379/1");
-/// assert_eq!(redact_url("redis://:hu#n/t?e@r%2@db"), "redis://***@db");
-/// assert_eq!(redact_url("redis+unix:///run/redis.sock?db=1&pass=hunter2"),
-///            "redis+unix:///run/redis.sock?db=1&pass=***");
-/// ```
-pub use manna_lock::redact::redact_url;
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@ mod scripts;
 pub mod testing;
 
 pub use backend::RedisBackend;
-pub use config::{redact_url, RedisLockConfig, DEFAULT_NAMESPACE, REDIS_URL_VAR};
+pub use config::{RedisLockConfig, DEFAULT_NAMESPACE, REDIS_URL_VAR};
 
 use std::sync::Arc;
 

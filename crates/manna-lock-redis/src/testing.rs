@@ -1,4 +1,4 @@
-//! Test support (feature `testing`): a register kept in Redis whose writes
+//! Test support (feature `testing`): [`redis_test_url`], and a register kept in Redis whose writes
 //! are fenced by lock tokens, standing in for a store that checks fencing
 //! tokens (as `manna-store-diesel` does in SQL).
 
@@ -91,4 +91,29 @@ impl FencedRegister {
             .await
             .map(drop)
     }
+}
+
+/// The Redis server tests use: `MANNA_TEST_REDIS_URL`, else
+/// `redis://127.0.0.1:6379/0`. Panics, saying what to start, when nothing
+/// listens there: a test that needs Redis fails loudly, it never skips.
+pub fn redis_test_url() -> String {
+    let url = std::env::var("MANNA_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned());
+    let authority = url
+        .split_once("://")
+        .map_or(url.as_str(), |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let addr = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if std::net::TcpStream::connect(addr).is_err() {
+        panic!(
+            "Redis is not reachable at {addr}: start it with `redis-server --daemonize yes \
+             --port 6379 --save '' --appendonly no` (or run `bash .ci/run`), or set \
+             MANNA_TEST_REDIS_URL"
+        );
+    }
+    url
 }

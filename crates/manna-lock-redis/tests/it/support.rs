@@ -7,7 +7,7 @@ use manna_lock_redis::{RedisBackend, RedisLockConfig};
 
 /// The shared test Redis.
 pub(crate) fn shared_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned())
+    manna_lock_redis::testing::redis_test_url()
 }
 
 pub(crate) async fn shared_backend() -> RedisBackend {
