@@ -9,7 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use crate::{FencingToken, LockError};
+use crate::session::session_of_owner;
+use crate::{FencingToken, LockError, SessionId};
 
 /// A lease on a named lock, as granted by a [`LockBackend`].
 ///
@@ -57,6 +58,13 @@ impl Lease {
     /// The TTL the lease was granted with.
     pub fn ttl(&self) -> Duration {
         self.ttl
+    }
+
+    /// The session that holds the lease, for a lease taken by a
+    /// [`LockSession`](crate::LockSession) (read from the owner value, see
+    /// [`owner_value`](crate::owner_value)); `None` otherwise.
+    pub fn session(&self) -> Option<&str> {
+        session_of_owner(&self.owner)
     }
 }
 
@@ -240,6 +248,16 @@ impl ReleaseNotifier {
 /// backend cannot be reached or does not answer in time; it must never hang
 /// indefinitely. The per-method docs list the other errors.
 ///
+/// **Deadlock detection** (optional): a backend that implements
+/// [`try_acquire_in_session`](LockBackend::try_acquire_in_session) and
+/// [`end_wait`](LockBackend::end_wait) records which session holds each
+/// lease and which lock each waiting session waits for (a *wait-for edge*
+/// that expires on its own), and refuses with [`LockError::Deadlock`] an
+/// attempt whose wait would close a cycle. The default implementations are
+/// "unsupported": no session is recorded, no edge, never a `Deadlock`;
+/// session acquires then behave exactly like plain ones (a cycle waits out
+/// its timeouts). Every manna backend supports it.
+///
 /// Most code uses the [`LockManager`](crate::LockManager), which adds waiting,
 /// renewal and lost-lease detection on top of this trait.
 #[async_trait]
@@ -279,6 +297,53 @@ pub trait LockBackend: Send + Sync {
     ///
     /// Errors: [`LockError::Unavailable`].
     async fn is_held(&self, lease: &Lease) -> Result<bool, LockError>;
+
+    /// One acquisition attempt on behalf of `session`, with deadlock
+    /// detection. Answers like [`LockBackend::try_acquire`], and in the same
+    /// atomic step (one critical section, script or transaction):
+    ///
+    /// - **granted**: the lease's owner value records the session
+    ///   ([`owner_value`](crate::owner_value), so [`Lease::session`] returns
+    ///   it), and the session's wait-for edge on `name`, if any, is removed;
+    /// - **held, `wait_edge` zero** (a try that will not wait): nothing else;
+    /// - **held, `wait_edge` not zero**: starting from the holder's session,
+    ///   follow "session → the lock it waits for → that lock's holder's
+    ///   session → …" over unexpired leases and edges, at most
+    ///   [`MAX_WAIT_CHAIN`](crate::MAX_WAIT_CHAIN) steps. If it reaches
+    ///   `session`, fail with [`LockError::Deadlock`] naming the locks in
+    ///   order (`name` first) and drop the session's edge on `name`.
+    ///   Otherwise record (or replace) the edge "`session` waits for
+    ///   `name`", expiring after `wait_edge`, and return [`Attempt::Held`].
+    ///
+    /// A session waits for one lock at a time: recording an edge replaces
+    /// the session's previous one. Leases without a session end every walk
+    /// (their holders are not known to wait). If two sessions close a cycle
+    /// at the same moment, a backend may fail both (never neither, once
+    /// each has retried).
+    ///
+    /// Errors: as [`LockBackend::try_acquire`], plus
+    /// [`LockError::Deadlock`]. The default implementation ignores the
+    /// session (unsupported: see the trait docs).
+    async fn try_acquire_in_session(
+        &self,
+        name: &str,
+        ttl: Duration,
+        session: &SessionId,
+        wait_edge: Duration,
+    ) -> Result<Attempt, LockError> {
+        let _ = (session, wait_edge);
+        self.try_acquire(name, ttl).await
+    }
+
+    /// Removes the wait-for edge "`session` waits for `name`", if that is
+    /// the session's current edge (best effort: the edge expires on its own
+    /// anyway). Called when a session's wait ends without the lock.
+    ///
+    /// Errors: [`LockError::Unavailable`]. The default does nothing.
+    async fn end_wait(&self, session: &SessionId, name: &str) -> Result<(), LockError> {
+        let _ = (session, name);
+        Ok(())
+    }
 
     /// A subscription to the releases of `name`, for a waiter; see
     /// [`ReleaseWatch`] for the protocol (ready, try again, then wait).

@@ -46,6 +46,19 @@ pub enum LockError {
         /// The lock name.
         name: String,
     },
+    /// Waiting for the lock would close a cycle of sessions waiting for each
+    /// other ([`LockSession`](crate::LockSession)): the caller's session
+    /// would wait for `cycle[0]`, whose holder's session waits for
+    /// `cycle[1]`, … and the holder of the last one is the caller's own
+    /// session. Returned at once instead of waiting out the timeout; release
+    /// a lock of the cycle (usually everything this session holds) and try
+    /// again. Only lock names, never owner values or secrets.
+    #[error("deadlock: waiting for lock `{}` would close the wait-for cycle {}", .cycle.first().map_or("", String::as_str), show_cycle(.cycle))]
+    Deadlock {
+        /// The lock names of the cycle, in wait-for order, starting with the
+        /// one the caller asked for.
+        cycle: Vec<String>,
+    },
     /// The request itself is invalid (empty name, zero TTL, no Tokio
     /// runtime).
     #[error("invalid lock request: {reason}")]
@@ -59,7 +72,35 @@ fn held_by(holder: Option<&str>) -> String {
     holder.map_or_else(String::new, |h| format!(": held by {h}"))
 }
 
+/// `` `x` -> `y` -> `x` ``: the cycle, closed on its first lock.
+fn show_cycle(cycle: &[String]) -> String {
+    let mut out = String::new();
+    for name in cycle.iter().chain(cycle.first()) {
+        if !out.is_empty() {
+            out.push_str(" -> ");
+        }
+        out.push('`');
+        out.push_str(name);
+        out.push('`');
+    }
+    out
+}
+
 impl LockError {
+    /// `true` for [`LockError::Deadlock`].
+    pub fn is_deadlock(&self) -> bool {
+        matches!(self, Self::Deadlock { .. })
+    }
+
+    /// The lock names of a [`LockError::Deadlock`]'s cycle (empty for any
+    /// other error).
+    pub fn cycle(&self) -> &[String] {
+        match self {
+            Self::Deadlock { cycle } => cycle,
+            _ => &[],
+        }
+    }
+
     /// `true` for [`LockError::Unavailable`].
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Unavailable { .. })
@@ -91,6 +132,19 @@ impl crate::IsConflict for LockError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadlock_names_the_cycle() {
+        let e = LockError::Deadlock {
+            cycle: vec!["x".into(), "y".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "deadlock: waiting for lock `x` would close the wait-for cycle `x` -> `y` -> `x`"
+        );
+        assert!(e.is_deadlock() && !e.is_timeout());
+        assert_eq!(e.cycle(), ["x", "y"]);
+    }
 
     #[test]
     fn timeout_names_the_holder_when_known() {

@@ -9,6 +9,7 @@ mod memory;
 pub mod metric_names;
 pub mod redact;
 mod retry;
+mod session;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod token;
@@ -19,9 +20,12 @@ pub use backend::{
 pub use conflict::{ConflictError, ConflictKind, IsConflict};
 pub use error::LockError;
 pub use holder::{describe_holder, holder_description, hostname};
-pub use manager::{resource_name, LockGuard, LockManager, DEFAULT_TTL};
+pub use manager::{
+    resource_name, LockGuard, LockManager, LockSession, DEFAULT_TTL, MAX_WAIT_EDGE_TTL,
+};
 pub use memory::MemoryBackend;
 pub use retry::RetryPolicy;
+pub use session::{owner_value, session_of_owner, SessionId, MAX_WAIT_CHAIN, SESSION_SEPARATOR};
 pub use token::FencingToken;
 
 /// Re-exported so backends can implement [`LockBackend`] with the same macro

@@ -13,12 +13,20 @@ use tokio::time::Instant;
 
 use crate::backend::validate_request;
 use crate::{
-    metric_names, Attempt, FencingToken, Lease, LockBackend, LockError, MemoryBackend, ReleaseWatch,
+    metric_names, Attempt, FencingToken, Lease, LockBackend, LockError, MemoryBackend,
+    ReleaseWatch, SessionId,
 };
 
 /// Default lease TTL for [`LockManager::lock_resource`]: 30 s, renewed every
 /// 10 s while held.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
+
+/// The longest a [`LockSession`]'s wait-for edge lives without being
+/// refreshed: 10 s. A waiting session records its edge for what is left of
+/// its wait, at most this long, and tries again (refreshing it) at least
+/// every half of it; so the edge of a waiter that crashed disappears within
+/// its remaining wait and at most 10 s.
+pub const MAX_WAIT_EDGE_TTL: Duration = Duration::from_secs(10);
 
 /// Takes named locks on a [`LockBackend`], waits for them, keeps them alive
 /// and tells the holder when a lease is lost.
@@ -108,6 +116,17 @@ impl LockManager {
         self.default_ttl
     }
 
+    /// A new [`LockSession`] on this manager, with a fresh random
+    /// [`SessionId`]: for code that nests locks one at a time and wants a
+    /// wait that would deadlock to fail fast. Give each task (each thread of
+    /// control) its own session.
+    pub fn session(&self) -> LockSession {
+        LockSession {
+            manager: self.clone(),
+            id: SessionId::random(),
+        }
+    }
+
     /// Acquires `name` with a lease of `ttl`, waiting up to `wait` while
     /// someone else holds it.
     ///
@@ -118,6 +137,18 @@ impl LockManager {
     /// TTL under 1 ms, or no Tokio runtime.
     pub async fn acquire(
         &self,
+        name: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<LockGuard, LockError> {
+        self.acquire_as(None, name, ttl, wait).await
+    }
+
+    /// [`LockManager::acquire`], on behalf of `session` when there is one
+    /// (deadlock detection, see [`LockSession`]).
+    async fn acquire_as(
+        &self,
+        session: Option<&SessionId>,
         name: &str,
         ttl: Duration,
         wait: Duration,
@@ -137,6 +168,15 @@ impl LockManager {
         let mut contended = false;
         let mut holder: Option<String> = None;
         let mut watch: Option<ReleaseWatch> = None;
+        // Removes the session's wait-for edge when the wait ends without the
+        // lock (timeout, error, or this future dropped); disarmed when the
+        // backend removed it itself (granted, deadlock).
+        let mut edge = WaitEdge {
+            backend: Arc::clone(&self.backend),
+            handle: handle.clone(),
+            session: None,
+            name: name.to_owned(),
+        };
         loop {
             let attempt_started = Instant::now();
             // A try without wait (`wait` zero) is bounded by the backend's
@@ -146,11 +186,30 @@ impl LockManager {
             if contended && bound.is_some_and(|d| attempt_started >= d) {
                 return Err(self.timed_out(name, started, holder));
             }
-            let attempt = self
-                .bounded(bound, wait, self.backend.try_acquire(name, ttl))
-                .await;
+            let attempt = match session {
+                None => {
+                    self.bounded(bound, wait, self.backend.try_acquire(name, ttl))
+                        .await
+                }
+                Some(session) => {
+                    let edge_ttl = edge_ttl(wait, deadline, attempt_started);
+                    let attempt = self
+                        .bounded(
+                            bound,
+                            wait,
+                            self.backend
+                                .try_acquire_in_session(name, ttl, session, edge_ttl),
+                        )
+                        .await;
+                    if !edge_ttl.is_zero() && matches!(attempt, Ok(Attempt::Held { .. })) {
+                        edge.session = Some(session.clone());
+                    }
+                    attempt
+                }
+            };
             match attempt {
                 Ok(Attempt::Acquired(lease)) => {
+                    edge.session = None;
                     let waited = started.elapsed();
                     metrics::counter!(metric_names::ACQUISITIONS).increment(1);
                     metrics::histogram!(metric_names::WAIT_SECONDS).record(waited.as_secs_f64());
@@ -196,6 +255,13 @@ impl LockManager {
                         let step = backoff.next().unwrap_or(Duration::from_millis(250));
                         at_expiry.map_or(step, |e| e.min(step))
                     };
+                    // A session refreshes its wait-for edge before it
+                    // expires.
+                    let nap = if edge.session.is_some() {
+                        nap.min(MAX_WAIT_EDGE_TTL / 2)
+                    } else {
+                        nap
+                    };
                     let wake = match (now.checked_add(nap), deadline) {
                         (Some(t), Some(d)) => Some(t.min(d)),
                         (t, d) => t.or(d),
@@ -219,6 +285,12 @@ impl LockManager {
                 Err(e) => {
                     if e.is_unavailable() {
                         metrics::counter!(metric_names::UNAVAILABLE).increment(1);
+                    }
+                    if e.is_deadlock() {
+                        // The backend dropped the edge in the same step.
+                        edge.session = None;
+                        metrics::counter!(metric_names::DEADLOCKS).increment(1);
+                        tracing::debug!(lock = name, error = %e, "deadlock detected");
                     }
                     return Err(e);
                 }
@@ -353,6 +425,144 @@ impl LockManager {
                 backend: self.backend.describe(),
                 reason: format!("no answer within the wait ({wait:?})"),
             }),
+        }
+    }
+}
+
+/// How long a session's wait-for edge recorded by an attempt at `now` lives:
+/// zero for a try without wait (no edge), else what is left of the wait, at
+/// most [`MAX_WAIT_EDGE_TTL`] and at least 1 ms.
+fn edge_ttl(wait: Duration, deadline: Option<Instant>, now: Instant) -> Duration {
+    if wait.is_zero() {
+        return Duration::ZERO;
+    }
+    let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
+    left.clamp(Duration::from_millis(1), MAX_WAIT_EDGE_TTL)
+}
+
+/// The wait-for edge of a session's pending wait: dropping it while
+/// `session` is set removes the edge in the background (best effort; it
+/// expires on its own anyway).
+struct WaitEdge {
+    backend: Arc<dyn LockBackend>,
+    handle: Handle,
+    session: Option<SessionId>,
+    name: String,
+}
+
+impl Drop for WaitEdge {
+    fn drop(&mut self) {
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        let backend = Arc::clone(&self.backend);
+        let name = std::mem::take(&mut self.name);
+        // A runtime shutting down drops the task: the edge then expires.
+        drop(self.handle.spawn(async move {
+            if let Err(e) = backend.end_wait(&session, &name).await {
+                tracing::debug!(lock = %name, error = %e, "removing a wait-for edge failed; it expires on its own");
+            }
+        }));
+    }
+}
+
+/// A [`LockManager`] seen as one thread of control, for deadlock detection
+/// among code that nests locks one at a time.
+///
+/// Locks taken through a session are recorded in the backend as held by
+/// its [`SessionId`], and while a session waits for a lock it records a
+/// *wait-for edge* "this session waits for that lock" (expiring after what
+/// is left of the wait, at most [`MAX_WAIT_EDGE_TTL`], refreshed while it
+/// waits, removed when the wait ends). An acquire whose wait would close a
+/// cycle — the lock's holder's session waits for a lock whose holder's
+/// session … waits for a lock this session holds — fails at once with
+/// [`LockError::Deadlock`] naming the locks of the cycle, instead of every
+/// side waiting out its timeout.
+///
+/// - Detection is only among sessions on the same lock service (one Redis,
+///   one database, one `MemoryBackend`): a lock taken without a session, or
+///   on another backend, ends the walk (no edges, exactly as before).
+/// - A session is one thread of control: two tasks of one
+///   [`LockManager`] are *not* one identity (task 1 waiting for a lock
+///   task 2 holds is no deadlock), so give each task its own session. A
+///   session waits for one lock at a time.
+/// - When two sessions close a cycle at the same moment, both may get
+///   `Deadlock`; neither waits out its timeout.
+/// - A session that asks for a lock it already holds gets `Deadlock` (a
+///   cycle of one), since it would wait for itself.
+/// - Backends that do not support detection (see [`LockBackend`]) make a
+///   session behave like the manager itself.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), manna_lock::LockError> {
+/// use manna_lock::{LockError, LockManager};
+/// use std::time::Duration;
+///
+/// let locks = LockManager::in_memory();
+/// let (a, b) = (locks.session(), locks.session());
+/// let ttl = Duration::from_secs(30);
+/// let x = a.acquire("x", ttl, Duration::from_secs(5)).await?;
+/// let y = b.acquire("y", ttl, Duration::from_secs(5)).await?;
+/// // `a` holds x and waits for y ...
+/// let waiting = tokio::spawn(async move { a.acquire("y", ttl, Duration::from_secs(30)).await });
+/// # tokio::time::sleep(Duration::from_millis(50)).await;
+/// // ... so `b`, holding y, would deadlock waiting for x: it is told at once.
+/// let err = b.acquire("x", ttl, Duration::from_secs(30)).await.unwrap_err();
+/// assert!(matches!(&err, LockError::Deadlock { cycle } if cycle == &["x", "y"]));
+/// y.release().await?; // `b` backs off; `a` gets y
+/// let y_for_a = waiting.await.expect("task")?;
+/// # y_for_a.release().await?; x.release().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct LockSession {
+    manager: LockManager,
+    id: SessionId,
+}
+
+impl LockSession {
+    /// The session's identity in the backend.
+    pub fn id(&self) -> &SessionId {
+        &self.id
+    }
+
+    /// The manager this session takes its locks through.
+    pub fn manager(&self) -> &LockManager {
+        &self.manager
+    }
+
+    /// [`LockManager::acquire`] on behalf of this session, with deadlock
+    /// detection.
+    ///
+    /// Errors: as [`LockManager::acquire`], plus [`LockError::Deadlock`]
+    /// when waiting would close a wait-for cycle (returned at once, well
+    /// before `wait`).
+    pub async fn acquire(
+        &self,
+        name: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<LockGuard, LockError> {
+        self.manager
+            .acquire_as(Some(&self.id), name, ttl, wait)
+            .await
+    }
+
+    /// One attempt, no waiting (and so no wait-for edge): `Ok(None)` when
+    /// someone else holds `name`; a lock taken is recorded as this
+    /// session's.
+    ///
+    /// Errors: as [`LockManager::try_acquire`].
+    pub async fn try_acquire(
+        &self,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<Option<LockGuard>, LockError> {
+        match self.acquire(name, ttl, Duration::ZERO).await {
+            Ok(guard) => Ok(Some(guard)),
+            Err(LockError::Timeout { .. }) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 }

@@ -10,7 +10,10 @@ use tokio::time::Instant;
 
 use crate::backend::validate_request;
 use crate::holder::holder_description;
-use crate::{Attempt, FencingToken, Lease, LockBackend, LockError, ReleaseNotifier, ReleaseWatch};
+use crate::session::{owner_value, session_of_owner, MAX_WAIT_CHAIN};
+use crate::{
+    Attempt, FencingToken, Lease, LockBackend, LockError, ReleaseNotifier, ReleaseWatch, SessionId,
+};
 
 /// Locks that live in this process only: the default when no `REDIS_URL` is
 /// set, and the fake used in tests. It passes the same conformance suite as
@@ -21,6 +24,11 @@ use crate::{Attempt, FencingToken, Lease, LockBackend, LockError, ReleaseNotifie
 /// which [`Attempt::Held`] returns to the callers it refuses. Time is read from Tokio's clock, so tests can pause and
 /// advance it. The per-name fencing counters are kept for the life of the
 /// backend (a few bytes per distinct lock name).
+///
+/// Deadlock detection ([`LockSession`](crate::LockSession)) runs under the
+/// same mutex as the leases: the session of each lease is part of its owner
+/// value, and each waiting session's wait-for edge is kept with its expiry,
+/// so of two sessions closing a cycle, exactly the second one is told.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -46,6 +54,8 @@ pub struct MemoryBackend {
 struct State {
     held: HashMap<String, Held>,
     counters: HashMap<String, u64>,
+    /// Wait-for edges: session id -> (lock name, expiry).
+    waits: HashMap<String, (String, Instant)>,
 }
 
 #[derive(Debug)]
@@ -62,6 +72,69 @@ impl State {
             self.held.remove(name);
         }
         self.held.get_mut(name)
+    }
+
+    /// The wait-for cycle `session` would close by waiting for `name`, if
+    /// any: the lock names from `name` on, following holder sessions and
+    /// their unexpired edges, at most [`MAX_WAIT_CHAIN`] steps.
+    fn cycle(&mut self, name: &str, session: &str, now: Instant) -> Option<Vec<String>> {
+        let mut cycle = vec![name.to_owned()];
+        let mut lock = name.to_owned();
+        for _ in 0..MAX_WAIT_CHAIN {
+            let holder = session_of_owner(&self.live(&lock, now)?.owner)?.to_owned();
+            if holder == session {
+                return Some(cycle);
+            }
+            let (waits_for, until) = self.waits.get(&holder)?;
+            if *until <= now {
+                self.waits.remove(&holder);
+                return None;
+            }
+            lock.clone_from(waits_for);
+            cycle.push(lock.clone());
+        }
+        None
+    }
+
+    /// Removes `session`'s edge if it is on `name`.
+    fn end_wait(&mut self, session: &str, name: &str) {
+        if self.waits.get(session).is_some_and(|(n, _)| n == name) {
+            self.waits.remove(session);
+        }
+    }
+
+    /// Grants `name` (free at `now`) to a new owner.
+    fn grant(
+        &mut self,
+        name: &str,
+        ttl: Duration,
+        now: Instant,
+        owner: String,
+    ) -> Result<Attempt, LockError> {
+        let expires_at = deadline(now, ttl)?;
+        // Tokens follow the wall clock (µs since the epoch) and never repeat:
+        // a store fence keeps the highest token across processes, so a new
+        // process must not start again from 1 below an earlier one's.
+        let counter = self.counters.entry(name.to_owned()).or_insert(0);
+        *counter = (*counter + 1).max(unix_micros());
+        let token = FencingToken::new(*counter);
+        self.held.insert(
+            name.to_owned(),
+            Held {
+                owner: owner.clone(),
+                holder: holder_description(),
+                expires_at,
+            },
+        );
+        Ok(Attempt::Acquired(Lease::new(name, owner, token, ttl)))
+    }
+}
+
+/// The refusal for a lock held by `h`.
+fn held(h: &Held, now: Instant) -> Attempt {
+    Attempt::Held {
+        expires_in: Some(h.expires_at.saturating_duration_since(now)),
+        holder: Some(h.holder.clone()),
     }
 }
 
@@ -105,28 +178,49 @@ impl LockBackend for MemoryBackend {
         let now = Instant::now();
         let mut state = self.state();
         if let Some(h) = state.live(name, now) {
-            return Ok(Attempt::Held {
-                expires_in: Some(h.expires_at.saturating_duration_since(now)),
-                holder: Some(h.holder.clone()),
-            });
+            return Ok(held(h, now));
         }
-        let expires_at = deadline(now, ttl)?;
-        // Tokens follow the wall clock (µs since the epoch) and never repeat:
-        // a store fence keeps the highest token across processes, so a new
-        // process must not start again from 1 below an earlier one's.
-        let counter = state.counters.entry(name.to_owned()).or_insert(0);
-        *counter = (*counter + 1).max(unix_micros());
-        let token = FencingToken::new(*counter);
         let owner = format!("mem-{}", self.next_owner.fetch_add(1, Ordering::Relaxed));
-        state.held.insert(
-            name.to_owned(),
-            Held {
-                owner: owner.clone(),
-                holder: holder_description(),
-                expires_at,
-            },
-        );
-        Ok(Attempt::Acquired(Lease::new(name, owner, token, ttl)))
+        state.grant(name, ttl, now, owner)
+    }
+
+    async fn try_acquire_in_session(
+        &self,
+        name: &str,
+        ttl: Duration,
+        session: &SessionId,
+        wait_edge: Duration,
+    ) -> Result<Attempt, LockError> {
+        validate_request(name, ttl)?;
+        let now = Instant::now();
+        let sid = session.as_str();
+        let mut state = self.state();
+        if let Some(h) = state.live(name, now) {
+            let refusal = held(h, now);
+            if wait_edge.is_zero() {
+                return Ok(refusal);
+            }
+            if let Some(cycle) = state.cycle(name, sid, now) {
+                state.end_wait(sid, name);
+                return Err(LockError::Deadlock { cycle });
+            }
+            let until = deadline(now, wait_edge)?;
+            if state.waits.len() >= 1024 {
+                // Forget the edges of waiters that vanished without a word.
+                state.waits.retain(|_, (_, u)| *u > now);
+            }
+            state.waits.insert(sid.to_owned(), (name.to_owned(), until));
+            return Ok(refusal);
+        }
+        let random = format!("mem-{}", self.next_owner.fetch_add(1, Ordering::Relaxed));
+        let granted = state.grant(name, ttl, now, owner_value(&random, Some(session)))?;
+        state.end_wait(sid, name);
+        Ok(granted)
+    }
+
+    async fn end_wait(&self, session: &SessionId, name: &str) -> Result<(), LockError> {
+        self.state().end_wait(session.as_str(), name);
+        Ok(())
     }
 
     async fn release(&self, lease: &Lease) -> Result<bool, LockError> {

@@ -13,6 +13,9 @@ pub const ACQUISITIONS: &str = "manna_lock_acquisitions_total";
 pub const CONTENDED: &str = "manna_lock_contended_total";
 /// Counter: waits that ended in a timeout.
 pub const TIMEOUTS: &str = "manna_lock_timeouts_total";
+/// Counter: session acquires refused because their wait would close a
+/// wait-for cycle ([`LockError::Deadlock`](crate::LockError::Deadlock)).
+pub const DEADLOCKS: &str = "manna_lock_deadlocks_total";
 /// Counter: acquisitions that failed because the backend was unavailable.
 pub const UNAVAILABLE: &str = "manna_lock_unavailable_total";
 /// Histogram (seconds): time from the acquire call to the lease.
