@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use manna_lock::{
     async_trait, holder_description, validate_request, Attempt, FencingToken, Lease, LockBackend,
-    LockError, ReleaseNotifier, ReleaseWatch,
+    LockError, ReleaseNotifier, ReleaseWatch, SessionId, MAX_WAIT_CHAIN,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::{Client, RedisError};
@@ -39,6 +39,15 @@ use crate::RedisLockConfig;
 ///   published on `manna:lock:{NAME}:released`, to which only waiters
 ///   subscribe (an uncontended release is delivered to nobody). The braces
 ///   are a Redis Cluster hash tag: both keys of a lock live in the same slot.
+/// - Deadlock detection ([`manna_lock::LockSession`]): a session's lease
+///   carries its session id in the owner value (`random@session;holder`),
+///   and a waiting session records its wait-for edge in
+///   `manna:lock:waits:SESSION` (the lock name, expiring with the wait). One
+///   script takes the lock or, if it is held, follows holder → session →
+///   awaited lock → … and either refuses with [`LockError::Deadlock`] or
+///   records the edge: atomic, so of two sessions closing a cycle exactly
+///   the second is told. The walk touches keys of other locks: one Redis
+///   server, not Redis Cluster.
 /// - Unreachable or silent Redis: calls fail with
 ///   [`LockError::Unavailable`] naming the URL (password redacted) after at
 ///   most the response timeout.
@@ -279,6 +288,12 @@ impl RedisBackend {
         format!("{}{{{name}}}:fence", self.namespace)
     }
 
+    /// The key holding the wait-for edge of a waiting session (its value is
+    /// the name of the lock the session waits for).
+    pub fn wait_key(&self, session: &SessionId) -> String {
+        format!("{}waits:{session}", self.namespace)
+    }
+
     /// The channel on which releases of lock `name` are published.
     pub fn release_channel(&self, name: &str) -> String {
         format!("{}{{{name}}}:released", self.namespace)
@@ -304,6 +319,81 @@ impl RedisBackend {
         }
     }
 
+    /// One acquire script call: the plain one, or the session-aware one
+    /// with deadlock detection when `session` (id, edge TTL) is given.
+    async fn attempt(
+        &self,
+        name: &str,
+        ttl: Duration,
+        session: Option<(&SessionId, Duration)>,
+    ) -> Result<Attempt, LockError> {
+        validate_request(name, ttl)?;
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| LockError::Invalid {
+            reason: "the Redis lock must be used from within a Tokio runtime".into(),
+        })?;
+        let call = AcquireCall {
+            conn: self.conn.clone(),
+            scripts: Arc::clone(&self.scripts),
+            lock_key: self.lock_key(name),
+            fence_key: self.fence_key(name),
+            channel: self.release_channel(name),
+            name: name.to_owned(),
+            owner: owner_value(
+                rand::random::<u128>(),
+                session.map(|(id, _)| id),
+                &holder_description(),
+            ),
+            ttl_ms: Self::ttl_ms(ttl),
+            session: session.map(|(id, edge)| SessionArgs {
+                id: id.to_string(),
+                wait_key: self.wait_key(id),
+                // A non-zero edge stays non-zero in milliseconds.
+                edge_ms: if edge.is_zero() {
+                    0
+                } else {
+                    Self::ttl_ms(edge).max(1)
+                },
+                namespace: self.namespace.clone(),
+            }),
+        };
+        let owner = call.owner.clone();
+        // The script runs in a task of its own, so that a caller who gives up
+        // (its wait ran out) does not leave a lease nobody knows about: the
+        // task still gets Redis's answer and releases what it acquired.
+        let (tx, rx) = oneshot::channel();
+        drop(handle.spawn(call.run(tx)));
+        let (acquired, value, held_by, cycle) = rx
+            .await
+            .map_err(|_| LockError::Backend {
+                backend: self.describe.clone(),
+                reason: "the acquire task ended without an answer".into(),
+            })?
+            .map_err(|e| self.map_err(e))?;
+        if acquired == 2 {
+            return Err(LockError::Deadlock { cycle });
+        }
+        if acquired == 1 {
+            let token = u64::try_from(value).map_err(|_| LockError::Backend {
+                backend: self.describe.clone(),
+                reason: format!("fencing counter is negative ({value})"),
+            })?;
+            Ok(Attempt::Acquired(Lease::new(
+                name,
+                owner,
+                FencingToken::new(token),
+                ttl,
+            )))
+        } else {
+            // PTTL: -1 no expiry, -2 gone meanwhile (cannot happen inside the
+            // script, but stay total).
+            let expires_in = u64::try_from(value).ok().map(Duration::from_millis);
+            Ok(Attempt::Held {
+                expires_in,
+                holder: holder_of(&held_by).map(str::to_owned),
+            })
+        }
+    }
+
     fn ttl_ms(ttl: Duration) -> u64 {
         u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
     }
@@ -312,12 +402,15 @@ impl RedisBackend {
 /// Separates the random part of an owner value from the holder description.
 const HOLDER_SEPARATOR: char = ';';
 
-/// The owner value stored in the lock key: 32 hex digits of randomness, then
-/// `;` and the holder description (`…;host db-7 pid 4242 since …`).
-/// Release and extend compare the whole value, so the description costs no
-/// extra key and no extra round trip.
-fn owner_value(random: u128, holder: &str) -> String {
-    format!("{random:032x}{HOLDER_SEPARATOR}{holder}")
+/// The owner value stored in the lock key: 32 hex digits of randomness,
+/// `@` and the session id for a session's lease
+/// ([`manna_lock::owner_value`]), then `;` and the holder description
+/// (`…;host db-7 pid 4242 since …`). Release and extend compare the whole
+/// value, so the description and the session cost no extra key and no extra
+/// round trip.
+fn owner_value(random: u128, session: Option<&SessionId>, holder: &str) -> String {
+    let owner = manna_lock::owner_value(&format!("{random:032x}"), session);
+    format!("{owner}{HOLDER_SEPARATOR}{holder}")
 }
 
 /// The holder description in an owner value (`None` for a bare random value,
@@ -329,8 +422,17 @@ fn holder_of(owner: &str) -> Option<&str> {
         .filter(|h| !h.is_empty())
 }
 
-/// The answer of the acquire script: `(acquired, token or PTTL, holder)`.
-type AcquireReply = (i64, i64, String);
+/// The answer of the acquire scripts: `(1 acquired / 0 held / 2 deadlock,
+/// token or PTTL, holder's owner value, cycle)`.
+type AcquireReply = (i64, i64, String, Vec<String>);
+
+/// What the session-aware acquire script needs besides the lock.
+struct SessionArgs {
+    id: String,
+    wait_key: String,
+    edge_ms: u64,
+    namespace: String,
+}
 
 /// One acquire script call, owning everything it needs to run in a task of
 /// its own (and to release what it acquired when nobody is waiting for it).
@@ -343,6 +445,7 @@ struct AcquireCall {
     name: String,
     owner: String,
     ttl_ms: u64,
+    session: Option<SessionArgs>,
 }
 
 impl AcquireCall {
@@ -352,15 +455,36 @@ impl AcquireCall {
     /// releases this call's owner value, best effort. Releasing it is always
     /// safe: nobody else has that owner value.
     async fn run(mut self, reply: oneshot::Sender<Result<AcquireReply, RedisError>>) {
-        let answer: Result<AcquireReply, RedisError> = self
-            .scripts
-            .acquire
-            .key(&self.lock_key)
-            .key(&self.fence_key)
-            .arg(&self.owner)
-            .arg(self.ttl_ms)
-            .invoke_async(&mut self.conn)
-            .await;
+        let answer: Result<AcquireReply, RedisError> = match &self.session {
+            None => self
+                .scripts
+                .acquire
+                .key(&self.lock_key)
+                .key(&self.fence_key)
+                .arg(&self.owner)
+                .arg(self.ttl_ms)
+                .invoke_async(&mut self.conn)
+                .await
+                .map(|(acquired, value, owner): (i64, i64, String)| {
+                    (acquired, value, owner, Vec::new())
+                }),
+            Some(session) => {
+                self.scripts
+                    .acquire_in_session
+                    .key(&self.lock_key)
+                    .key(&self.fence_key)
+                    .key(&session.wait_key)
+                    .arg(&self.owner)
+                    .arg(self.ttl_ms)
+                    .arg(&session.id)
+                    .arg(&self.name)
+                    .arg(session.edge_ms)
+                    .arg(&session.namespace)
+                    .arg(MAX_WAIT_CHAIN)
+                    .invoke_async(&mut self.conn)
+                    .await
+            }
+        };
         // A timeout or a connection dropped after the script was written:
         // Redis may run it later, and the lease would be nobody's.
         let answer_lost = answer
@@ -369,7 +493,7 @@ impl AcquireCall {
         let orphaned = match reply.send(answer) {
             Ok(()) => answer_lost,
             // Nobody took the answer: release if it was a grant.
-            Err(answer) => answer_lost || answer.is_ok_and(|(acquired, _, _)| acquired == 1),
+            Err(answer) => answer_lost || answer.is_ok_and(|(acquired, ..)| acquired == 1),
         };
         if orphaned {
             self.release_orphan().await;
@@ -405,53 +529,30 @@ impl LockBackend for RedisBackend {
     }
 
     async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Attempt, LockError> {
-        validate_request(name, ttl)?;
-        let handle = tokio::runtime::Handle::try_current().map_err(|_| LockError::Invalid {
-            reason: "the Redis lock must be used from within a Tokio runtime".into(),
-        })?;
-        let call = AcquireCall {
-            conn: self.conn.clone(),
-            scripts: Arc::clone(&self.scripts),
-            lock_key: self.lock_key(name),
-            fence_key: self.fence_key(name),
-            channel: self.release_channel(name),
-            name: name.to_owned(),
-            owner: owner_value(rand::random::<u128>(), &holder_description()),
-            ttl_ms: Self::ttl_ms(ttl),
-        };
-        let owner = call.owner.clone();
-        // The script runs in a task of its own, so that a caller who gives up
-        // (its wait ran out) does not leave a lease nobody knows about: the
-        // task still gets Redis's answer and releases what it acquired.
-        let (tx, rx) = oneshot::channel();
-        drop(handle.spawn(call.run(tx)));
-        let (acquired, value, held_by) = rx
+        self.attempt(name, ttl, None).await
+    }
+
+    async fn try_acquire_in_session(
+        &self,
+        name: &str,
+        ttl: Duration,
+        session: &SessionId,
+        wait_edge: Duration,
+    ) -> Result<Attempt, LockError> {
+        self.attempt(name, ttl, Some((session, wait_edge))).await
+    }
+
+    async fn end_wait(&self, session: &SessionId, name: &str) -> Result<(), LockError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .scripts
+            .end_wait
+            .key(self.wait_key(session))
+            .arg(name)
+            .invoke_async(&mut conn)
             .await
-            .map_err(|_| LockError::Backend {
-                backend: self.describe.clone(),
-                reason: "the acquire task ended without an answer".into(),
-            })?
             .map_err(|e| self.map_err(e))?;
-        if acquired == 1 {
-            let token = u64::try_from(value).map_err(|_| LockError::Backend {
-                backend: self.describe.clone(),
-                reason: format!("fencing counter is negative ({value})"),
-            })?;
-            Ok(Attempt::Acquired(Lease::new(
-                name,
-                owner,
-                FencingToken::new(token),
-                ttl,
-            )))
-        } else {
-            // PTTL: -1 no expiry, -2 gone meanwhile (cannot happen inside the
-            // script, but stay total).
-            let expires_in = u64::try_from(value).ok().map(Duration::from_millis);
-            Ok(Attempt::Held {
-                expires_in,
-                holder: holder_of(&held_by).map(str::to_owned),
-            })
-        }
+        Ok(())
     }
 
     async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
@@ -582,7 +683,7 @@ mod tests {
 
     #[test]
     fn owner_values_carry_the_holder() {
-        let owner = owner_value(0xab, "host db-7 pid 42 since 2026-11-29T20:31:05Z");
+        let owner = owner_value(0xab, None, "host db-7 pid 42 since 2026-11-29T20:31:05Z");
         assert_eq!(
             owner,
             "000000000000000000000000000000ab;host db-7 pid 42 since 2026-11-29T20:31:05Z"
@@ -593,5 +694,13 @@ mod tests {
         );
         assert_eq!(holder_of("000000000000000000000000000000ab"), None);
         assert_eq!(holder_of(""), None);
+        let session = SessionId::random();
+        let owner = owner_value(0xab, Some(&session), "host h pid 1 since x");
+        assert_eq!(
+            owner,
+            format!("000000000000000000000000000000ab@{session};host h pid 1 since x")
+        );
+        assert_eq!(holder_of(&owner), Some("host h pid 1 since x"));
+        assert_eq!(manna_lock::session_of_owner(&owner), Some(session.as_str()));
     }
 }

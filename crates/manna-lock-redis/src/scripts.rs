@@ -35,6 +35,79 @@ end
 return {0, redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[1]) or ''}
 ";
 
+/// The session-aware acquire ([`LockBackend::try_acquire_in_session`]),
+/// with deadlock detection, in one atomic script.
+///
+/// KEYS[1] lock key, KEYS[2] fence counter, KEYS[3] the session's wait-for
+/// edge; ARGV[1] owner (it carries the session: `random@session;holder`),
+/// ARGV[2] TTL (ms), ARGV[3] session id, ARGV[4] lock name, ARGV[5] edge TTL
+/// (ms; 0: a try, no edge and no check), ARGV[6] key namespace, ARGV[7] the
+/// longest chain to follow.
+///
+/// Returns `{1, token, '', {}}` when acquired (and drops the session's edge
+/// on this lock), `{0, pttl, owner value, {}}` when held (after recording the
+/// edge `session waits for name`, expiring after ARGV[5] ms), `{2, 0, '',
+/// cycle}` when waiting would close a cycle (the lock names from ARGV[4] on;
+/// the edge is dropped). The walk reads the holder's session out of each
+/// lock's owner value and the edge of each session, keys the script cannot
+/// declare in advance: fine on one Redis server, not on Redis Cluster
+/// (unless every lock of a cycle shares a hash slot).
+///
+/// [`LockBackend::try_acquire_in_session`]: manna_lock::LockBackend::try_acquire_in_session
+const ACQUIRE_IN_SESSION: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
+local function end_wait()
+  if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local now = redis.call('TIME')
+  local floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+  local token
+  if last < floor then
+    token = floor
+    redis.call('SET', KEYS[2], string.format('%.0f', token))
+  else
+    token = redis.call('INCR', KEYS[2])
+  end
+  end_wait()
+  return {1, token, '', {}}
+end
+local function session_of(owner)
+  if not owner then return nil end
+  return string.match(owner, '^[^;@]*@([^;]+)')
+end
+local value = redis.call('GET', KEYS[1]) or ''
+local pttl = redis.call('PTTL', KEYS[1])
+if tonumber(ARGV[5]) > 0 then
+  local cycle = {ARGV[4]}
+  local s = session_of(value)
+  local steps = 0
+  while s and steps < tonumber(ARGV[7]) do
+    if s == ARGV[3] then
+      end_wait()
+      return {2, 0, '', cycle}
+    end
+    local waits = redis.call('GET', ARGV[6] .. 'waits:' .. s)
+    if not waits then break end
+    cycle[#cycle + 1] = waits
+    s = session_of(redis.call('GET', ARGV[6] .. '{' .. waits .. '}'))
+    steps = steps + 1
+  end
+  redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[5])
+end
+return {0, pttl, value, {}}
+";
+
+/// KEYS[1] a session's wait-for edge; ARGV[1] lock name. Deletes the edge
+/// if it is on that lock; 1/0.
+const END_WAIT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
 /// KEYS[1] lock key; ARGV[1] owner, ARGV[2] channel, ARGV[3] lock name.
 /// Deletes the key and publishes the name if the owner matches; 1/0.
 const RELEASE: &str = r"
@@ -56,6 +129,8 @@ return 0
 
 pub(crate) struct Scripts {
     pub(crate) acquire: Script,
+    pub(crate) acquire_in_session: Script,
+    pub(crate) end_wait: Script,
     pub(crate) release: Script,
     pub(crate) extend: Script,
 }
@@ -64,6 +139,8 @@ impl Scripts {
     pub(crate) fn new() -> Self {
         Self {
             acquire: Script::new(ACQUIRE),
+            acquire_in_session: Script::new(ACQUIRE_IN_SESSION),
+            end_wait: Script::new(END_WAIT),
             release: Script::new(RELEASE),
             extend: Script::new(EXTEND),
         }

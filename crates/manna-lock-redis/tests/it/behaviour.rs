@@ -251,3 +251,58 @@ async fn numsub(admin: &mut redis::aio::MultiplexedConnection, channel: &str) ->
         .unwrap();
     n
 }
+
+/// A waiting session's wait-for edge is one key, `…waits:SESSION`, holding
+/// the lock name and expiring within the remaining wait (a crashed waiter
+/// leaves nothing permanent); it is gone once the wait ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_for_edge_is_a_key_that_expires_with_the_wait() {
+    bounded(30, async {
+        let url = crate::support::shared_url();
+        let backend = Arc::new(crate::support::shared_backend().await);
+        let locks = LockManager::new(backend.clone());
+        let name = manna_lock::testing::conformance::unique_name("edge-key");
+        let holder = locks.session();
+        let guard = holder
+            .acquire(&name, Duration::from_secs(30), Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(guard.lease().session(), Some(holder.id().as_str()));
+        let stored: String = raw(&url).await.get(backend.lock_key(&name)).await.unwrap();
+        assert!(
+            stored.contains(&format!("@{};", holder.id())),
+            "the owner value carries the session: {stored}"
+        );
+
+        let waiter = Arc::new(locks.session());
+        let key = backend.wait_key(waiter.id());
+        let (w, n) = (Arc::clone(&waiter), name.clone());
+        let task = tokio::spawn(async move {
+            w.acquire(&n, Duration::from_secs(30), Duration::from_secs(2))
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut conn = raw(&url).await;
+        let edge: Option<String> = conn.get(&key).await.unwrap();
+        assert_eq!(
+            edge.as_deref(),
+            Some(name.as_str()),
+            "the edge names the lock"
+        );
+        let pttl: i64 = conn.pttl(&key).await.unwrap();
+        assert!(
+            pttl > 0 && pttl <= 2000,
+            "the edge expires within the remaining wait, PTTL {pttl}"
+        );
+        let outcome = task.await.unwrap();
+        assert!(
+            matches!(outcome, Err(LockError::Timeout { .. })),
+            "{outcome:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let edge: Option<String> = conn.get(&key).await.unwrap();
+        assert_eq!(edge, None, "the edge is gone once the wait ended");
+        assert!(guard.release().await.unwrap());
+    })
+    .await;
+}
