@@ -6,15 +6,15 @@ use std::time::{Duration, Instant};
 
 use diesel::sql_types::{BigInt, Nullable, Text};
 use manna_lock::{
-    async_trait, holder_description, validate_request, Attempt, FencingToken, Lease, LockBackend,
-    LockError, ReleaseWatch,
+    async_trait, holder_description, owner_value, session_of_owner, validate_request, Attempt,
+    FencingToken, Lease, LockBackend, LockError, ReleaseWatch, SessionId, MAX_WAIT_CHAIN,
 };
 use manna_store::StoreErrorKind;
 
 use crate::conn::{AnyConn, Dialect, StoreConnection};
 use crate::error::Error;
 use crate::pool::DbPool;
-use crate::schema::{ensure_lock_table, LOCK_TABLE};
+use crate::schema::{ensure_lock_table, LOCK_TABLE, LOCK_WAITS_TABLE};
 use crate::sql::{Bind, Sql};
 
 /// The default bound on one lock call ([`DbLockBackend::with_timeout`]).
@@ -50,6 +50,19 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 ///   `Unavailable` (unreachable, or busy: SQLite's "database is locked"
 ///   after its busy timeout, retried twice first) and [`LockError::Backend`]
 ///   (anything else).
+/// - *Deadlock detection* ([`manna_lock::LockSession`]): a session's lease
+///   has the session id in its `owner` (`random@session`), and a waiting
+///   session has one row in `manna_lock_waits`
+///   ([`LOCK_WAITS_TABLE`](crate::schema::LOCK_WAITS_TABLE): the lock it
+///   waits for, expiring by the server's clock with the wait). A session's
+///   attempt runs in one write transaction: take the lock, or follow holder
+///   → session → awaited lock → … over unexpired rows and refuse with
+///   [`LockError::Deadlock`], or record the edge. On SQLite the
+///   transactions are serialized (`BEGIN IMMEDIATE`), so exactly the second
+///   of two sessions closing a cycle is told. On PostgreSQL two such
+///   transactions at the same instant may not see each other's uncommitted
+///   edge; the waiters' next retry (at most 250 ms later) does, and then one
+///   or both fail fast with `Deadlock` — neither waits out its timeout.
 /// - There is no release notification ([`LockBackend::watch`] is
 ///   unsupported): waiters retry with backoff and jitter (at most 250 ms
 ///   apart, and right when the holder's lease is due to expire).
@@ -309,9 +322,134 @@ struct HeldRow {
     expires_in_ms: i64,
 }
 
+#[derive(diesel::QueryableByName)]
+struct TextRow {
+    #[diesel(sql_type = Text)]
+    v: String,
+}
+
 enum Outcome {
     Acquired(i64),
     Held(Option<HeldRow>),
+    Deadlock(Vec<String>),
+}
+
+/// A session's attempt, in the caller's transaction: take the lock (and
+/// drop the session's edge on it), or refuse, after looking for a cycle and
+/// recording the edge when `edge_ms` is not zero.
+fn try_acquire_in_session_sql(
+    conn: &mut AnyConn<'_>,
+    name: &str,
+    owner: &str,
+    ttl: i64,
+    holder: &str,
+    session: &str,
+    edge_ms: i64,
+) -> Result<Outcome, Error> {
+    let outcome = try_acquire_sql(conn, name, owner, ttl, holder)?;
+    match outcome {
+        Outcome::Acquired(_) => {
+            end_wait_sql(conn, session, name)?;
+            Ok(outcome)
+        }
+        Outcome::Held(_) if edge_ms == 0 => Ok(outcome),
+        Outcome::Held(_) => {
+            if let Some(cycle) = wait_cycle(conn, name, session)? {
+                end_wait_sql(conn, session, name)?;
+                return Ok(Outcome::Deadlock(cycle));
+            }
+            record_wait_sql(conn, session, name, edge_ms)?;
+            Ok(outcome)
+        }
+        Outcome::Deadlock(_) => Ok(outcome),
+    }
+}
+
+/// The cycle `session` would close by waiting for `name`: follows the
+/// holder's session (from the owner value) and that session's unexpired
+/// edge, at most [`MAX_WAIT_CHAIN`] steps.
+fn wait_cycle(
+    conn: &mut AnyConn<'_>,
+    name: &str,
+    session: &str,
+) -> Result<Option<Vec<String>>, Error> {
+    let d = conn.dialect();
+    let mut cycle = vec![name.to_owned()];
+    for _ in 0..MAX_WAIT_CHAIN {
+        let lock = cycle.last().map_or(name, String::as_str);
+        let mut q = Sql::new(d);
+        q.push("SELECT owner AS v FROM \"")
+            .push(LOCK_TABLE)
+            .push("\" WHERE name = ")
+            .bind(Bind::Text(lock.to_owned()))
+            .push(" AND owner IS NOT NULL AND expires_at > ")
+            .push(now(d));
+        let owners: Vec<TextRow> = q.load(conn)?;
+        let Some(holder) = owners.first().and_then(|r| session_of_owner(&r.v)) else {
+            return Ok(None);
+        };
+        if holder == session {
+            return Ok(Some(cycle));
+        }
+        let mut q = Sql::new(d);
+        q.push("SELECT name AS v FROM \"")
+            .push(LOCK_WAITS_TABLE)
+            .push("\" WHERE session = ")
+            .bind(Bind::Text(holder.to_owned()))
+            .push(" AND expires_at > ")
+            .push(now(d));
+        let waits: Vec<TextRow> = q.load(conn)?;
+        let Some(next) = waits.into_iter().next() else {
+            return Ok(None);
+        };
+        cycle.push(next.v);
+    }
+    Ok(None)
+}
+
+/// Records (or replaces) "`session` waits for `name`" for `edge_ms`, and
+/// forgets expired edges (of waiters that vanished without a word).
+fn record_wait_sql(
+    conn: &mut AnyConn<'_>,
+    session: &str,
+    name: &str,
+    edge_ms: i64,
+) -> Result<(), Error> {
+    let d = conn.dialect();
+    let mut q = Sql::new(d);
+    q.push("DELETE FROM \"")
+        .push(LOCK_WAITS_TABLE)
+        .push("\" WHERE expires_at <= ")
+        .push(now(d));
+    q.execute(conn)?;
+    let mut q = Sql::new(d);
+    q.push("INSERT INTO \"")
+        .push(LOCK_WAITS_TABLE)
+        .push("\" (session, name, expires_at) VALUES (")
+        .bind(Bind::Text(session.to_owned()))
+        .push(", ")
+        .bind(Bind::Text(name.to_owned()))
+        .push(", ");
+    push_now_plus(&mut q, edge_ms);
+    q.push(
+        ") ON CONFLICT (session) DO UPDATE SET name = excluded.name, \
+         expires_at = excluded.expires_at",
+    );
+    q.execute(conn)?;
+    Ok(())
+}
+
+/// Drops `session`'s edge if it is on `name`.
+fn end_wait_sql(conn: &mut AnyConn<'_>, session: &str, name: &str) -> Result<(), Error> {
+    let mut q = Sql::new(conn.dialect());
+    q.push("DELETE FROM \"")
+        .push(LOCK_WAITS_TABLE)
+        .push("\" WHERE session = ")
+        .bind(Bind::Text(session.to_owned()))
+        .push(" AND name = ")
+        .bind(Bind::Text(name.to_owned()));
+    q.execute(conn)?;
+    Ok(())
 }
 
 fn try_acquire_sql(
@@ -389,21 +527,15 @@ fn push_current(q: &mut Sql, lease: &Lease) {
         .push(now(d));
 }
 
-#[async_trait]
-impl LockBackend for DbLockBackend {
-    fn describe(&self) -> String {
-        self.inner.describe.clone()
-    }
-
-    async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Attempt, LockError> {
-        validate_request(name, ttl)?;
-        let owner = format!("{:032x}", rand::random::<u128>());
-        let holder = holder_description();
-        let ms = ttl_ms(ttl);
-        let (n, o) = (name.to_owned(), owner.clone());
-        let outcome = self
-            .run(move |conn| write(conn, |conn| try_acquire_sql(conn, &n, &o, ms, &holder)))
-            .await?;
+impl DbLockBackend {
+    /// The answer of an acquire attempt made with `owner`.
+    fn attempt(
+        &self,
+        name: &str,
+        ttl: Duration,
+        owner: String,
+        outcome: Outcome,
+    ) -> Result<Attempt, LockError> {
         match outcome {
             Outcome::Acquired(token) => {
                 let token = u64::try_from(token).map_err(|_| LockError::Backend {
@@ -430,7 +562,63 @@ impl LockBackend for DbLockBackend {
                     holder: None,
                 },
             }),
+            Outcome::Deadlock(cycle) => Err(LockError::Deadlock { cycle }),
         }
+    }
+}
+
+#[async_trait]
+impl LockBackend for DbLockBackend {
+    fn describe(&self) -> String {
+        self.inner.describe.clone()
+    }
+
+    async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Attempt, LockError> {
+        validate_request(name, ttl)?;
+        let owner = format!("{:032x}", rand::random::<u128>());
+        let holder = holder_description();
+        let ms = ttl_ms(ttl);
+        let (n, o) = (name.to_owned(), owner.clone());
+        let outcome = self
+            .run(move |conn| write(conn, |conn| try_acquire_sql(conn, &n, &o, ms, &holder)))
+            .await?;
+        self.attempt(name, ttl, owner, outcome)
+    }
+
+    async fn try_acquire_in_session(
+        &self,
+        name: &str,
+        ttl: Duration,
+        session: &SessionId,
+        wait_edge: Duration,
+    ) -> Result<Attempt, LockError> {
+        validate_request(name, ttl)?;
+        let owner = owner_value(&format!("{:032x}", rand::random::<u128>()), Some(session));
+        let holder = holder_description();
+        let ms = ttl_ms(ttl);
+        // A non-zero edge stays non-zero in milliseconds.
+        let edge_ms = if wait_edge.is_zero() {
+            0
+        } else {
+            ttl_ms(wait_edge).max(1)
+        };
+        let (n, o, s) = (name.to_owned(), owner.clone(), session.to_string());
+        let outcome = self
+            .run(move |conn| {
+                // One transaction on both databases: the walk and the edge
+                // go with the attempt.
+                conn.write_transaction(|conn| {
+                    try_acquire_in_session_sql(conn, &n, &o, ms, &holder, &s, edge_ms)
+                })
+            })
+            .await?;
+        self.attempt(name, ttl, owner, outcome)
+    }
+
+    async fn end_wait(&self, session: &SessionId, name: &str) -> Result<(), LockError> {
+        let (s, n) = (session.to_string(), name.to_owned());
+        self.run(move |conn| write(conn, |conn| end_wait_sql(conn, &s, &n)))
+            .await
     }
 
     async fn release(&self, lease: &Lease) -> Result<bool, LockError> {

@@ -27,6 +27,9 @@ pub const VERSION_COLUMN: &str = "version";
 /// Name of the lease table of the database lock ([`create_lock_table`],
 /// [`crate::DbLockBackend`]).
 pub const LOCK_TABLE: &str = "manna_locks";
+/// Name of the wait-for edge table of the database lock's deadlock
+/// detection ([`create_lock_table`], one row per waiting session).
+pub const LOCK_WAITS_TABLE: &str = "manna_lock_waits";
 
 /// A column of a table, as the catalog describes it.
 #[derive(Debug, Clone, PartialEq, Eq, diesel::QueryableByName)]
@@ -175,8 +178,11 @@ pub(crate) fn ensure_fence_table(conn: &mut AnyConn<'_>, name: &Ident) -> Result
 /// does not exist: one row per lock name with the current `owner` (`NULL`
 /// when released), the fencing `token` (never reset), `expires_at` by the
 /// database server's clock (`TIMESTAMPTZ` on PostgreSQL, milliseconds since
-/// the Unix epoch on SQLite) and the `holder` description. The backend
-/// creates it on first use; this is for schemas managed ahead of time.
+/// the Unix epoch on SQLite) and the `holder` description; and
+/// `manna_lock_waits`, the wait-for edges of waiting lock sessions (one row
+/// per session: the lock it waits for and when the edge expires). The
+/// backend creates both on first use; this is for schemas managed ahead of
+/// time.
 ///
 /// Never delete its rows while locks may be in use: a row's token is what
 /// keeps fencing tokens increasing (a re-created row restarts from the
@@ -198,6 +204,13 @@ pub(crate) fn ensure_lock_table(conn: &mut AnyConn<'_>) -> Result<(), Error> {
            token BIGINT NOT NULL, \
            expires_at {expires_at} NOT NULL, \
            holder TEXT)"
+    );
+    run_ddl(conn, &ddl)?;
+    let ddl = format!(
+        "CREATE TABLE IF NOT EXISTS \"{LOCK_WAITS_TABLE}\" (\
+           session TEXT PRIMARY KEY, \
+           name TEXT NOT NULL, \
+           expires_at {expires_at} NOT NULL)"
     );
     run_ddl(conn, &ddl)
 }
