@@ -66,6 +66,7 @@ pub async fn run_all(make: Factory<'_>) {
     lost_lease_signal(make).await;
     holder_named(make).await;
     lock_all_in_order(make).await;
+    deadlock_detection(make).await;
 }
 
 /// Every deadlock-detection check ([`LockSession`](crate::LockSession)):

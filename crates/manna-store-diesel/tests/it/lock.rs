@@ -1,4 +1,5 @@
-//! The database lock (`DbLockBackend`): the manna-lock conformance suite on
+//! The database lock (`DbLockBackend`): the manna-lock conformance suite
+//! (deadlock detection included) on
 //! PostgreSQL and SQLite, several pools ("processes") on one database, the
 //! holder's name, and busy/slow databases.
 
@@ -44,26 +45,6 @@ async fn conformance_on(db: TestDb) {
     let next = AtomicUsize::new(0);
     let make = move || Arc::clone(&clients[next.fetch_add(1, Ordering::Relaxed) % clients.len()]);
     bounded(180, conformance::run_all(&make)).await;
-}
-
-/// The deadlock-detection checks, four clients (pools) of one database.
-async fn deadlock_detection_on(db: TestDb) {
-    let clients: Vec<Arc<dyn LockBackend>> = (0..4)
-        .map(|_| Arc::new(DbLockBackend::new(db.reopen())) as Arc<dyn LockBackend>)
-        .collect();
-    let next = AtomicUsize::new(0);
-    let make = move || Arc::clone(&clients[next.fetch_add(1, Ordering::Relaxed) % clients.len()]);
-    bounded(180, conformance::deadlock_detection(&make)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_detects_deadlocks_among_sessions() {
-    deadlock_detection_on(TestDb::postgres()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_detects_deadlocks_among_sessions() {
-    deadlock_detection_on(TestDb::sqlite()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
