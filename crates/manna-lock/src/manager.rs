@@ -171,12 +171,7 @@ impl LockManager {
         // Removes the session's wait-for edge when the wait ends without the
         // lock (timeout, error, or this future dropped); disarmed when the
         // backend removed it itself (granted, deadlock).
-        let mut edge = WaitEdge {
-            backend: Arc::clone(&self.backend),
-            handle: handle.clone(),
-            session: None,
-            name: name.to_owned(),
-        };
+        let mut edge: Option<WaitEdge> = None;
         loop {
             let attempt_started = Instant::now();
             // A try without wait (`wait` zero) is bounded by the backend's
@@ -201,15 +196,24 @@ impl LockManager {
                                 .try_acquire_in_session(name, ttl, session, edge_ttl),
                         )
                         .await;
-                    if !edge_ttl.is_zero() && matches!(attempt, Ok(Attempt::Held { .. })) {
-                        edge.session = Some(session.clone());
+                    if edge.is_none()
+                        && !edge_ttl.is_zero()
+                        && matches!(attempt, Ok(Attempt::Held { .. }))
+                    {
+                        edge = Some(WaitEdge {
+                            backend: Arc::clone(&self.backend),
+                            handle: handle.clone(),
+                            session: Some(session.clone()),
+                            name: name.to_owned(),
+                        });
                     }
                     attempt
                 }
             };
             match attempt {
                 Ok(Attempt::Acquired(lease)) => {
-                    edge.session = None;
+                    // The backend dropped the edge in the same step.
+                    edge.iter_mut().for_each(WaitEdge::disarm);
                     let waited = started.elapsed();
                     metrics::counter!(metric_names::ACQUISITIONS).increment(1);
                     metrics::histogram!(metric_names::WAIT_SECONDS).record(waited.as_secs_f64());
@@ -257,7 +261,7 @@ impl LockManager {
                     };
                     // A session refreshes its wait-for edge before it
                     // expires.
-                    let nap = if edge.session.is_some() {
+                    let nap = if edge.is_some() {
                         nap.min(MAX_WAIT_EDGE_TTL / 2)
                     } else {
                         nap
@@ -288,7 +292,7 @@ impl LockManager {
                     }
                     if e.is_deadlock() {
                         // The backend dropped the edge in the same step.
-                        edge.session = None;
+                        edge.iter_mut().for_each(WaitEdge::disarm);
                         metrics::counter!(metric_names::DEADLOCKS).increment(1);
                         tracing::debug!(lock = name, error = %e, "deadlock detected");
                     }
@@ -448,6 +452,13 @@ struct WaitEdge {
     handle: Handle,
     session: Option<SessionId>,
     name: String,
+}
+
+impl WaitEdge {
+    /// Forgets the edge (the backend already removed it).
+    fn disarm(&mut self) {
+        self.session = None;
+    }
 }
 
 impl Drop for WaitEdge {
