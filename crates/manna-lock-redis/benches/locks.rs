@@ -10,6 +10,16 @@
 //!   release the same lock; one iteration = one acquisition by each. manna
 //!   waits on release notifications; rslock retries after a random delay
 //!   (default: up to 200 ms; also measured with 5 ms).
+//! - `lock_contended_8`: eight tasks (each its own connection) repeatedly
+//!   take and release ONE lock; one iteration = one acquisition by each
+//!   (throughput in acquisitions). Next to it, the same eight acquisitions
+//!   made by one task without contention (`manna_uncontended_8_in_a_row`,
+//!   the rate a lock that never idles would reach), and `rslock` with eight
+//!   contenders retrying every 5 ms (with its default retry delay, up to
+//!   200 ms between tries, the group would take far longer; not measured). Before the group, one fixed run of each
+//!   contended variant prints the Redis commands per acquisition (from
+//!   `INFO commandstats`; commands run inside scripts are counted too, and
+//!   anything else using the same Redis meanwhile).
 //!
 //! `cargo bench -p manna-lock-redis --bench locks`
 #![allow(missing_docs, clippy::expect_used)]
@@ -17,7 +27,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use manna_lock::{Attempt, LockBackend, LockManager};
 use manna_lock_redis::{RedisBackend, RedisLockConfig};
 
@@ -246,9 +256,150 @@ fn contended(c: &mut Criterion) {
     g.finish();
 }
 
+/// Sum of `calls=` per command in `INFO commandstats`.
+async fn command_calls(
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> std::collections::BTreeMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .expect("INFO commandstats");
+    info.lines()
+        .filter_map(|line| {
+            let (cmd, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+            Some((cmd.to_owned(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+const CONTENDERS: usize = 8;
+
+fn contended_8(c: &mut Criterion) {
+    let rt = runtime();
+    let managers: Vec<LockManager> = (0..CONTENDERS)
+        .map(|_| LockManager::new(rt.block_on(backend()) as Arc<dyn LockBackend>))
+        .collect();
+    let rslocks: Vec<Arc<rslock::LockManager>> = (0..CONTENDERS)
+        .map(|_| {
+            let mut m = rslock::LockManager::new(vec![url()]);
+            m.set_retry(3, Duration::from_millis(5));
+            Arc::new(m)
+        })
+        .collect();
+    let ttl = Duration::from_secs(10);
+    let manna_round = |managers: Vec<LockManager>, iters: u64, name: &'static str| async move {
+        let started = Instant::now();
+        let tasks: Vec<_> = managers
+            .into_iter()
+            .map(|m| {
+                tokio::spawn(async move {
+                    for _ in 0..iters {
+                        let g = m
+                            .acquire(name, ttl, Duration::from_secs(60))
+                            .await
+                            .expect("acquire");
+                        tokio::task::yield_now().await;
+                        assert!(g.release().await.expect("release"));
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("contender");
+        }
+        started.elapsed()
+    };
+    let rslock_round = |locks: Vec<Arc<rslock::LockManager>>, iters: u64| async move {
+        let started = Instant::now();
+        let tasks: Vec<_> = locks
+            .into_iter()
+            .map(|m| {
+                tokio::spawn(async move {
+                    for _ in 0..iters {
+                        let guard = m
+                            .acquire("bench:rslock-contended-8", ttl)
+                            .await
+                            .expect("rslock acquire");
+                        tokio::task::yield_now().await;
+                        guard.release().await;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("contender");
+        }
+        started.elapsed()
+    };
+
+    // Redis commands per acquisition, once, outside the measurements.
+    rt.block_on(async {
+        let mut conn = redis::Client::open(url())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("raw connection");
+        let per_task = 100u64;
+        let acquisitions = per_task * CONTENDERS as u64;
+        for (label, run) in [("manna", 0), ("rslock_retry_5ms", 1)] {
+            let before = command_calls(&mut conn).await;
+            let took = if run == 0 {
+                manna_round(managers.clone(), per_task, "bench:contended-8-count").await
+            } else {
+                rslock_round(rslocks.clone(), per_task).await
+            };
+            let after = command_calls(&mut conn).await;
+            let mut parts = Vec::new();
+            let mut total = 0u64;
+            for (cmd, n) in &after {
+                let d = n - before.get(cmd).copied().unwrap_or(0);
+                if d > 0 && cmd != "info" {
+                    total += d;
+                    parts.push(format!("{cmd} {:.2}", d as f64 / acquisitions as f64));
+                }
+            }
+            eprintln!(
+                "lock_contended_8/{label}: {acquisitions} acquisitions by {CONTENDERS} tasks in {took:?}; Redis commands per acquisition {:.2} ({})",
+                total as f64 / acquisitions as f64,
+                parts.join(", ")
+            );
+        }
+    });
+
+    let mut g = c.benchmark_group("lock_contended_8");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(CONTENDERS as u64));
+    g.bench_function("manna_uncontended_8_in_a_row", |b| {
+        let m = managers[0].clone();
+        b.to_async(&rt).iter(|| {
+            let m = m.clone();
+            async move {
+                for _ in 0..CONTENDERS {
+                    let g = m
+                        .acquire("bench:uncontended-8", ttl, Duration::from_secs(1))
+                        .await
+                        .expect("acquire");
+                    assert!(g.release().await.expect("release"));
+                }
+            }
+        })
+    });
+    g.bench_function("manna_8_contenders", |b| {
+        b.to_async(&rt)
+            .iter_custom(|iters| manna_round(managers.clone(), iters, "bench:contended-8"))
+    });
+    g.bench_function("rslock_retry_5ms_8_contenders", |b| {
+        b.to_async(&rt)
+            .iter_custom(|iters| rslock_round(rslocks.clone(), iters))
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
-    targets = uncontended, handoff, contended
+    targets = uncontended, handoff, contended, contended_8
 }
 criterion_main!(benches);
