@@ -87,6 +87,71 @@ fn domain_crates_depend_on_no_driver() {
     }
 }
 
+/// An application that wants an encrypted column (manna-store-diesel with
+/// one backend) or only the synchronous lock parts (conflicts, retry,
+/// fencing tokens) compiles no async runtime: Tokio is a runtime driver, so
+/// these crates may only depend on it behind a feature.
+#[test]
+fn tokio_is_optional_below_the_engine() {
+    let deps = workspace_deps();
+    for krate in ["manna-crypto", "manna-store"] {
+        assert!(
+            normal(&deps[krate]).all(|d| d.name != "tokio"),
+            "{krate} must not depend on tokio"
+        );
+    }
+    for krate in ["manna-lock", "manna-store-diesel"] {
+        for d in normal(&deps[krate]) {
+            if d.name == "tokio" {
+                assert!(d.optional, "{krate} depends on tokio outside a feature");
+            }
+        }
+    }
+}
+
+/// The same, transitively, as `cargo tree` resolves it.
+#[test]
+fn an_encrypted_column_on_postgres_compiles_no_runtime() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    for (krate, features) in [
+        ("manna-store-diesel", "postgres"),
+        ("manna-store-diesel", "sqlite"),
+        ("manna-lock", ""),
+    ] {
+        let out = Command::new(&cargo)
+            .args([
+                "tree",
+                "--offline",
+                "-e",
+                "normal",
+                "--prefix",
+                "none",
+                "-p",
+                krate,
+            ])
+            .args(["--no-default-features", "--features", features])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("run cargo tree");
+        let tree = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for runtime in ["tokio ", "mio ", "async-std "] {
+            assert!(
+                !tree.lines().any(|l| l.starts_with(runtime)),
+                "{krate} --features {features:?} compiles {runtime}:\n{tree}"
+            );
+        }
+        assert!(
+            !tree.contains("manna-migrate"),
+            "{krate} compiles the engine"
+        );
+    }
+}
+
 #[test]
 fn internal_dependencies_follow_the_arrows() {
     let allowed: BTreeMap<&str, &[&str]> = BTreeMap::from([

@@ -1,10 +1,13 @@
 #![doc = include_str!("../README.md")]
 
+#[cfg(feature = "async")]
 mod backend;
 mod conflict;
 mod error;
 mod holder;
+#[cfg(feature = "async")]
 mod manager;
+#[cfg(feature = "async")]
 mod memory;
 pub mod metric_names;
 pub mod redact;
@@ -14,15 +17,18 @@ mod session;
 pub mod testing;
 mod token;
 
+#[cfg(feature = "async")]
 pub use backend::{
     validate_request, Attempt, Lease, LockBackend, ReleaseNotifier, ReleaseWatch, MAX_TTL,
 };
 pub use conflict::{ConflictError, ConflictKind, IsConflict};
 pub use error::LockError;
 pub use holder::{describe_holder, holder_description, hostname};
+#[cfg(feature = "async")]
 pub use manager::{
     resource_name, LockGuard, LockManager, LockSession, DEFAULT_TTL, MAX_WAIT_EDGE_TTL,
 };
+#[cfg(feature = "async")]
 pub use memory::MemoryBackend;
 pub use retry::RetryPolicy;
 pub use session::{owner_value, session_of_owner, SessionId, MAX_WAIT_CHAIN, SESSION_SEPARATOR};
@@ -30,4 +36,5 @@ pub use token::FencingToken;
 
 /// Re-exported so backends can implement [`LockBackend`] with the same macro
 /// version.
+#[cfg(feature = "async")]
 pub use async_trait::async_trait;

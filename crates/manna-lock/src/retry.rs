@@ -1,9 +1,8 @@
 //! Retrying optimistic-lock conflicts with exponential backoff and jitter.
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
-use backon::{BlockingRetryable, ExponentialBuilder, Retryable};
+use backon::{BlockingRetryable, ExponentialBuilder};
 
 use crate::metric_names;
 use crate::IsConflict;
@@ -167,7 +166,7 @@ impl RetryPolicy {
     }
 
     /// The async form of [`RetryPolicy::retry`]: `op` returns a fresh future
-    /// for each attempt; delays use the Tokio timer.
+    /// for each attempt; delays use the Tokio timer (feature `async`).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -184,12 +183,14 @@ impl RetryPolicy {
     /// assert_eq!(r, Ok(1));
     /// # }
     /// ```
+    #[cfg(feature = "async")]
     pub async fn retry_async<T, E, F, Fut>(&self, mut op: F) -> Result<T, E>
     where
         E: IsConflict,
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
+        Fut: std::future::Future<Output = Result<T, E>>,
     {
+        use backon::Retryable as _;
         let started = self.max_total_time.map(|_| Instant::now());
         let first = match op().await {
             Ok(v) => return Ok(v),
@@ -319,6 +320,7 @@ mod tests {
         assert!(n < 100, "stopped by the time budget, got {n}");
     }
 
+    #[cfg(feature = "async")]
     #[tokio::test]
     async fn async_retries_only_conflicts() {
         let n = std::sync::atomic::AtomicUsize::new(0);

@@ -10,6 +10,7 @@ mod encrypted;
 mod error;
 mod fence;
 mod idempotent;
+#[cfg(feature = "db-lock")]
 mod lock;
 mod pool;
 pub mod schema;
@@ -25,13 +26,14 @@ pub use encrypted::{default_keyring, install_default_keyring, Encrypted, Encrypt
 pub use error::Error;
 pub use fence::Fence;
 pub use idempotent::{CasOutcome, IdempotentCas};
+#[cfg(feature = "db-lock")]
 pub use lock::{DbLockBackend, DEFAULT_LOCK_TIMEOUT};
 #[cfg(feature = "postgres")]
 pub use pool::{pg_pool, PgPool};
 #[cfg(feature = "sqlite")]
 pub use pool::{sqlite_pool, SqlitePool};
 pub use pool::{DbConnection, DbPool, PoolOptions};
-pub use url::{redact_url, DatabaseUrl};
+pub use url::DatabaseUrl;
 pub use versioned::{Changes, Key, Value, VersionedTable};
 
 /// Diesel, re-exported so applications use the same version.

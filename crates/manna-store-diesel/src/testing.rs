@@ -29,7 +29,7 @@ pub fn pg_test_url() -> &'static str {
         for url in &candidates {
             match PgConnection::establish(url) {
                 Ok(_) => return url.clone(),
-                Err(e) => reasons.push(format!("{}: {e}", crate::redact_url(url))),
+                Err(e) => reasons.push(format!("{}: {e}", manna_lock::redact::redact_url(url))),
             }
         }
         panic!(

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use manna_lock::redact::redact_url;
+
 use crate::conn::Dialect;
 use crate::error::Error;
 
@@ -13,7 +15,7 @@ use crate::error::Error;
 /// - `sqlite::memory:` or `:memory:` — a private in-memory SQLite database.
 ///
 /// `Debug` and `Display` show the URL with everything between `://` and the
-/// last `@` (user and password) replaced by `***` ([`redact_url`]).
+/// last `@` (user and password) replaced by `***` ([`manna_lock::redact::redact_url`]).
 ///
 /// ```
 /// use manna_store_diesel::DatabaseUrl;
@@ -117,20 +119,6 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
         .then(|| &s[prefix.len()..])
 }
 
-/// The one redaction rule of manna (shared with the Redis lock adapter):
-/// everything between `://` and the last `@` becomes `***`, and so do the
-/// values of `password=`-like parameters. See [`manna_lock::redact`].
-///
-/// ```
-/// use manna_store_diesel::redact_url;
-/// assert_eq!(redact_url("postgres://u:p%40ss@h/db"), "postgres://***@h/db");
-/// assert_eq!(redact_url("postgres://u:p#s/s?w@rd@h/db"), "postgres://***@h/db");
-/// assert_eq!(redact_url("postgres://h/db?user=u&password=x&sslmode=require"),
-///            "postgres://h/db?user=u&password=***&sslmode=require");
-/// assert_eq!(redact_url("sqlite://app.db"), "sqlite://app.db");
-/// ```
-pub use manna_lock::redact::redact_url;
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -163,5 +151,18 @@ mod tests {
             "host=db password=*** user=u"
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://***@h/db");
+        assert_eq!(
+            redact_url("postgres://u:p%40ss@h/db"),
+            "postgres://***@h/db"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p#s/s?w@rd@h/db"),
+            "postgres://***@h/db"
+        );
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&password=x&sslmode=require"),
+            "postgres://h/db?user=u&password=***&sslmode=require"
+        );
+        assert_eq!(redact_url("sqlite://app.db"), "sqlite://app.db");
     }
 }
