@@ -37,7 +37,7 @@ pub fn row(column_aad: &str, id: impl fmt::Display) -> String {
     format!("{column_aad}{}{id}", ROW_SEPARATOR as char)
 }
 
-/// [`column`] at compile time, for macros that bind a column type to its
+/// [`column()`] at compile time, for macros that bind a column type to its
 /// AAD; `N` must be `table.len() + 1 + column.len()`.
 pub const fn join_column<const N: usize>(table: &str, column: &str) -> [u8; N] {
     let (t, c) = (table.as_bytes(), column.as_bytes());
