@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod aad;
+pub mod audit;
 mod envelope;
 mod error;
 mod fernet;

@@ -3,19 +3,29 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use diesel::deserialize::{self, FromSql, FromSqlRow};
 use diesel::expression::AsExpression;
 use diesel::serialize::{self, ToSql};
 use diesel::sql_types::{Binary, Text};
-use manna_crypto::{DecryptError, Keyring, Plaintext};
+use manna_crypto::{audit, DecryptError, KeySource, Keyring, Plaintext};
 use zeroize::Zeroizing;
 
 use crate::error::Error;
 use crate::versioned::Value;
 
-static DEFAULT_KEYRING: OnceLock<Arc<Keyring>> = OnceLock::new();
+/// The process-wide keyring of [`Encrypted`] columns. Readers take a
+/// snapshot (an `Arc`), so a replacement never changes the keys under a
+/// value being encrypted or decrypted.
+static DEFAULT_KEYRING: RwLock<Option<Arc<Keyring>>> = RwLock::new(None);
+
+fn current() -> Option<Arc<Keyring>> {
+    DEFAULT_KEYRING
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
 
 /// Installs the process-wide keyring used by [`Encrypted`] columns, once, at
 /// start-up (like rustls' `CryptoProvider::install_default`).
@@ -23,24 +33,80 @@ static DEFAULT_KEYRING: OnceLock<Arc<Keyring>> = OnceLock::new();
 /// There is no implicit default: until this is called, reading or writing an
 /// [`Encrypted`] value fails with [`Error::NoDefaultKeyring`]. A second call
 /// fails with [`Error::KeyringAlreadyInstalled`] and leaves the first keyring
-/// in place. Code that must not rely on process state uses [`Sealed`] with an
-/// explicit keyring instead.
+/// in place: rotate keys with [`reload_default_keyring`] or
+/// [`replace_default_keyring`]. Code that must not rely on process state
+/// uses [`Sealed`] with an explicit keyring instead. Logs an audit event
+/// ([`manna_crypto::audit`]).
 pub fn install_default_keyring(keyring: Keyring) -> Result<(), Error> {
-    DEFAULT_KEYRING
-        .set(Arc::new(keyring))
-        .map_err(|_| Error::KeyringAlreadyInstalled)
+    let mut slot = DEFAULT_KEYRING
+        .write()
+        .unwrap_or_else(PoisonError::into_inner);
+    if slot.is_some() {
+        return Err(Error::KeyringAlreadyInstalled);
+    }
+    audit::keyring_loaded(&keyring, "installed as the default keyring");
+    *slot = Some(Arc::new(keyring));
+    Ok(())
+}
+
+/// Replaces the installed default keyring while the process runs — key
+/// rotation without a restart. Every read and write that starts afterwards
+/// uses `keyring`; those in flight finish with the keys they started with.
+/// Encryptions counted under keys both keyrings share carry over, so the
+/// per-key nonce budget stays true. Logs audit events (keyring loaded, and
+/// primary changed when it did).
+///
+/// Fails with [`Error::NoDefaultKeyring`] when none was installed (install
+/// the first one with [`install_default_keyring`]).
+///
+/// ```
+/// use manna_crypto::{AesKey, Keyring};
+/// use manna_store_diesel::{default_keyring, install_default_keyring, replace_default_keyring};
+/// let old = AesKey::generate();
+/// install_default_keyring(Keyring::new(old.clone())).unwrap();
+/// // ... later, on SIGHUP or a timer: the new primary, the old one kept to decrypt.
+/// let rotated = Keyring::builder().primary(AesKey::generate()).previous(old).build().unwrap();
+/// let new_id = rotated.primary_key_id();
+/// replace_default_keyring(rotated).unwrap();
+/// assert_eq!(default_keyring().unwrap().primary_key_id(), new_id);
+/// ```
+pub fn replace_default_keyring(keyring: Keyring) -> Result<(), Error> {
+    let mut slot = DEFAULT_KEYRING
+        .write()
+        .unwrap_or_else(PoisonError::into_inner);
+    let Some(old) = slot.as_ref() else {
+        return Err(Error::NoDefaultKeyring);
+    };
+    for key in old.status().keys {
+        if key.encryptions > 0 {
+            keyring.record_external_encryptions(key.key_id, key.encryptions);
+        }
+    }
+    audit::keyring_loaded(&keyring, "replacing the default keyring");
+    if old.primary_key_id() != keyring.primary_key_id() {
+        audit::primary_changed(old, &keyring);
+    }
+    *slot = Some(Arc::new(keyring));
+    Ok(())
+}
+
+/// Loads a keyring from `source` (the key file or the environment, as at
+/// start-up) and [replaces](replace_default_keyring) the default keyring
+/// with it. On error the installed keyring stays in place.
+pub fn reload_default_keyring(source: &dyn KeySource) -> Result<(), Error> {
+    let keyring = source.load().map_err(|e| Error::KeyReload {
+        reason: e.to_string(),
+    })?;
+    replace_default_keyring(keyring)
 }
 
 /// The installed default keyring, if any.
 pub fn default_keyring() -> Option<Arc<Keyring>> {
-    DEFAULT_KEYRING.get().cloned()
+    current()
 }
 
-fn installed() -> Result<&'static Keyring, Error> {
-    DEFAULT_KEYRING
-        .get()
-        .map(|k| &**k)
-        .ok_or(Error::NoDefaultKeyring)
+fn installed() -> Result<Arc<Keyring>, Error> {
+    current().ok_or(Error::NoDefaultKeyring)
 }
 
 /// Names the column an encrypted value belongs to. Its [`AAD`](Self::AAD)
@@ -333,7 +399,7 @@ impl<C: EncryptedColumn> Encrypted<C> {
     }
 
     fn decrypt_default_bytes(value: &[u8]) -> Result<Self, Error> {
-        let pt = open_bytes::<C>(installed()?, value, C::AAD.as_bytes()).map_err(|source| {
+        let pt = open_bytes::<C>(&*installed()?, value, C::AAD.as_bytes()).map_err(|source| {
             Error::Decrypt {
                 column: C::AAD.to_owned(),
                 cause: source,
@@ -343,7 +409,7 @@ impl<C: EncryptedColumn> Encrypted<C> {
     }
 
     fn decrypt_default(token: &str) -> Result<Self, Error> {
-        let pt = open_text::<C>(installed()?, token, C::AAD.as_bytes()).map_err(|source| {
+        let pt = open_text::<C>(&*installed()?, token, C::AAD.as_bytes()).map_err(|source| {
             Error::Decrypt {
                 column: C::AAD.to_owned(),
                 cause: source,

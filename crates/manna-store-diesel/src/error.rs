@@ -80,6 +80,12 @@ pub enum Error {
     /// A default keyring was already installed.
     #[error("a default keyring is already installed")]
     KeyringAlreadyInstalled,
+    /// Reloading the default keyring failed; the installed one stays.
+    #[error("cannot reload the keyring (the installed one stays in use): {reason}")]
+    KeyReload {
+        /// The key source's error (names variables and files, never keys).
+        reason: String,
+    },
     /// Encrypting a value failed.
     // Causes are part of the messages, so they are not also a `source()`:
     // error reports that walk the chain would print them twice.

@@ -22,7 +22,10 @@ mod versioned;
 
 pub use column_store::DieselStore;
 pub use conn::{Dialect, StoreConnection};
-pub use encrypted::{default_keyring, install_default_keyring, Encrypted, EncryptedColumn, Sealed};
+pub use encrypted::{
+    default_keyring, install_default_keyring, reload_default_keyring, replace_default_keyring,
+    Encrypted, EncryptedColumn, Sealed,
+};
 pub use error::Error;
 pub use fence::Fence;
 pub use idempotent::{CasOutcome, IdempotentCas};

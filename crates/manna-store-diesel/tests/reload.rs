@@ -1,0 +1,174 @@
+//! Issue 11: a running process rotates the keys of its `Encrypted` columns
+//! without a restart. Its own test binary: the default keyring is process
+//! state.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use diesel::prelude::*;
+use manna_crypto::{AesKey, FileKeySource, Keyring};
+use manna_store_diesel::{
+    default_keyring, encrypted_column, install_default_keyring, reload_default_keyring,
+    replace_default_keyring, Encrypted, EncryptedColumn, Error,
+};
+
+diesel::table! {
+    notes (id) {
+        id -> BigInt,
+        body -> Text,
+    }
+}
+
+encrypted_column!(NoteBody => notes::body);
+
+/// Captures what a `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn key_file(path: &std::path::Path, primary: &AesKey, previous: Option<&AesKey>) {
+    let mut text = format!(
+        "[[keys]]\nkey = \"{}\"\nstatus = \"primary\"\n",
+        &*primary.to_base64()
+    );
+    if let Some(old) = previous {
+        text += &format!(
+            "[[keys]]\nkey = \"{}\"\nstatus = \"decrypt_only\"\n",
+            &*old.to_base64()
+        );
+    }
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+#[test]
+fn keys_rotate_in_a_running_process() {
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.toml");
+    let (k1, k2) = (AesKey::generate(), AesKey::generate());
+    key_file(&keys, &k1, None);
+    let source = FileKeySource::new(&keys);
+
+    // Nothing to replace before the first install.
+    assert!(matches!(
+        replace_default_keyring(Keyring::new(AesKey::generate())),
+        Err(Error::NoDefaultKeyring)
+    ));
+    install_default_keyring(manna_crypto::KeySource::load(&source).unwrap()).unwrap();
+
+    let mut conn = SqliteConnection::establish(":memory:").unwrap();
+    diesel::sql_query("CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT NOT NULL)")
+        .execute(&mut conn)
+        .unwrap();
+    let write = |conn: &mut SqliteConnection, id: i64| {
+        diesel::insert_into(notes::table)
+            .values((
+                notes::id.eq(id),
+                notes::body.eq(Encrypted::<NoteBody>::new(format!("note {id}"))),
+            ))
+            .execute(conn)
+            .unwrap();
+    };
+    let stored = |conn: &mut SqliteConnection, id: i64| -> String {
+        diesel::sql_query(format!("SELECT body FROM notes WHERE id = {id}"))
+            .load::<RawBody>(conn)
+            .unwrap()
+            .remove(0)
+            .body
+    };
+    write(&mut conn, 1);
+    assert!(stored(&mut conn, 1).starts_with(&format!("mn1:{}:", k1.id())));
+
+    // Readers and writers keep working while the keys are swapped under them.
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, done) = (stop.clone(), done.clone());
+            std::thread::spawn(move || {
+                let keyring = || default_keyring().unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    let k = keyring();
+                    let token = k.encrypt(b"x", NoteBody::AAD.as_bytes()).unwrap();
+                    assert_eq!(
+                        keyring()
+                            .decrypt(&token, NoteBody::AAD.as_bytes())
+                            .unwrap()
+                            .as_bytes(),
+                        b"x"
+                    );
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+
+    // Rotate: K2 becomes primary, K1 stays to decrypt; reload from the file.
+    key_file(&keys, &k2, Some(&k1));
+    reload_default_keyring(&source).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert!(done.load(Ordering::Relaxed) > 0);
+
+    write(&mut conn, 2);
+    assert!(stored(&mut conn, 2).starts_with(&format!("mn1:{}:", k2.id())));
+    let rows: Vec<(i64, Encrypted<NoteBody>)> =
+        notes::table.order(notes::id).load(&mut conn).unwrap();
+    assert_eq!(
+        rows[0].1.expose(),
+        b"note 1",
+        "written under K1, read after the rotation"
+    );
+    assert_eq!(rows[1].1.expose(), b"note 2");
+
+    // A broken key file leaves the installed keyring in place.
+    std::fs::write(&keys, "[[keys]]\nstatus = \"primary\"\n").unwrap();
+    assert!(matches!(
+        reload_default_keyring(&source),
+        Err(Error::KeyReload { .. })
+    ));
+    assert_eq!(default_keyring().unwrap().primary_key_id(), k2.id());
+
+    // Audited: loaded, then the primary change — ids, never keys.
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("manna::audit"), "{text}");
+    assert!(text.contains("primary_changed"), "{text}");
+    assert!(
+        text.contains(&format!("old={}", k1.id())) && text.contains(&format!("new={}", k2.id())),
+        "{text}"
+    );
+    for key in [&k1, &k2] {
+        assert!(
+            !text.contains(&*key.to_base64()),
+            "a key reached the audit log"
+        );
+    }
+}
+
+#[derive(QueryableByName)]
+struct RawBody {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    body: String,
+}
