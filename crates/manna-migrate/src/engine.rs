@@ -258,7 +258,22 @@ impl Migrator {
         } else {
             None
         };
+        let o = &self.options;
+        tracing::info!(target: manna_crypto::audit::TARGET, event = "migration_started",
+            %column, mode = %o.mode, target = %o.target, aad = o.aad.label(), shard = %o.shard,
+            primary = %self.keyring.primary_key_id(), "migration started");
         let result = self.run_held(column, held.as_deref(), started);
+        match &result {
+            Ok(r) => {
+                tracing::info!(target: manna_crypto::audit::TARGET, event = "migration_finished",
+                %column, status = %r.status, migrated = r.migrated, unchanged = r.unchanged,
+                failed = r.failed_total, pending = r.pending, total = r.total, "migration finished")
+            }
+            Err(e) => {
+                tracing::warn!(target: manna_crypto::audit::TARGET, event = "migration_finished",
+                %column, status = "error", error = %e, "migration stopped with an error")
+            }
+        }
         if let Some(held) = held {
             let name = held.name().to_owned();
             match held.release() {

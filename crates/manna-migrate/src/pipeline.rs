@@ -139,6 +139,12 @@ impl BatchResult {
                     tracing::debug!(%column, id = %row.id, %reason, "cannot decrypt value; left untouched");
                 } else {
                     tracing::warn!(%column, id = %row.id, %reason, "cannot decrypt value; left untouched");
+                    let key_id = match class {
+                        ValueClass::Aes256Gcm(id) | ValueClass::Fernet(id) => id.to_string(),
+                        _ => "none".to_owned(),
+                    };
+                    tracing::warn!(target: manna_crypto::audit::TARGET, event = "decrypt_failed",
+                        %column, id = %row.id, key_id, kind = %reason, "a stored value cannot be decrypted");
                 }
                 self.tally.census.add(class);
                 self.counts.failed += 1;
@@ -273,14 +279,21 @@ impl Migrator {
         let (done_tx, done_rx) = mpsc::channel::<BatchResult>();
         let mut status = Status::Completed;
         let mut panicked = false;
+        // Workers log through the caller's subscriber, also when it is a
+        // thread-local default (`tracing::subscriber::set_default`).
+        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
         thread::scope(|s| {
             let mut handles = Vec::with_capacity(o.workers);
             for i in 0..o.workers {
                 let tx = done_tx.clone();
-                let (shared, work_rx) = (&shared, &work_rx);
+                let (shared, work_rx, dispatch) = (&shared, &work_rx, &dispatch);
                 let spawned = thread::Builder::new()
                     .name(format!("manna-migrate-{i}"))
-                    .spawn_scoped(s, move || self.worker(p, work_rx, &tx, shared));
+                    .spawn_scoped(s, move || {
+                        tracing::dispatcher::with_default(dispatch, || {
+                            self.worker(p, work_rx, &tx, shared)
+                        })
+                    });
                 match spawned {
                     Ok(h) => handles.push(h),
                     Err(e) => {
@@ -409,13 +422,15 @@ impl Migrator {
         }
         let logged = shared.failures_logged.load(Ordering::Relaxed);
         if logged > FAILURE_LOG_LIMIT {
+            let more = logged - FAILURE_LOG_LIMIT;
             tracing::warn!(
                 %column,
                 failed = logged,
                 shown = FAILURE_LOG_LIMIT,
-                "{} more rows cannot be decrypted (not logged one by one; the report lists them)",
-                logged - FAILURE_LOG_LIMIT
+                "{more} more rows cannot be decrypted (not logged one by one; the report lists them)",
             );
+            tracing::warn!(target: manna_crypto::audit::TARGET, event = "decrypt_failed",
+                %column, more, "more stored values cannot be decrypted (not audited one by one)");
         }
         agg.status = status;
         agg.batch_size = sizer.size();

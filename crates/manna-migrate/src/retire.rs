@@ -235,7 +235,12 @@ pub fn key_usage(
                 }
             }
         }
+        tracing::info!(target: manna_crypto::audit::TARGET, event = "retire_check",
+            %column, key = %key, rows = found.rows, unreadable_fernet = found.unreadable_fernet,
+            "retire-check counted the rows that need a key");
         usage.columns.push(found);
     }
+    tracing::info!(target: manna_crypto::audit::TARGET, event = "retire_check", key = %key,
+        in_use = usage.in_use(), "retire-check verdict");
     Ok(usage)
 }

@@ -1,0 +1,94 @@
+//! Issue 11: audit events under `manna::audit` — migration start and
+//! finish, decryption failures, retire-check verdicts — carry ids, counts
+//! and kinds, never a value or a key.
+
+use std::sync::{Arc, Mutex};
+
+use manna_crypto::FernetKey;
+use manna_migrate::{key_usage, IdKind, RetiringKey};
+use manna_store::testing::MemoryStore;
+
+use crate::support::{column, run};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_migration_is_audited_without_values_or_keys() {
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_env_filter("manna::audit=info")
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let fernet = FernetKey::generate();
+    let keyring = manna_crypto::Keyring::builder()
+        .primary(manna_crypto::AesKey::generate())
+        .fernet(fernet.clone())
+        .build()
+        .unwrap();
+    let store = MemoryStore::new();
+    let c = column();
+    store.create_table(&c, IdKind::Int, &[], true);
+    let mut tokens = Vec::new();
+    for id in 1..=5i64 {
+        let token = fernet.encrypt(format!("PLAINTEXT-SECRET-{id}").as_bytes());
+        tokens.push(token.clone());
+        store.insert(&c, id, Some(token));
+    }
+    let lost = FernetKey::generate().encrypt(b"PLAINTEXT-SECRET-LOST");
+    store.insert(&c, 6, Some(lost.clone()));
+
+    let report = run(&store, &keyring, |_| {});
+    assert_eq!(report.columns[0].failed_total, 1);
+    let usage = key_usage(
+        &store,
+        &keyring,
+        std::slice::from_ref(&c),
+        RetiringKey::Fernet,
+    )
+    .unwrap();
+    assert!(
+        !usage.in_use(),
+        "the only Fernet row left is one no key opens"
+    );
+
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    for event in [
+        "migration_started",
+        "migration_finished",
+        "decrypt_failed",
+        "retire_check",
+    ] {
+        assert!(text.contains(event), "no {event} event in:\n{text}");
+    }
+    assert!(text.contains("plaid_items.access_token"), "{text}");
+    assert!(text.contains("kind=unknown_key"), "{text}");
+    assert!(
+        !text.contains("PLAINTEXT-SECRET"),
+        "a plaintext reached the audit log"
+    );
+    for token in tokens.iter().chain([&lost]) {
+        assert!(
+            !text.contains(&token[..24]),
+            "a stored value reached the audit log"
+        );
+    }
+    assert!(
+        !text.contains(&*fernet.to_base64()),
+        "a key reached the audit log"
+    );
+}
