@@ -1,6 +1,6 @@
 //! Test support (feature `testing`): proptest strategies for keys,
-//! keyrings, plaintexts and stored values, and helpers. Enable it from
-//! `[dev-dependencies]` only.
+//! keyrings, plaintexts and stored values, helpers, and [`AuditLog`] to
+//! capture audit events. Enable it from `[dev-dependencies]` only.
 //!
 //! ```
 //! use manna_crypto::testing::{keyring, plaintext};
@@ -159,4 +159,70 @@ pub fn flip_bit(value: &[u8], bit: usize) -> Vec<u8> {
     let mut out = value.to_vec();
     out[bit / 8] ^= 1 << (bit % 8);
     out
+}
+
+/// Captures the audit events ([`crate::audit::TARGET`]) emitted on this
+/// thread — and on threads that log through its subscriber, as the
+/// migrator's workers do — while it lives.
+///
+/// ```
+/// use manna_crypto::testing::AuditLog;
+/// use manna_crypto::{audit, AesKey, Keyring};
+/// let log = AuditLog::capture();
+/// audit::keyring_loaded(&Keyring::new(AesKey::generate()), "a test");
+/// assert!(log.text().contains("keyring_loaded"));
+/// ```
+pub struct AuditLog {
+    buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl AuditLog {
+    /// Starts capturing (this thread's default subscriber until dropped).
+    pub fn capture() -> Self {
+        use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = LogWriter(buf.clone());
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(move || writer.clone())
+            .with_ansi(false);
+        let filter = tracing_subscriber::filter::Targets::new()
+            .with_target(crate::audit::TARGET, tracing::Level::TRACE);
+        let subscriber = tracing_subscriber::registry().with(layer.with_filter(filter));
+        AuditLog {
+            buf,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    /// Everything captured so far, one event a line.
+    pub fn text(&self) -> String {
+        let buf = self
+            .buf
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

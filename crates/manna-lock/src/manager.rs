@@ -387,11 +387,7 @@ impl LockManager {
         name: &str,
         ttl: Duration,
     ) -> Result<Option<LockGuard>, LockError> {
-        match self.acquire(name, ttl, Duration::ZERO).await {
-            Ok(guard) => Ok(Some(guard)),
-            Err(LockError::Timeout { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        held_elsewhere_as_none(self.acquire(name, ttl, Duration::ZERO).await)
     }
 
     /// Locks the resource `id` of kind `kind` (lock name `kind:id`) with the
@@ -570,11 +566,7 @@ impl LockSession {
         name: &str,
         ttl: Duration,
     ) -> Result<Option<LockGuard>, LockError> {
-        match self.acquire(name, ttl, Duration::ZERO).await {
-            Ok(guard) => Ok(Some(guard)),
-            Err(LockError::Timeout { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        held_elsewhere_as_none(self.acquire(name, ttl, Duration::ZERO).await)
     }
 }
 
@@ -848,4 +840,13 @@ async fn watchdog(
     tracing::warn!(target: "manna::audit", event = "lock_lost", lock = lease.name(),
         token = %lease.token(), "a lock's lease was lost while held");
     state.lost.send_replace(true);
+}
+
+/// A one-attempt acquire's answer: refused (a zero wait timed out) is `None`.
+fn held_elsewhere_as_none(r: Result<LockGuard, LockError>) -> Result<Option<LockGuard>, LockError> {
+    match r {
+        Ok(guard) => Ok(Some(guard)),
+        Err(LockError::Timeout { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }

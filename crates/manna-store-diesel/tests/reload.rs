@@ -6,9 +6,10 @@
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use diesel::prelude::*;
+use manna_crypto::testing::AuditLog;
 use manna_crypto::{AesKey, FileKeySource, Keyring};
 use manna_store_diesel::{
     default_keyring, encrypted_column, install_default_keyring, reload_default_keyring,
@@ -23,20 +24,6 @@ diesel::table! {
 }
 
 encrypted_column!(NoteBody => notes::body);
-
-/// Captures what a `tracing` subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn key_file(path: &std::path::Path, primary: &AesKey, previous: Option<&AesKey>) {
     let mut text = format!(
@@ -55,13 +42,7 @@ fn key_file(path: &std::path::Path, primary: &AesKey, previous: Option<&AesKey>)
 
 #[test]
 fn keys_rotate_in_a_running_process() {
-    let log = Captured::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let log = AuditLog::capture();
 
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys.toml");
@@ -152,8 +133,7 @@ fn keys_rotate_in_a_running_process() {
     assert_eq!(default_keyring().unwrap().primary_key_id(), k2.id());
 
     // Audited: loaded, then the primary change — ids, never keys.
-    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
-    assert!(text.contains("manna::audit"), "{text}");
+    let text = log.text();
     assert!(text.contains("primary_changed"), "{text}");
     assert!(
         text.contains(&format!("old={}", k1.id())) && text.contains(&format!("new={}", k2.id())),

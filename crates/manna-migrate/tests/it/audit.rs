@@ -2,37 +2,16 @@
 //! finish, decryption failures, retire-check verdicts — carry ids, counts
 //! and kinds, never a value or a key.
 
-use std::sync::{Arc, Mutex};
-
+use manna_crypto::testing::AuditLog;
 use manna_crypto::FernetKey;
 use manna_migrate::{key_usage, IdKind, RetiringKey};
 use manna_store::testing::MemoryStore;
 
 use crate::support::{column, run};
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn a_migration_is_audited_without_values_or_keys() {
-    let log = Captured::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_env_filter("manna::audit=info")
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let log = AuditLog::capture();
 
     let fernet = FernetKey::generate();
     let keyring = manna_crypto::Keyring::builder()
@@ -66,7 +45,7 @@ fn a_migration_is_audited_without_values_or_keys() {
         "the only Fernet row left is one no key opens"
     );
 
-    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let text = log.text();
     for event in [
         "migration_started",
         "migration_finished",
