@@ -117,9 +117,6 @@ impl diesel::r2d2::CustomizeConnection<diesel::PgConnection, diesel::r2d2::Error
         use diesel::connection::SimpleConnection;
         use diesel::RunQueryDsl;
         use std::sync::atomic::Ordering;
-        if conn.batch_execute("SET lc_messages TO 'C'").is_ok() {
-            return Ok(());
-        }
         let setting = diesel::dsl::sql::<diesel::sql_types::Text>("current_setting('lc_messages')");
         let current: String = diesel::select(setting)
             .get_result(conn)
@@ -130,7 +127,11 @@ impl diesel::r2d2::CustomizeConnection<diesel::PgConnection, diesel::r2d2::Error
                 || lower.starts_with(&format!("{p}."))
                 || lower.starts_with(&format!("{p}_"))
         });
-        if !english && !self.warned.swap(true, Ordering::Relaxed) {
+        // Only when needed: a refused SET is an error line in the server log.
+        if english || conn.batch_execute("SET lc_messages TO 'C'").is_ok() {
+            return Ok(());
+        }
+        if !self.warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 lc_messages = %current,
                 "PostgreSQL reports errors in another language and this role may not set \
