@@ -180,14 +180,25 @@ fn missing_column(table: &Ident, name: &str, cols: &[ColumnDescription]) -> Erro
     }
 }
 
-/// Whether the key column's collation orders text bytewise (`C`, `POSIX`,
-/// `C.UTF-8`): then the key's index serves keyset scans directly.
+/// Whether the key column's collation orders text bytewise: a libc collation
+/// `C`, `POSIX` or `C.UTF-8`. Then the key's index serves keyset scans
+/// directly.
+///
+/// The provider matters as much as the name: on PostgreSQL 15+ a database
+/// created with `LOCALE_PROVIDER icu` reports `datcollate = 'C'` (libc's
+/// setting, used for nothing but `LC_COLLATE`) while its text sorts by the
+/// ICU locale (`a < A < b`). Anything not known to be bytewise (ICU,
+/// PostgreSQL 17's builtin provider) counts as not bytewise: `COLLATE "C"`
+/// then keeps the order right at the cost of the index.
 fn bytewise_collation(conn: &mut AnyConn<'_>, column: &ColumnRef) -> Result<bool, Error> {
     let mut q = Sql::new(Dialect::Postgres);
+    // `provider:collation`. `datlocprovider` exists from PostgreSQL 15 on;
+    // read through `to_jsonb` so older servers (always libc) get `c`.
     q.push(
-        "SELECT CASE WHEN c.collname = 'default' \
-           THEN (SELECT datcollate::text FROM pg_database WHERE datname = current_database()) \
-           ELSE c.collcollate::text END AS collation \
+        "SELECT CASE WHEN c.collprovider = 'd' \
+           THEN (SELECT COALESCE(to_jsonb(d) ->> 'datlocprovider', 'c') || ':' || d.datcollate::text \
+                 FROM pg_database d WHERE d.datname = current_database()) \
+           ELSE c.collprovider::text || ':' || COALESCE(c.collcollate::text, '') END AS collation \
          FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation \
          WHERE a.attrelid = to_regclass(",
     )
@@ -198,12 +209,16 @@ fn bytewise_collation(conn: &mut AnyConn<'_>, column: &ColumnRef) -> Result<bool
     Ok(rows
         .first()
         .and_then(|r| r.collation.as_deref())
-        .is_some_and(|c| {
-            matches!(
-                c.to_ascii_lowercase().as_str(),
-                "c" | "posix" | "c.utf-8" | "c.utf8"
-            )
-        }))
+        .is_some_and(is_bytewise))
+}
+
+/// Whether `provider:collation` (as [`bytewise_collation`] reads it) orders
+/// text bytewise.
+fn is_bytewise(provider_collation: &str) -> bool {
+    matches!(
+        provider_collation.to_ascii_lowercase().as_str(),
+        "c:c" | "c:posix" | "c:c.utf-8" | "c:c.utf8"
+    )
 }
 
 fn id_kind(dialect: Dialect, ty: &str) -> Option<IdKind> {
@@ -233,6 +248,22 @@ fn is_text(dialect: Dialect, ty: &str) -> bool {
         Dialect::Postgres => ty == "text" || ty.starts_with("character"),
         Dialect::Sqlite => {
             ty.is_empty() || ty.contains("char") || ty.contains("clob") || ty.contains("text")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_bytewise;
+
+    #[test]
+    fn only_libc_c_collations_are_bytewise() {
+        for yes in ["c:C", "c:POSIX", "c:C.UTF-8", "c:c.utf8"] {
+            assert!(is_bytewise(yes), "{yes}");
+        }
+        // An ICU database reports `datcollate = 'C'` but sorts `a < A < b`.
+        for no in ["i:C", "i:", "b:C", "c:en_US.UTF-8", "d:C", ""] {
+            assert!(!is_bytewise(no), "{no}");
         }
     }
 }

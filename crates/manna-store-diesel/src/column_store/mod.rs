@@ -91,8 +91,9 @@ pub struct DieselStore {
 #[derive(Debug, Clone)]
 struct Described {
     info: ColumnInfo,
-    /// PostgreSQL text key whose collation is not bytewise: order and compare
-    /// it with `COLLATE "C"` (which cannot use the key's index).
+    /// PostgreSQL text key whose collation is not known to be bytewise (see
+    /// `describe::bytewise_collation`): order and compare it with
+    /// `COLLATE "C"` (which cannot use the key's index).
     collate_c: bool,
 }
 
