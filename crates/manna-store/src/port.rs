@@ -485,8 +485,11 @@ impl StoreError {
 ///   skipped or aborts a scan.
 /// - [`scan`](ColumnStore::scan) returns rows of `range` in ascending key
 ///   order, at most `limit` of them (keyset pagination: `id > after ORDER BY
-///   id LIMIT limit`). Text keys are ordered by their bytes (PostgreSQL:
-///   `COLLATE "C"`), as [`RowId`]'s `Ord` is; otherwise pagination skips rows.
+///   id LIMIT limit`). Text keys are compared and ordered by their bytes
+///   whatever the key column's collation (PostgreSQL: `COLLATE "C"`, SQLite:
+///   `COLLATE BINARY`), as [`RowId`]'s `Ord` is; otherwise pagination skips
+///   rows, and [`split`](ColumnStore::split) bounds and
+///   [`IdRange::contains`] disagree with the scan.
 /// - [`write_batch`](ColumnStore::write_batch) writes each [`Rewrite`] only if
 ///   the row still holds `old` (compare-and-set), in one transaction that also
 ///   checks `fence` and stores `checkpoint`, and returns exactly the ids it

@@ -41,7 +41,7 @@ impl DieselStore {
             let mut q = Sql::new(conn.dialect());
             q.push("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM ")
                 .ident(&column.table);
-            push_range(&mut q, column, kind, d.collate_c, range)?;
+            push_range(&mut q, column, kind, d.collate_bytewise, range)?;
             let rows: Vec<CountRow> = q.load(conn)?;
             Ok(rows.first().map_or(0, |r| count_u64(r.n)))
         })
@@ -70,7 +70,7 @@ impl DieselStore {
                     .ident(&column.column)
                     .push(", 'UTF8') AS manna_b FROM ")
                     .ident(&column.table);
-                    push_range(&mut q, column, d.info.id_kind, d.collate_c, range)?;
+                    push_range(&mut q, column, d.info.id_kind, d.collate_bytewise, range)?;
                     q.push(") AS manna_s GROUP BY 1");
                 }
                 Dialect::Sqlite => {
@@ -87,7 +87,7 @@ impl DieselStore {
                         .ident(&column.column)
                         .push(") AS BIGINT) AS nn FROM ")
                         .ident(&column.table);
-                    push_range(&mut q, column, d.info.id_kind, d.collate_c, range)?;
+                    push_range(&mut q, column, d.info.id_kind, d.collate_bytewise, range)?;
                     q.push(" GROUP BY 1");
                 }
             }
@@ -156,7 +156,7 @@ impl DieselStore {
                         q.push("SELECT ");
                         push_id_select(&mut q, "", column, kind);
                         q.push(" FROM ").ident(&column.table).push(" ORDER BY ");
-                        push_id_expr(&mut q, "", column, d.collate_c);
+                        push_id_expr(&mut q, "", column, d.collate_bytewise);
                         q.push(" LIMIT 1 OFFSET ").bind(Bind::Int(offset));
                         if let Some(b) = ids_from(q, conn, kind)?.into_iter().next() {
                             if bounds.last().is_none_or(|last| &b > last) {

@@ -59,12 +59,21 @@ impl DieselStore {
                 "column {column} has type {value_type}: encrypted values live in TEXT columns"
             )));
         }
-        let collate_c = dialect == Dialect::Postgres
-            && id_kind == IdKind::Text
-            && !bytewise_collation(conn, column)?;
+        let collate_bytewise = match dialect {
+            Dialect::Postgres => id_kind == IdKind::Text && !bytewise_collation(conn, column)?,
+            // Always, for text (and text-stored UUID) keys: a key declared
+            // `COLLATE NOCASE` orders `a, b, C`, and `id > 'C'` would skip
+            // `a` and `b`. On a BINARY key (the default) `COLLATE BINARY`
+            // matches the key's index, which still serves the scan. On a
+            // NOCASE (or RTRIM) key the index cannot: each batch reads the
+            // rest of the table and sorts it ("USE TEMP B-TREE FOR ORDER
+            // BY"), quadratic over a migration; an index on
+            // `(id COLLATE BINARY)` serves it again.
+            Dialect::Sqlite => matches!(id_kind, IdKind::Text | IdKind::Uuid),
+        };
         Ok(Described {
             info: ColumnInfo::new(id_kind, has_version),
-            collate_c,
+            collate_bytewise,
         })
     }
 

@@ -8,11 +8,17 @@ use crate::conn::Dialect;
 use crate::error::Error;
 use crate::sql::{Bind, Sql};
 
-/// The key as an ordering expression: bytewise for PostgreSQL text.
-pub(super) fn push_id_expr(q: &mut Sql, prefix: &str, column: &ColumnRef, collate_c: bool) {
+/// The key as an ordering and comparison expression: with an explicit
+/// bytewise collation when `collate_bytewise` (`COLLATE "C"` on PostgreSQL,
+/// `COLLATE BINARY` on SQLite), so the key's declared collation cannot change
+/// the order.
+pub(super) fn push_id_expr(q: &mut Sql, prefix: &str, column: &ColumnRef, collate_bytewise: bool) {
     q.push(prefix).ident(&column.id_column);
-    if collate_c {
-        q.push(" COLLATE \"C\"");
+    if collate_bytewise {
+        match q.dialect() {
+            Dialect::Postgres => q.push(" COLLATE \"C\""),
+            Dialect::Sqlite => q.push(" COLLATE BINARY"),
+        };
     }
 }
 
@@ -58,7 +64,7 @@ pub(super) fn push_range(
     q: &mut Sql,
     column: &ColumnRef,
     kind: IdKind,
-    collate_c: bool,
+    collate_bytewise: bool,
     range: &IdRange,
 ) -> Result<bool, Error> {
     let mut first = true;
@@ -68,13 +74,13 @@ pub(super) fn push_range(
     };
     if let Some(after) = &range.after {
         clause(q);
-        push_id_expr(q, "", column, collate_c);
+        push_id_expr(q, "", column, collate_bytewise);
         q.push(" > ");
         push_id_value(q, kind, after)?;
     }
     if let Some(until) = &range.until {
         clause(q);
-        push_id_expr(q, "", column, collate_c);
+        push_id_expr(q, "", column, collate_bytewise);
         q.push(" <= ");
         push_id_value(q, kind, until)?;
     }

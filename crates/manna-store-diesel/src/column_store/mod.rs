@@ -91,10 +91,13 @@ pub struct DieselStore {
 #[derive(Debug, Clone)]
 struct Described {
     info: ColumnInfo,
+    /// Order and compare the key under an explicit bytewise collation: a
     /// PostgreSQL text key whose collation is not known to be bytewise (see
-    /// `describe::bytewise_collation`): order and compare it with
-    /// `COLLATE "C"` (which cannot use the key's index).
-    collate_c: bool,
+    /// `describe::bytewise_collation`; `COLLATE "C"` cannot use the key's
+    /// index), and every SQLite text or UUID key (`COLLATE BINARY`, which
+    /// uses the key's index unless the key is declared with another
+    /// collation).
+    collate_bytewise: bool,
 }
 
 impl DieselStore {

@@ -33,13 +33,13 @@ impl DieselStore {
             push_id_select(&mut q, "", column, kind);
             push_value_select(&mut q, column);
             q.push(" FROM ").ident(&column.table);
-            let has_where = push_range(&mut q, column, kind, d.collate_c, range)?;
+            let has_where = push_range(&mut q, column, kind, d.collate_bytewise, range)?;
             if let Some(prefix) = unprefixed {
                 q.push(if has_where { " AND " } else { " WHERE " });
                 push_unprefixed(&mut q, column, prefix);
             }
             q.push(" ORDER BY ");
-            push_id_expr(&mut q, "", column, d.collate_c);
+            push_id_expr(&mut q, "", column, d.collate_bytewise);
             q.push(" LIMIT ")
                 .bind(Bind::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
             rows_from(q, conn, kind)

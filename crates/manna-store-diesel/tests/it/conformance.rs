@@ -27,6 +27,23 @@ fn id_lit(id: &RowId) -> String {
     }
 }
 
+impl DieselHarness<'_> {
+    /// A case-insensitive collation clause for a TEXT column.
+    fn case_insensitive_collation(&self) -> &'static str {
+        if self.db.is_pg() {
+            // A nondeterministic ICU collation: 'a' = 'A' under it.
+            self.db.exec(
+                "DO $$ BEGIN CREATE COLLATION manna_ci (provider = icu, \
+                 locale = 'und-u-ks-level2', deterministic = false); \
+                 EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+            );
+            " COLLATE manna_ci"
+        } else {
+            " COLLATE NOCASE"
+        }
+    }
+}
+
 impl Harness for DieselHarness<'_> {
     fn store(&self) -> &dyn ColumnStore {
         &self.store
@@ -43,18 +60,15 @@ impl Harness for DieselHarness<'_> {
         } else {
             ""
         };
-        let collation = match (spec.case_insensitive, self.db.is_pg()) {
-            (false, _) => "",
-            (true, true) => {
-                // A nondeterministic ICU collation: 'a' = 'A' under it.
-                self.db.exec(
-                    "DO $$ BEGIN CREATE COLLATION manna_ci (provider = icu, \
-                     locale = 'und-u-ks-level2', deterministic = false); \
-                     EXCEPTION WHEN duplicate_object THEN NULL; END $$",
-                );
-                " COLLATE manna_ci"
-            }
-            (true, false) => " COLLATE NOCASE",
+        let collation = if spec.case_insensitive {
+            self.case_insensitive_collation()
+        } else {
+            ""
+        };
+        let key_collation = if spec.case_insensitive_key && spec.id_kind == IdKind::Text {
+            self.case_insensitive_collation()
+        } else {
+            ""
         };
         // Quoted: the suite's names keep their case.
         let q = |s: &str| Ident::new(s).unwrap().quoted();
@@ -66,7 +80,7 @@ impl Harness for DieselHarness<'_> {
         );
         // SQLite table names ignore case: drop any spelling of the name.
         let mut sql = format!(
-            "DROP TABLE IF EXISTS {t}; CREATE TABLE {t} ({id} {id_type} PRIMARY KEY, {v} TEXT{collation}, {o} TEXT{version});"
+            "DROP TABLE IF EXISTS {t}; CREATE TABLE {t} ({id} {id_type}{key_collation} PRIMARY KEY, {v} TEXT{collation}, {o} TEXT{version});"
         );
         for chunk in spec.rows.chunks(500) {
             let values: Vec<String> = chunk

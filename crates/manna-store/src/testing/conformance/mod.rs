@@ -48,7 +48,8 @@ pub use fence::fence_refuses_lower_tokens;
 pub use identity::{check_column_exact_spelling, check_column_info, identity_names_the_database};
 pub use scan::{
     count_ranges, non_text_values, read_by_ids, scan_int_keyset, scan_text_byte_order,
-    scan_uuid_order, split_partitions_every_row, values_round_trip,
+    scan_uuid_order, split_partitions_every_row, text_keys_byte_order_under_case_insensitive_key,
+    values_round_trip,
 };
 pub use write::{
     write_batch_compare_and_set, write_batch_large, write_batch_text_ids, write_batch_versions,
@@ -77,6 +78,12 @@ pub struct TableSpec {
     /// must still compare values byte for byte. Stores without collations
     /// ignore it.
     pub case_insensitive: bool,
+    /// Whether the (text) key column compares case-insensitively (SQLite
+    /// `COLLATE NOCASE`, a nondeterministic PostgreSQL collation): the store
+    /// must still scan, bound and split keys in [`RowId`] order. Only set
+    /// with distinct keys that differ by more than case and accents. Stores
+    /// without collations ignore it.
+    pub case_insensitive_key: bool,
     /// Initial rows (version 1).
     pub rows: Vec<SpecRow>,
 }
@@ -149,6 +156,7 @@ pub fn run_all(h: &mut dyn Harness) {
     check_column_info(h);
     scan_int_keyset(h);
     scan_text_byte_order(h);
+    text_keys_byte_order_under_case_insensitive_key(h);
     if h.supports(IdKind::Uuid) {
         scan_uuid_order(h);
     }
@@ -182,6 +190,7 @@ fn spec(table: &str, id_kind: IdKind, has_version: bool, rows: Vec<SpecRow>) -> 
         id_kind,
         has_version,
         case_insensitive: false,
+        case_insensitive_key: false,
         rows,
     }
 }

@@ -118,6 +118,134 @@ pub fn scan_text_byte_order(h: &mut dyn Harness) {
     ensure!(C, ids(&got) == want, "range (B, a]: {:?}", ids(&got));
 }
 
+/// Text keys with mixed case, digits and non-ASCII (UTF-8) characters, under
+/// a case-insensitive key collation where the harness has one (SQLite
+/// `COLLATE NOCASE`, a nondeterministic PostgreSQL collation): scans return
+/// every row exactly once in [`RowId`] order (bytes), range bounds compare
+/// bytes, and `split` partitions the rows (every row, and every future id,
+/// in exactly one range). The keys differ by more than case and accents
+/// would, as the collation's uniqueness demands.
+pub fn text_keys_byte_order_under_case_insensitive_key(h: &mut dyn Harness) {
+    const C: &str = "text_keys_byte_order_under_case_insensitive_key";
+    let mut keys: Vec<String> = [
+        "b",
+        "C",
+        "a",
+        "D9",
+        "10",
+        "9",
+        "2b",
+        "Zed",
+        "_x",
+        "~",
+        "a b",
+        "\u{e9}",
+        "\u{d6}",
+        "\u{f8}",
+        "\u{65e5}\u{672c}",
+        "\u{3a9}mega",
+        "z\u{20ac}",
+    ]
+    .iter()
+    .map(|k| (*k).to_owned())
+    .collect();
+    for p in ["e", "F", "g", "H", "\u{e4}", "\u{dc}", "\u{4e2d}"] {
+        keys.extend((0..6).map(|i| format!("{p}{i}")));
+    }
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let mut s = spec(
+        "manna_conf_text_ci",
+        IdKind::Text,
+        false,
+        text_rows(&key_refs),
+    );
+    s.case_insensitive_key = true;
+    let c = h.create_table(&s);
+    let mut expected: Vec<RowId> = keys.iter().map(|k| RowId::Text(k.clone())).collect();
+    expected.sort();
+    for page in [1, 4, 100] {
+        let all = scan_all(h.store(), &c, &IdRange::all(), page, C);
+        ensure!(
+            C,
+            ids(&all) == expected,
+            "page {page}: order {:?}, expected byte order {:?}",
+            ids(&all),
+            expected
+        );
+    }
+    let r = IdRange {
+        after: Some(RowId::Text("C".into())),
+        until: Some(RowId::Text("e3".into())),
+    };
+    let want: Vec<RowId> = expected
+        .iter()
+        .filter(|id| r.contains(id))
+        .cloned()
+        .collect();
+    let got = scan_all(h.store(), &c, &r, 3, C);
+    ensure!(
+        C,
+        ids(&got) == want,
+        "range (C, e3]: {:?}, expected {want:?}",
+        ids(&got)
+    );
+    let n = h
+        .store()
+        .count(&c, &r)
+        .unwrap_or_else(|e| panic!("{C}: {e}"));
+    ensure!(
+        C,
+        n == want.len() as u64,
+        "count of (C, e3]: {n}, expected {}",
+        want.len()
+    );
+    let probes: Vec<RowId> = expected
+        .iter()
+        .cloned()
+        .chain(
+            ["", "B", "c", "E3", "\u{c9}", "\u{ff}", "\u{10ffff}"].map(|k| RowId::Text(k.into())),
+        )
+        .collect();
+    for parts in [2u32, 3, 7, 50] {
+        let ranges = h
+            .store()
+            .split(&c, parts)
+            .unwrap_or_else(|e| panic!("{C}: {e}"));
+        ensure!(
+            C,
+            !ranges.is_empty() && ranges.len() <= parts as usize,
+            "{parts} parts: {} ranges",
+            ranges.len()
+        );
+        let mut seen = Vec::new();
+        for r in &ranges {
+            for row in scan_all(h.store(), &c, r, 5, C) {
+                ensure!(
+                    C,
+                    r.contains(&row.id),
+                    "{parts} parts: {} scanned outside {r:?}",
+                    row.id
+                );
+                seen.push(row.id);
+            }
+        }
+        seen.sort();
+        ensure!(
+            C,
+            seen == expected,
+            "{parts} parts: rows over ranges {seen:?}, expected each of {expected:?} once"
+        );
+        for id in &probes {
+            let holders = ranges.iter().filter(|r| r.contains(id)).count();
+            ensure!(
+                C,
+                holders == 1,
+                "{parts} parts: id {id} in {holders} ranges"
+            );
+        }
+    }
+}
+
 /// UUID keys (carried as lowercase text) scan in the same order as their
 /// text.
 pub fn scan_uuid_order(h: &mut dyn Harness) {
