@@ -156,7 +156,7 @@ impl DieselStore {
                         q.push("SELECT ");
                         push_id_select(&mut q, "", column, kind);
                         q.push(" FROM ").ident(&column.table).push(" ORDER BY ");
-                        push_id_expr(&mut q, "", column, d.collate_bytewise);
+                        push_id_expr(&mut q, column, d.collate_bytewise);
                         q.push(" LIMIT 1 OFFSET ").bind(Bind::Int(offset));
                         if let Some(b) = ids_from(q, conn, kind)?.into_iter().next() {
                             if bounds.last().is_none_or(|last| &b > last) {

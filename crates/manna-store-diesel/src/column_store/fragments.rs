@@ -12,8 +12,13 @@ use crate::sql::{Bind, Sql};
 /// bytewise collation when `collate_bytewise` (`COLLATE "C"` on PostgreSQL,
 /// `COLLATE BINARY` on SQLite), so the key's declared collation cannot change
 /// the order.
-pub(super) fn push_id_expr(q: &mut Sql, prefix: &str, column: &ColumnRef, collate_bytewise: bool) {
-    q.push(prefix).ident(&column.id_column);
+///
+/// Qualified by its table: the statements select the key as
+/// `CAST(key AS …) AS id`, and a bare `ORDER BY id` (or, on SQLite, any
+/// `id` in `ORDER BY`) names that output column, a cast the key's index
+/// cannot serve; every batch would then read and sort the rest of the table.
+pub(super) fn push_id_expr(q: &mut Sql, column: &ColumnRef, collate_bytewise: bool) {
+    q.ident(&column.table).push(".").ident(&column.id_column);
     if collate_bytewise {
         match q.dialect() {
             Dialect::Postgres => q.push(" COLLATE \"C\""),
@@ -74,13 +79,13 @@ pub(super) fn push_range(
     };
     if let Some(after) = &range.after {
         clause(q);
-        push_id_expr(q, "", column, collate_bytewise);
+        push_id_expr(q, column, collate_bytewise);
         q.push(" > ");
         push_id_value(q, kind, after)?;
     }
     if let Some(until) = &range.until {
         clause(q);
-        push_id_expr(q, "", column, collate_bytewise);
+        push_id_expr(q, column, collate_bytewise);
         q.push(" <= ");
         push_id_value(q, kind, until)?;
     }
