@@ -36,9 +36,12 @@ mod write;
 /// The [`ColumnStore`] the migrator scans and writes through, over a
 /// [`DbPool`] of either backend.
 ///
-/// - `scan`: keyset pagination (`id > last ORDER BY id LIMIT n`) for integer,
-///   text and UUID keys. Text keys are ordered bytewise (`COLLATE "C"` on
-///   PostgreSQL), matching [`RowId`]'s order.
+/// - `scan`: keyset pagination (`t.id > last ORDER BY t.id LIMIT n`) for
+///   integer, text and UUID keys. Text keys are compared and ordered
+///   bytewise whatever their declared collation, matching [`RowId`]'s order:
+///   on PostgreSQL with `COLLATE "C"` unless the key's collation is libc
+///   `C`/`POSIX`/`C.UTF-8` (locale provider checked), on SQLite always with
+///   `COLLATE BINARY`.
 /// - Values are read and compared byte for byte: on SQLite as
 ///   `CAST(c AS BLOB)` with `typeof(c)`, so a value stored as a BLOB reads as
 ///   its text ([`Value::NotText`](manna_store::Value::NotText) when it is
