@@ -1,4 +1,4 @@
-//! `cargo xtask demo`: the one-command tour on an embedded SQLite database.
+//! `manna demo`: the one-command tour on an embedded SQLite database.
 //!
 //! Creates `manna-demo.db` with legacy Fernet values (as a Python service
 //! using `cryptography` would have written them), then runs the real
@@ -23,7 +23,7 @@ use crate::progress::write_report;
 /// Where the demo database goes (the CLI's default `DATABASE_URL`).
 const DEMO_DB: &str = "manna-demo.db";
 
-/// `cargo xtask demo [--rows N]`.
+/// `manna demo [--rows N]`.
 pub(crate) fn demo(rows: u64) -> Result<()> {
     let path = PathBuf::from(DEMO_DB);
     let mut err = std::io::stderr().lock();
@@ -113,7 +113,8 @@ pub(crate) fn demo(rows: u64) -> Result<()> {
     writeln!(
         out,
         "\ndone: {} rows migrated at ~{rows_per_s:.0} rows/s per column; {} failed. \
-         Next: cargo xtask migrate --help, docs/migration-guide.md",
+         Next: {} migrate --help, docs/migration-guide.md",
+        crate::program(),
         migrated.columns.iter().map(|c| c.migrated).sum::<u64>(),
         verified.failed_count()
     )?;

@@ -1,4 +1,4 @@
-//! End-to-end tests of the `cargo xtask` binary: exit codes, stdout/stderr
+//! End-to-end tests of the `manna` binary: exit codes, stdout/stderr
 //! contract, and that nothing secret is ever printed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -11,9 +11,9 @@ mod verdicts;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-/// Runs the xtask binary with a clean key environment plus `env`, feeding `stdin`.
-pub(crate) fn xtask(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+/// Runs the `manna` binary with a clean key environment plus `env`, feeding `stdin`.
+pub(crate) fn manna(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_manna"));
     cmd.args(args)
         .env_remove("MANNA_ENCRYPTION_KEY_AES256")
         .env_remove("MANNA_ENCRYPTION_KEYS_AES256_PREVIOUS")
@@ -26,7 +26,7 @@ pub(crate) fn xtask(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn xtask");
+    let mut child = cmd.spawn().expect("spawn manna");
     // The process may exit before reading stdin (e.g. a key error): ignore a broken pipe.
     let _ = child.stdin.take().unwrap().write_all(stdin);
     child.wait_with_output().unwrap()

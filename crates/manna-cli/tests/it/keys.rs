@@ -1,9 +1,9 @@
 //! `keygen`, `info`, `inspect`, `encrypt`, `decrypt`.
 
-use crate::{assert_one_line_error, stderr, stdout, xtask};
+use crate::{assert_one_line_error, manna, stderr, stdout};
 
 fn keygen() -> String {
-    let o = xtask(&["keygen"], &[], b"");
+    let o = manna(&["keygen"], &[], b"");
     assert!(o.status.success(), "{}", stderr(&o));
     stdout(&o).trim().to_owned()
 }
@@ -21,7 +21,7 @@ fn encrypt_decrypt_round_trip_binary_stdin_with_aad() {
     let key = keygen();
     let env = [("MANNA_ENCRYPTION_KEY_AES256", key.as_str())];
     let plaintext: Vec<u8> = (0..=255u8).chain([0, 10, 13]).collect();
-    let enc = xtask(
+    let enc = manna(
         &["encrypt", "--aad", "plaid_items.access_token"],
         &env,
         &plaintext,
@@ -30,7 +30,7 @@ fn encrypt_decrypt_round_trip_binary_stdin_with_aad() {
     let token = stdout(&enc);
     assert!(token.starts_with("mn1:"), "{token}");
 
-    let dec = xtask(
+    let dec = manna(
         &["decrypt", "--aad", "plaid_items.access_token"],
         &env,
         token.as_bytes(),
@@ -39,7 +39,7 @@ fn encrypt_decrypt_round_trip_binary_stdin_with_aad() {
     assert_eq!(dec.stdout, plaintext);
 
     // Wrong AAD: one opaque line, nothing of the plaintext or key.
-    let bad = xtask(
+    let bad = manna(
         &["decrypt", "--aad", "users.api_key"],
         &env,
         token.as_bytes(),
@@ -55,19 +55,19 @@ fn decrypt_reads_previous_and_fernet_keys() {
     let old = keygen();
     let new = keygen();
     let old_env = [("MANNA_ENCRYPTION_KEY_AES256", old.as_str())];
-    let token = stdout(&xtask(&["encrypt"], &old_env, b"secret"));
+    let token = stdout(&manna(&["encrypt"], &old_env, b"secret"));
 
     let rotated = [
         ("MANNA_ENCRYPTION_KEY_AES256", new.as_str()),
         ("MANNA_ENCRYPTION_KEYS_AES256_PREVIOUS", old.as_str()),
     ];
-    let o = xtask(&["decrypt"], &rotated, token.as_bytes());
+    let o = manna(&["decrypt"], &rotated, token.as_bytes());
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(o.stdout, b"secret");
 
     // Without the previous key the id in the header is unknown, and said so.
     let only_new = [("MANNA_ENCRYPTION_KEY_AES256", new.as_str())];
-    let err = assert_one_line_error(&xtask(&["decrypt"], &only_new, token.as_bytes()));
+    let err = assert_one_line_error(&manna(&["decrypt"], &only_new, token.as_bytes()));
     let old_id = manna_crypto::AesKey::from_base64(&old)
         .unwrap()
         .id()
@@ -82,10 +82,10 @@ fn decrypt_reads_previous_and_fernet_keys() {
         ("MANNA_ENCRYPTION_KEY_AES256", new.as_str()),
         ("MANNA_ENCRYPTION_KEY", fkey.as_str()),
     ];
-    let o = xtask(&["decrypt"], &with_fernet, ftoken.as_bytes());
+    let o = manna(&["decrypt"], &with_fernet, ftoken.as_bytes());
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(o.stdout, b"legacy");
-    let err = assert_one_line_error(&xtask(&["decrypt"], &only_new, ftoken.as_bytes()));
+    let err = assert_one_line_error(&manna(&["decrypt"], &only_new, ftoken.as_bytes()));
     assert!(err.contains("MANNA_ENCRYPTION_KEY"), "{err}");
 }
 
@@ -93,25 +93,25 @@ fn decrypt_reads_previous_and_fernet_keys() {
 fn inspect_tells_formats_without_keys() {
     let key = keygen();
     let env = [("MANNA_ENCRYPTION_KEY_AES256", key.as_str())];
-    let token = stdout(&xtask(&["encrypt"], &env, b"x"));
+    let token = stdout(&manna(&["encrypt"], &env, b"x"));
     let id = manna_crypto::AesKey::from_base64(&key).unwrap().id();
-    let o = xtask(&["inspect", token.trim()], &[], b"");
+    let o = manna(&["inspect", token.trim()], &[], b"");
     assert_eq!(stdout(&o).trim(), format!("aes256gcm({id})"));
 
     let ftoken = manna_crypto::FernetKey::generate().encrypt(b"x");
     assert_eq!(
-        stdout(&xtask(&["inspect", &ftoken], &[], b"")).trim(),
+        stdout(&manna(&["inspect", &ftoken], &[], b"")).trim(),
         "fernet"
     );
     assert_eq!(
-        stdout(&xtask(&["inspect", "hello world"], &[], b"")).trim(),
+        stdout(&manna(&["inspect", "hello world"], &[], b"")).trim(),
         "plaintext"
     );
 }
 
 #[test]
 fn info_reports_configuration_without_key_material() {
-    let o = xtask(&["info", "--json"], &[], b"");
+    let o = manna(&["info", "--json"], &[], b"");
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["initialized"], false);
@@ -122,7 +122,7 @@ fn info_reports_configuration_without_key_material() {
         ("MANNA_ENCRYPTION_KEY_AES256", key.as_str()),
         ("MANNA_ENCRYPTION_KEY", fkey.as_str()),
     ];
-    let o = xtask(&["info", "--json"], &env, b"");
+    let o = manna(&["info", "--json"], &env, b"");
     let text = stdout(&o);
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let id = manna_crypto::AesKey::from_base64(&key)
@@ -135,7 +135,7 @@ fn info_reports_configuration_without_key_material() {
     assert_eq!(v["fernet_fallback"], true);
     assert!(!text.contains(&key) && !text.contains(fkey.as_str()));
 
-    let human = stdout(&xtask(&["info"], &env, b""));
+    let human = stdout(&manna(&["info"], &env, b""));
     assert!(
         human.contains(&id) && human.contains("fernet fallback:    on"),
         "{human}"
@@ -145,10 +145,10 @@ fn info_reports_configuration_without_key_material() {
 
 #[test]
 fn bad_key_configuration_is_one_clear_line() {
-    let err = assert_one_line_error(&xtask(&["encrypt"], &[], b"x"));
+    let err = assert_one_line_error(&manna(&["encrypt"], &[], b"x"));
     assert!(err.contains("MANNA_ENCRYPTION_KEY_AES256"), "{err}");
 
-    let err = assert_one_line_error(&xtask(
+    let err = assert_one_line_error(&manna(
         &["encrypt"],
         &[("MANNA_ENCRYPTION_KEY_AES256", "not base64!")],
         b"x",
@@ -164,7 +164,7 @@ fn bad_key_configuration_is_one_clear_line() {
     // Both kinds are 32 random bytes, so the mistake that can be caught is
     // the legacy Fernet key copied into the AES variable as well.
     let fkey = manna_crypto::FernetKey::generate().to_base64();
-    let err = assert_one_line_error(&xtask(
+    let err = assert_one_line_error(&manna(
         &["info"],
         &[
             ("MANNA_ENCRYPTION_KEY_AES256", fkey.as_str()),
@@ -177,7 +177,7 @@ fn bad_key_configuration_is_one_clear_line() {
 
     // A token pasted where a key belongs.
     let token = manna_crypto::FernetKey::generate().encrypt(b"x");
-    let err = assert_one_line_error(&xtask(
+    let err = assert_one_line_error(&manna(
         &["info"],
         &[("MANNA_ENCRYPTION_KEY_AES256", token.as_str())],
         b"",
@@ -190,7 +190,7 @@ fn decrypt_rejects_garbage_input_cleanly() {
     let key = keygen();
     let env = [("MANNA_ENCRYPTION_KEY_AES256", key.as_str())];
     for input in [&b""[..], b"mn1:", b"mn1:zzzz:!!!", b"\xff\xfe", b"gAAAAA"] {
-        let o = xtask(&["decrypt"], &env, input);
+        let o = manna(&["decrypt"], &env, input);
         assert_one_line_error(&o);
     }
 }
@@ -208,7 +208,7 @@ fn info_warns_about_fernet_fallback_until_and_plaintext() {
         ("MANNA_ENCRYPTION_KEY", fkey.as_str()),
         ("MANNA_ENCRYPTION_FERNET_UNTIL", "2099-01-01T00:00:00Z"),
     ];
-    let human = stdout(&xtask(&["info"], &env, b""));
+    let human = stdout(&manna(&["info"], &env, b""));
     assert!(
         human.contains("fernet fallback:    on until 2099-01-01T00:00:00Z"),
         "{human}"
@@ -220,7 +220,7 @@ fn info_warns_about_fernet_fallback_until_and_plaintext() {
         "{human}"
     );
     let v: serde_json::Value =
-        serde_json::from_str(&stdout(&xtask(&["info", "--json"], &env, b""))).unwrap();
+        serde_json::from_str(&stdout(&manna(&["info", "--json"], &env, b""))).unwrap();
     assert_eq!(v["fernet_until"], "2099-01-01T00:00:00Z");
     assert!(v["warnings"]
         .as_array()
@@ -234,7 +234,7 @@ fn info_warns_about_fernet_fallback_until_and_plaintext() {
         ("MANNA_ENCRYPTION_KEY", fkey.as_str()),
         ("MANNA_ENCRYPTION_FERNET_UNTIL", "2020-01-01T00:00:00Z"),
     ];
-    let human = stdout(&xtask(&["info"], &ended, b""));
+    let human = stdout(&manna(&["info"], &ended, b""));
     assert!(
         human.contains("fernet fallback:    off: ended at 2020-01-01T00:00:00Z"),
         "{human}"
@@ -249,7 +249,7 @@ fn info_warns_about_fernet_fallback_until_and_plaintext() {
         ("MANNA_ENCRYPTION_KEY_AES256", key.as_str()),
         ("MANNA_ENCRYPTION_FERNET_UNTIL", fkey.as_str()),
     ];
-    let err = assert_one_line_error(&xtask(&["info"], &pasted, b""));
+    let err = assert_one_line_error(&manna(&["info"], &pasted, b""));
     assert!(
         err.contains("MANNA_ENCRYPTION_FERNET_UNTIL") && err.contains("RFC 3339"),
         "{err}"
@@ -264,7 +264,7 @@ fn info_warns_about_fernet_fallback_until_and_plaintext() {
         format!("accept_plaintext = true\n[[keys]]\nkey = \"{key}\"\nstatus = \"primary\"\n"),
     )
     .unwrap();
-    let human = stdout(&xtask(
+    let human = stdout(&manna(
         &["info", "--key-file", path.to_str().unwrap()],
         &[],
         b"",

@@ -1,4 +1,4 @@
-//! `cargo xtask migrate` end to end, on real PostgreSQL and SQLite: the data
+//! `manna migrate` end to end, on real PostgreSQL and SQLite: the data
 //! after each run is checked by decrypting every row.
 
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use manna_crypto::{AesKey, FernetKey, Keyring};
 use serde_json::Value;
 
 use crate::db::{redis_url, TestDb};
-use crate::{assert_one_line_error, assert_verdict, stderr, stdout, xtask};
+use crate::{assert_one_line_error, assert_verdict, manna, stderr, stdout};
 
 /// The keys of one scenario, as the CLI's environment.
 struct Keys {
@@ -65,7 +65,7 @@ impl Keys {
         let env = self.env();
         let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         env.extend_from_slice(extra);
-        xtask(args, &env, b"")
+        manna(args, &env, b"")
     }
 
     fn primary_id(&self) -> String {
@@ -404,7 +404,7 @@ fn killed_mid_run_then_resumed() {
     let expected = seed_fernet(&db, &keys, "items", 20_000);
     let env = keys.env();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_manna"))
         .args([
             "migrate",
             "--database-url",
@@ -474,7 +474,7 @@ fn two_migrators_on_one_column_one_waits_or_refuses() {
     let mut env = keys.env();
     env.push(("REDIS_URL", redis));
     let spawn = || {
-        Command::new(env!("CARGO_BIN_EXE_xtask"))
+        Command::new(env!("CARGO_BIN_EXE_manna"))
             .args([
                 "migrate",
                 "--database-url",
@@ -558,7 +558,7 @@ fn clear_errors_for_bad_input() {
     assert_one_line_error(&o);
 
     // No keys.
-    let o = xtask(
+    let o = manna(
         &[
             "migrate",
             "--database-url",
@@ -630,7 +630,7 @@ fn no_database_is_an_error_naming_the_flag_and_the_variable() {
     ] {
         let env = keys.env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let o = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        let o = Command::new(env!("CARGO_BIN_EXE_manna"))
             .args(args)
             .current_dir(dir.path())
             .env_remove("DATABASE_URL")
@@ -759,7 +759,7 @@ fn expired_primary_key_refuses_to_migrate() {
         ),
     )
     .unwrap();
-    let o = xtask(
+    let o = manna(
         &[
             "migrate",
             "--database-url",

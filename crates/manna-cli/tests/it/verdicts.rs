@@ -1,5 +1,5 @@
 //! Issue 8 end to end: the verdicts (`done`, `safe`, the exit statuses) are
-//! statements about the table. Each scenario runs the real `xtask` binary
+//! statements about the table. Each scenario runs the real `manna` binary
 //! against real PostgreSQL (and Redis) or SQLite and checks the table
 //! afterwards by decrypting every row.
 
@@ -20,7 +20,7 @@ use manna_store_diesel::diesel::{
 use serde_json::{json, Value};
 
 use crate::db::{redis_url, IdValue, TestDb};
-use crate::{assert_one_line_error, stderr, stdout, xtask};
+use crate::{assert_one_line_error, manna, stderr, stdout};
 
 /// How long any one child process may run before the test gives up on it.
 const CHILD_DEADLINE: Duration = Duration::from_secs(60);
@@ -78,7 +78,7 @@ impl Keys {
         let env = self.env();
         let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         env.extend_from_slice(extra);
-        xtask(args, &env, b"")
+        manna(args, &env, b"")
     }
 
     /// Starts the CLI in the background (stdout and stderr to files, so a
@@ -87,7 +87,7 @@ impl Keys {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("stdout");
         let err = dir.path().join("stderr");
-        let child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        let child = Command::new(env!("CARGO_BIN_EXE_manna"))
             .args(args)
             .env_remove("MANNA_ENCRYPTION_KEYS_AES256_PREVIOUS")
             .env_remove("MANNA_KEY_FILE")
@@ -99,7 +99,7 @@ impl Keys {
             .stdout(File::create(&out).unwrap())
             .stderr(File::create(&err).unwrap())
             .spawn()
-            .expect("spawn xtask");
+            .expect("spawn manna");
         Running {
             child,
             out,
@@ -109,7 +109,7 @@ impl Keys {
     }
 }
 
-/// A background `xtask` process; killed if the test fails before waiting for it.
+/// A background `manna` process; killed if the test fails before waiting for it.
 struct Running {
     child: Child,
     out: PathBuf,
@@ -144,7 +144,7 @@ impl Running {
             }
             assert!(
                 Instant::now() < deadline,
-                "xtask {} did not finish within {CHILD_DEADLINE:?}",
+                "manna {} did not finish within {CHILD_DEADLINE:?}",
                 self.pid()
             );
             std::thread::sleep(Duration::from_millis(20));

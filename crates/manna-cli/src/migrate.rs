@@ -42,7 +42,7 @@ pub(crate) struct ColumnArgs {
     pub(crate) config: Option<PathBuf>,
 }
 
-/// `cargo xtask migrate` arguments (GUIDE §3).
+/// `manna migrate` arguments (GUIDE §3).
 #[derive(Debug, Clone, Args)]
 pub(crate) struct MigrateArgs {
     #[command(flatten)]
@@ -165,7 +165,8 @@ impl ColumnArgs {
         let Some(url) = &self.database_url else {
             bail!(
                 "no database given: pass --database-url or set DATABASE_URL \
-                 (`cargo xtask demo` creates a SQLite database to try things on)"
+                 (`{} demo` creates a SQLite database to try things on)",
+                crate::program()
             );
         };
         let store = DieselStore::connect(url)?;
@@ -260,7 +261,7 @@ pub(crate) fn options(args: &MigrateArgs) -> Result<Options> {
     Ok(o)
 }
 
-/// `cargo xtask migrate …`: the exit status is the report's verdict.
+/// `manna migrate …`: the exit status is the report's verdict.
 pub(crate) fn migrate(keys: &KeyConfig, args: &MigrateArgs) -> Result<ExitCode> {
     let keys = KeyConfig {
         accept_plaintext: args.accept_plaintext,
@@ -307,13 +308,14 @@ pub(crate) fn finish(report: &Report, json: bool) -> Result<ExitCode> {
         Verdict::Complete => {}
         Verdict::Undecryptable => eprintln!(
             "undecryptable: {} row(s) cannot be decrypted with the configured keys ({}); \
-             check the keys (cargo xtask info) and the --aad mode, or acknowledge them with \
+             check the keys ({} info) and the --aad mode, or acknowledge them with \
              --accept-failed-ids{}",
             report.failed_count(),
             columns(&|c| {
                 let open = c.failed_total - c.failed_accepted;
                 (open > 0).then(|| format!("{open} failed"))
             }),
+            crate::program(),
             fernet_ended_hint(report)
         ),
         _ => eprintln!(
@@ -350,7 +352,7 @@ fn fernet_ended_hint(report: &Report) -> String {
     )
 }
 
-/// `cargo xtask keys retire-check KEY`: does any row still need the key?
+/// `manna keys retire-check KEY`: does any row still need the key?
 /// Exit 0 only when none does; 3 with the counts per column otherwise.
 pub(crate) fn retire_check(
     keys: &KeyConfig,
