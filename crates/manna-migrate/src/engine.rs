@@ -10,7 +10,7 @@ use manna_lock::LockError;
 
 use crate::census::FinalCensus;
 use crate::error::MigrateError;
-use crate::lock::{migration_lock_name, BlockingLocks, HeldLock, MigrationLocks};
+use crate::lock::{migration_lock_name, HeldLock, MigrationLocks, ProcessLocks};
 use crate::options::{CancelToken, Options, Target};
 use crate::pipeline::{Pass, Source};
 use crate::plan::Planner;
@@ -94,10 +94,11 @@ impl std::fmt::Debug for Migrator {
 
 impl Migrator {
     /// A migrator with default [`Options`] (migrate to AES-256-GCM,
-    /// column-bound AAD, preflight on), the process-wide in-memory locks
-    /// (they exclude migrators of this process only: give a database or
-    /// Redis lock with [`Migrator::locks`] to exclude other machines), no
-    /// progress output and a fresh cancellation token.
+    /// column-bound AAD, preflight on), the process-wide [`ProcessLocks`]
+    /// (they need no async runtime and exclude migrators of this process
+    /// only: give a database or Redis lock with [`Migrator::locks`] to
+    /// exclude other processes and machines), no progress output and a
+    /// fresh cancellation token.
     pub fn new(store: Arc<dyn ColumnStore>, keyring: Keyring) -> Self {
         Migrator {
             store,
@@ -115,8 +116,9 @@ impl Migrator {
         self
     }
 
-    /// Sets the locks (e.g. [`BlockingLocks`] over a Redis-backed
-    /// [`manna_lock::LockManager`] to exclude other machines).
+    /// Sets the locks (e.g. [`BlockingLocks`](crate::BlockingLocks) over a
+    /// database- or Redis-backed [`manna_lock::LockManager`] to exclude other
+    /// machines).
     pub fn locks(mut self, locks: Arc<dyn MigrationLocks>) -> Self {
         self.locks = Some(locks);
         self
@@ -295,7 +297,7 @@ impl Migrator {
     fn lock_backend(&self) -> Arc<dyn MigrationLocks> {
         match &self.locks {
             Some(l) => Arc::clone(l),
-            None => Arc::new(BlockingLocks::process_default().clone()),
+            None => Arc::new(ProcessLocks::new()),
         }
     }
 

@@ -22,7 +22,7 @@ pub mod testing;
 pub use engine::{metric_names, Migrator};
 pub use error::MigrateError;
 pub use failures::{FailureKind, FAILED_IDS_LISTED};
-pub use lock::{migration_lock_name, BlockingLocks, HeldLock, MigrationLocks};
+pub use lock::{migration_lock_name, BlockingLocks, HeldLock, MigrationLocks, ProcessLocks};
 /// The storage port, re-exported: the migrator's API speaks its types.
 pub use manna_store::{
     Checkpoint, CheckpointKey, ColumnInfo, ColumnRef, ColumnStore, Counts, Fence, IdKind, IdRange,

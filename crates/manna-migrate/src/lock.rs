@@ -1,9 +1,11 @@
 //! The one-migrator-per-partition rule: a blocking facade over the async
-//! [`manna_lock`] port, since the engine runs on plain threads.
+//! [`manna_lock`] port, since the engine runs on plain threads, and the
+//! runtime-free in-process locks a migrator uses when given none.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use manna_lock::{FencingToken, LockError, LockGuard, LockManager};
 use tokio::runtime::{Handle, Runtime};
@@ -109,17 +111,6 @@ impl BlockingLocks {
         Ok(locks)
     }
 
-    /// The process-wide in-memory locks (one migrator per partition within
-    /// this process): the default of a [`Migrator`](crate::Migrator) that was
-    /// given none. Use a Redis-backed manager to exclude other machines.
-    pub fn process_default() -> &'static BlockingLocks {
-        static LOCKS: OnceLock<BlockingLocks> = OnceLock::new();
-        LOCKS.get_or_init(|| {
-            BlockingLocks::with_own_runtime(LockManager::in_memory())
-                .expect("cannot start the runtime for in-process locks")
-        })
-    }
-
     /// Lease time to live (renewed every third of it while held).
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
@@ -176,5 +167,182 @@ impl HeldLock for BlockingGuard {
     fn release(self: Box<Self>) -> Result<bool, LockError> {
         let BlockingGuard { guard, handle } = *self;
         handle.block_on(guard.release())
+    }
+}
+
+/// Process-wide locks that need no async runtime: the default of a
+/// [`Migrator`](crate::Migrator) that was given no [`MigrationLocks`].
+///
+/// One table of held lock names per process, shared by every
+/// `ProcessLocks`: two migrators of this process on the same column
+/// partition exclude each other (the second waits up to
+/// [`ProcessLocks::wait`], then gets [`LockError::Timeout`]). Migrators in
+/// other processes or on other machines are **not** excluded: give those a
+/// shared lock — [`BlockingLocks`] over the database's lock
+/// (`manna_store_diesel::DbLockBackend`) or Redis
+/// (`manna_lock_redis::RedisBackend`).
+///
+/// Fencing tokens follow the wall clock (microseconds since the Unix epoch)
+/// and never repeat within the process, like those of the in-memory
+/// [`LockManager`], so a store fence raised by an earlier process does not
+/// refuse a later one. A held lock is never lost (there is no lease to
+/// expire); it is given back on [`HeldLock::release`] or when dropped.
+///
+/// ```
+/// use manna_migrate::{MigrationLocks, ProcessLocks};
+/// let locks = ProcessLocks::new();
+/// let held = locks.acquire("manna:migrate:doc:t.c:0/1").unwrap();
+/// // A second taker is refused while the first holds the name…
+/// let second = ProcessLocks::new().acquire("manna:migrate:doc:t.c:0/1");
+/// assert!(matches!(second, Err(e) if e.is_timeout()));
+/// // …and gets it once it is released.
+/// assert!(held.release().unwrap());
+/// assert!(locks.acquire("manna:migrate:doc:t.c:0/1").is_ok());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessLocks {
+    wait: Duration,
+}
+
+/// The names held in this process, with their tokens.
+struct Table {
+    held: BTreeMap<String, Holding>,
+    last_token: u64,
+}
+
+struct Holding {
+    token: u64,
+    since: SystemTime,
+}
+
+static TABLE: Mutex<Table> = Mutex::new(Table {
+    held: BTreeMap::new(),
+    last_token: 0,
+});
+static RELEASED: Condvar = Condvar::new();
+
+/// The table, even if a thread panicked while holding it: every update of
+/// it is a single insert or remove, so it is never left half-changed.
+fn table() -> MutexGuard<'static, Table> {
+    TABLE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl ProcessLocks {
+    /// In-process locks that refuse at once when the name is held.
+    pub fn new() -> Self {
+        ProcessLocks::default()
+    }
+
+    /// How long to wait for a name held by another migrator of this process
+    /// before giving up (zero: refuse at once).
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+}
+
+impl MigrationLocks for ProcessLocks {
+    fn acquire(&self, name: &str) -> Result<Box<dyn HeldLock>, LockError> {
+        let started = Instant::now();
+        let mut table = table();
+        while let Some(holding) = table.held.get(name) {
+            let waited = started.elapsed();
+            let Some(left) = self.wait.checked_sub(waited).filter(|l| !l.is_zero()) else {
+                let since = time_since(holding.since);
+                return Err(LockError::Timeout {
+                    name: name.to_owned(),
+                    waited,
+                    holder: Some(format!(
+                        "another migrator of this process (pid {}) since {since}",
+                        std::process::id()
+                    )),
+                });
+            };
+            table = RELEASED
+                .wait_timeout(table, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        let token = (table.last_token + 1).max(unix_micros());
+        table.last_token = token;
+        table.held.insert(
+            name.to_owned(),
+            Holding {
+                token,
+                since: SystemTime::now(),
+            },
+        );
+        Ok(Box::new(ProcessGuard {
+            name: name.to_owned(),
+            token: FencingToken::new(token),
+            released: false,
+        }))
+    }
+
+    fn describe(&self) -> String {
+        "in-process".to_owned()
+    }
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// How long ago `since` was, for the holder description.
+fn time_since(since: SystemTime) -> String {
+    let secs = since.elapsed().map(|d| d.as_secs()).unwrap_or(0);
+    format!("{secs} s ago")
+}
+
+struct ProcessGuard {
+    name: String,
+    token: FencingToken,
+    released: bool,
+}
+
+impl ProcessGuard {
+    /// Removes the name if this guard still holds it.
+    fn give_back(&mut self) -> bool {
+        if self.released {
+            return false;
+        }
+        self.released = true;
+        let mut table = table();
+        let mine = table
+            .held
+            .get(&self.name)
+            .is_some_and(|h| h.token == self.token.get());
+        if mine {
+            table.held.remove(&self.name);
+            RELEASED.notify_all();
+        }
+        mine
+    }
+}
+
+impl HeldLock for ProcessGuard {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn token(&self) -> FencingToken {
+        self.token
+    }
+
+    fn is_lost(&self) -> bool {
+        false
+    }
+
+    fn release(mut self: Box<Self>) -> Result<bool, LockError> {
+        Ok(self.give_back())
+    }
+}
+
+impl Drop for ProcessGuard {
+    fn drop(&mut self) {
+        self.give_back();
     }
 }

@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::Duration;
@@ -284,4 +284,136 @@ fn an_expired_manna_lock_lease_stops_the_run() {
     assert_eq!(rest.columns[0].status, Status::Completed);
     assert!(all_under_primary(&store, &keyring));
     assert_eq!(plaintexts(&store, &keyring, AadMode::Column), before);
+}
+
+/// A migrator given no locks uses the in-process [`ProcessLocks`]: another
+/// holder of the partition's name in this process keeps it out, and it runs
+/// once the name is given back.
+#[test]
+fn a_migrator_without_locks_is_excluded_by_another_in_this_process() {
+    use manna_migrate::{Migrator, ProcessLocks};
+
+    let keys = TestKeys::generate();
+    let keyring = keys.keyring();
+    let store = seed_fernet(&keys, 20);
+    let name = migration_lock_name(&store.identity().unwrap(), &column(), Shard::ALL);
+    let held = ProcessLocks::new().acquire(&name).unwrap();
+    let plain = || Migrator::new(Arc::new(store.clone()), keyring.clone());
+    match plain().run(&[column()]).unwrap_err() {
+        MigrateError::Locked { lock, holder, .. } => {
+            assert_eq!(lock, name);
+            assert!(holder.unwrap().contains("this process"));
+        }
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    // Two migrators without locks, one after the other on the same column:
+    // the first's lock is given back when its run ends.
+    assert!(held.release().unwrap());
+    let first = plain().run(&[column()]).unwrap();
+    assert_eq!(first.columns[0].status, Status::Completed);
+    let second = plain().run(&[column()]).unwrap();
+    assert_eq!(second.columns[0].migrated, 0);
+    assert!(all_under_primary(&store, &keyring));
+}
+
+/// Two migrators without locks running at once on one column: exactly one
+/// runs, the other is refused with `Locked`; the rows are migrated once.
+#[test]
+fn two_migrators_without_locks_exclude_each_other() {
+    use manna_migrate::Migrator;
+
+    let keys = TestKeys::generate();
+    let keyring = keys.keyring();
+    let store = seed_fernet(&keys, 400);
+    // The writes of whichever migrator gets the lock wait until the other
+    // one has given up, so the two runs overlap for sure.
+    let go = Arc::new(AtomicBool::new(false));
+    let hook_go = go.clone();
+    store.on_write(move |_, _, _| {
+        let started = std::time::Instant::now();
+        while !hook_go.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(20) {
+            thread::sleep(Duration::from_millis(1));
+        }
+    });
+    let (tx, rx) = mpsc::channel();
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, keyring, tx) = (store.clone(), keyring.clone(), tx.clone());
+            thread::spawn(move || {
+                let mut o = manna_migrate::Options::default();
+                o.batch_size = 50;
+                let m = Migrator::new(Arc::new(store), keyring).options(o);
+                tx.send(m.run(&[column()])).unwrap();
+            })
+        })
+        .collect();
+    let first = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    go.store(true, Ordering::SeqCst);
+    let second = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert!(
+        matches!(first, Err(MigrateError::Locked { .. })),
+        "{first:?}"
+    );
+    let ran = [second.unwrap()];
+    assert_eq!(ran[0].columns[0].migrated, 400);
+    assert!(all_under_primary(&store, &keyring));
+}
+
+/// A migrator given no locks starts no async runtime (no thread of its own):
+/// checked in a child process that runs only this scenario, so no other
+/// test's threads are counted.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_migrator_without_locks_starts_no_runtime() {
+    const CHILD: &str = "MANNA_TEST_NO_RUNTIME_CHILD";
+    let threads = || -> Vec<String> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .map(|t| {
+                let comm = t.unwrap().path().join("comm");
+                std::fs::read_to_string(comm).unwrap().trim().to_owned()
+            })
+            .collect()
+    };
+    if std::env::var_os(CHILD).is_some() {
+        assert!(tokio::runtime::Handle::try_current().is_err());
+        let before = threads();
+        let keys = TestKeys::generate();
+        let keyring = keys.keyring();
+        let store = seed_fernet(&keys, 30);
+        let report = manna_migrate::Migrator::new(Arc::new(store.clone()), keyring.clone())
+            .run(&[column()])
+            .unwrap();
+        assert_eq!(report.columns[0].status, Status::Completed);
+        assert!(all_under_primary(&store, &keyring));
+        let after = threads();
+        assert_eq!(before, after, "the run left threads behind");
+        assert!(
+            !after
+                .iter()
+                .any(|t| t.starts_with("manna-migrate") || t.starts_with("tokio")),
+            "{after:?}"
+        );
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "locks::a_migrator_without_locks_starts_no_runtime",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("1 passed"),
+        "the child ran the scenario: {text}"
+    );
 }
