@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use manna_crypto::{AesKey, FernetKey, Keyring};
 use manna_migrate::{
-    BlockingLocks, ColumnRef, MigrationLocks, Migrator, Mode, Options, Report, RetiringKey,
+    ColumnRef, MigrationLocks, Migrator, Mode, Options, ProcessLocks, Report, RetiringKey,
 };
 use manna_store_diesel::diesel::{self, Connection, RunQueryDsl};
 use manna_store_diesel::DieselStore;
@@ -62,9 +62,8 @@ pub(crate) fn demo(rows: u64) -> Result<()> {
         ColumnRef::parse("plaid_items.access_token", "id")?,
         ColumnRef::parse("transactions.note", "id")?,
     ];
-    let locks: Arc<dyn MigrationLocks> = Arc::new(BlockingLocks::with_own_runtime(
-        manna_lock::LockManager::in_memory(),
-    )?);
+    // One process on a private database: the in-process locks are enough.
+    let locks: Arc<dyn MigrationLocks> = Arc::new(ProcessLocks::new());
     let run = |mode: Mode| -> Result<Report> {
         let mut options = Options::default();
         options.mode = mode;

@@ -183,25 +183,18 @@ fn read_config(path: &Path) -> Result<ConfigFile> {
 
 /// The lock backend: Redis when `REDIS_URL` is set, else the database's own
 /// lock (a lease row), so two migrators never both run on one column from
-/// any machine. The returned runtime drives lease renewal and must outlive
-/// the run.
-fn locks(
-    args: &MigrateArgs,
-    store: &DieselStore,
-) -> Result<(tokio::runtime::Runtime, Arc<dyn MigrationLocks>)> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("cannot start the lock runtime")?;
-    let manager = match runtime.block_on(manna_lock_redis::RedisBackend::from_env())? {
-        Some(redis) => LockManager::new(Arc::new(redis)),
-        None => LockManager::new(Arc::new(DbLockBackend::new(store.pool().clone()))),
-    };
-    let locks = BlockingLocks::new(manager, runtime.handle().clone())
-        .ttl(Duration::from_secs(args.lock_ttl))
-        .wait(Duration::from_secs(args.lock_wait));
-    Ok((runtime, Arc::new(locks)))
+/// any machine; on a runtime of the locks' own, which lives as long as they do.
+fn locks(args: &MigrateArgs, store: &DieselStore) -> Result<Arc<dyn MigrationLocks>> {
+    let pool = store.pool().clone();
+    let locks = BlockingLocks::connect_on_own_runtime(|| async move {
+        Ok(match manna_lock_redis::RedisBackend::from_env().await? {
+            Some(redis) => LockManager::new(Arc::new(redis)),
+            None => LockManager::new(Arc::new(DbLockBackend::new(pool))),
+        })
+    })?
+    .ttl(Duration::from_secs(args.lock_ttl))
+    .wait(Duration::from_secs(args.lock_wait));
+    Ok(Arc::new(locks))
 }
 
 /// Progress on a terminal: bars; otherwise the seed's log lines.
@@ -233,7 +226,8 @@ fn cancel_on_ctrl_c() -> CancelToken {
 }
 
 pub(crate) fn options(args: &MigrateArgs) -> Result<Options> {
-    let mut o = Options::default();
+    // The first batch is exactly --batch-size: the adaptive bounds widen to it.
+    let mut o = Options::default().with_batch_size(args.batch_size);
     o.mode = if args.dry_run {
         Mode::DryRun
     } else if args.verify_only {
@@ -243,9 +237,6 @@ pub(crate) fn options(args: &MigrateArgs) -> Result<Options> {
     };
     o.target = args.to;
     o.aad = args.aad;
-    o.batch_size = args.batch_size;
-    o.max_batch_size = o.max_batch_size.max(args.batch_size);
-    o.min_batch_size = o.min_batch_size.min(args.batch_size);
     o.adaptive = !args.fixed_batch_size;
     o.workers = args.workers;
     o.max_rows_per_sec = args.max_rows_per_sec;
@@ -273,7 +264,7 @@ pub(crate) fn migrate(keys: &KeyConfig, args: &MigrateArgs) -> Result<ExitCode> 
     let keyring = keys.load()?;
     crate::keys::warn_acceptance(&keyring);
     let store = args.target.store()?;
-    let (_runtime, locks) = locks(args, &store)?;
+    let locks = locks(args, &store)?;
     let migrator = Migrator::new(store, keyring)
         .options(options)
         .locks(locks)

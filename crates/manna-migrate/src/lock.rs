@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -101,11 +102,40 @@ impl BlockingLocks {
     /// Locks of `manager` on a small runtime of their own (one worker
     /// thread), for programs that have none.
     pub fn with_own_runtime(manager: LockManager) -> std::io::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("manna-migrate-locks")
-            .enable_all()
-            .build()?;
+        let runtime = own_runtime()?;
+        let mut locks = BlockingLocks::new(manager, runtime.handle().clone());
+        locks._runtime = Some(Arc::new(runtime));
+        Ok(locks)
+    }
+
+    /// Locks whose [`LockManager`] is made by the async `connect` (a Redis
+    /// connection, for instance), on a small runtime of their own (one
+    /// worker thread) that `connect` runs on and that then drives lease
+    /// renewal. The runtime lives as long as the locks (and their clones),
+    /// so there is no drop order to get right; drop them on a plain thread,
+    /// not inside an async task. For programs that have no runtime.
+    ///
+    /// Errors: `connect`'s, or [`LockError::Unavailable`] when the runtime
+    /// cannot start.
+    ///
+    /// ```
+    /// use manna_lock::LockManager;
+    /// use manna_migrate::{BlockingLocks, MigrationLocks};
+    /// let locks = BlockingLocks::connect_on_own_runtime(|| async { Ok(LockManager::in_memory()) })?;
+    /// let held = locks.acquire("manna:migrate:doc:t.c:0/1")?;
+    /// assert!(held.release()?);
+    /// # Ok::<(), manna_lock::LockError>(())
+    /// ```
+    pub fn connect_on_own_runtime<F, Fut>(connect: F) -> Result<Self, LockError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<LockManager, LockError>>,
+    {
+        let runtime = own_runtime().map_err(|e| LockError::Unavailable {
+            backend: "the lock runtime".to_owned(),
+            reason: format!("cannot start it: {e}"),
+        })?;
+        let manager = runtime.block_on(connect())?;
         let mut locks = BlockingLocks::new(manager, runtime.handle().clone());
         locks._runtime = Some(Arc::new(runtime));
         Ok(locks)
@@ -128,6 +158,16 @@ impl BlockingLocks {
     pub fn manager(&self) -> &LockManager {
         &self.manager
     }
+}
+
+/// The one-worker runtime of [`BlockingLocks::with_own_runtime`] and
+/// [`BlockingLocks::connect_on_own_runtime`].
+fn own_runtime() -> std::io::Result<Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("manna-migrate-locks")
+        .enable_all()
+        .build()
 }
 
 impl MigrationLocks for BlockingLocks {

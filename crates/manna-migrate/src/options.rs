@@ -242,6 +242,28 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// Sets the first batch size to `size` and widens
+    /// [`min_batch_size`](Options::min_batch_size)..=[`max_batch_size`](Options::max_batch_size)
+    /// to include it, so the run starts with exactly `size` rows per batch
+    /// ([`Options::validate`] refuses a `batch_size` outside the bounds;
+    /// nothing is clamped). A `size` of 0 or above [`MAX_BATCH_SIZE`] is
+    /// still refused by [`Options::validate`].
+    ///
+    /// ```
+    /// use manna_migrate::Options;
+    /// let o = Options::default().with_batch_size(50_000);
+    /// assert_eq!((o.batch_size, o.max_batch_size), (50_000, 50_000));
+    /// assert!(o.validate().is_ok());
+    /// ```
+    pub fn with_batch_size(mut self, size: usize) -> Self {
+        self.batch_size = size;
+        self.min_batch_size = self.min_batch_size.min(size);
+        self.max_batch_size = self.max_batch_size.max(size);
+        self
+    }
+}
+
 /// Most workers a run may have ([`Options::validate`]).
 pub const MAX_WORKERS: usize = 256;
 /// Most shards a table may be split into ([`Options::validate`]).
@@ -254,7 +276,7 @@ pub const MAX_PREFLIGHT_SAMPLE: usize = 1_000_000;
 
 impl Options {
     /// Checks the numbers: batch sizes in `1..=`[`MAX_BATCH_SIZE`] and
-    /// ordered, workers in `1..=`[`MAX_WORKERS`], shard counts in
+    /// ordered (min, first, max), workers in `1..=`[`MAX_WORKERS`], shard counts in
     /// `1..=`[`MAX_SHARDS`], a positive throttle. Out-of-range values are
     /// refused, never clamped.
     pub fn validate(&self) -> Result<(), OptionsError> {
@@ -266,6 +288,13 @@ impl Options {
             || self.max_batch_size > MAX_BATCH_SIZE
         {
             return Err(OptionsError::BatchBounds {
+                min: self.min_batch_size,
+                max: self.max_batch_size,
+            });
+        }
+        if !(self.min_batch_size..=self.max_batch_size).contains(&self.batch_size) {
+            return Err(OptionsError::BatchOutsideBounds {
+                size: self.batch_size,
                 min: self.min_batch_size,
                 max: self.max_batch_size,
             });
@@ -303,6 +332,17 @@ pub enum OptionsError {
     /// The adaptive batch size bounds are out of order or too large.
     #[error("batch size bounds must satisfy 1 <= min ({min}) <= max ({max}) <= {MAX_BATCH_SIZE}")]
     BatchBounds {
+        /// `min_batch_size`.
+        min: usize,
+        /// `max_batch_size`.
+        max: usize,
+    },
+    /// The first batch size outside the adaptive bounds (it is never
+    /// clamped: widen the bounds, or set it with [`Options::with_batch_size`]).
+    #[error("batch size {size} is outside the adaptive bounds {min}..={max}")]
+    BatchOutsideBounds {
+        /// `batch_size`.
+        size: usize,
         /// `min_batch_size`.
         min: usize,
         /// `max_batch_size`.

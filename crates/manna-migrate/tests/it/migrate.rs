@@ -3,12 +3,14 @@ use std::collections::BTreeSet;
 use manna_crypto::{inspect, Format, Keyring};
 use manna_migrate::testing::strategies::{TestKeys, ValueKind};
 use manna_migrate::{
-    key_usage, AadMode, CensusKind, FailureKind, Mode, RetiringKey, RowId, Status, Target,
+    key_usage, AadMode, CensusKind, FailureKind, Mode, Options, OptionsError, RetiringKey, RowId,
+    Status, Target,
 };
 use manna_store::testing::MemoryStore;
 
 use crate::support::{
-    all_under_primary, column, plaintexts, run, run_complete, seed_fernet, snapshot,
+    all_under_primary, column, fresh_locks, migrator, plaintexts, run, run_complete, seed_fernet,
+    snapshot,
 };
 
 #[test]
@@ -53,7 +55,10 @@ fn versions_are_not_bumped_unless_asked() {
     let keyring = keys.keyring();
     let store = seed_fernet(&keys, 20);
     let c = column();
-    run_complete(&store, &keyring, |o| o.batch_size = 7);
+    run_complete(&store, &keyring, |o| {
+        o.batch_size = 7;
+        o.min_batch_size = 1;
+    });
     assert!((1..=20).all(|i| store.version(&c, &RowId::Int(i)) == Some(1)));
 
     let store = seed_fernet(&keys, 20);
@@ -76,6 +81,7 @@ fn dry_run_and_verify_write_nothing() {
         let report = run(&store, &keyring, |o| {
             o.mode = mode;
             o.batch_size = 9;
+            o.min_batch_size = 1;
             o.workers = 2;
         });
         let c = &report.columns[0];
@@ -427,4 +433,43 @@ fn throttle_limits_rows_per_scan() {
     });
     // At most 10 rows per scan: 2 scans with rows plus the empty one.
     assert_eq!(store.stats().scans, 3);
+}
+
+/// A first batch size outside `min_batch_size..=max_batch_size` is refused
+/// by the library (it used to be clamped silently to the bounds);
+/// `Options::with_batch_size` widens the bounds and the run uses exactly
+/// that size.
+#[test]
+fn a_batch_size_outside_the_bounds_is_an_error_not_clamped() {
+    let keys = TestKeys::generate();
+    let keyring = keys.keyring();
+    let store = seed_fernet(&keys, 30);
+    for size in [20_000, 3] {
+        let mut o = Options::default();
+        o.batch_size = size;
+        let err = o.validate().unwrap_err();
+        assert!(
+            matches!(err, OptionsError::BatchOutsideBounds { size: s, .. } if s == size),
+            "{err}"
+        );
+        let err = migrator(&store, &keyring, fresh_locks(), |o| o.batch_size = size)
+            .run(&[column()])
+            .unwrap_err();
+        assert!(
+            matches!(err, manna_migrate::MigrateError::InvalidOptions(_)),
+            "{err:?}"
+        );
+    }
+    assert_eq!(store.stats().write_calls, 0);
+
+    let report = migrator(&store, &keyring, fresh_locks(), |o| {
+        *o = std::mem::take(o).with_batch_size(3);
+        o.adaptive = false;
+    })
+    .run(&[column()])
+    .unwrap();
+    assert_eq!(report.columns[0].batch_size, 3);
+    assert_eq!(report.columns[0].migrated, 30);
+    // Batches of 3 rows (clamped to the default minimum of 10, there were 3).
+    assert!(store.stats().write_calls >= 10, "{:?}", store.stats());
 }

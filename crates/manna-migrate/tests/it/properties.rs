@@ -92,8 +92,8 @@ proptest! {
         let store = MemoryStore::new();
         keys.seed(&store, &column(), aad, &rows);
         let before = snapshot(&store);
-        let dry = run(&store, &keyring, |o| { o.mode = Mode::DryRun; o.aad = aad; o.batch_size = 7; });
-        let verify = run(&store, &keyring, |o| { o.mode = Mode::VerifyOnly; o.aad = aad; o.batch_size = 5; });
+        let dry = run(&store, &keyring, |o| { o.mode = Mode::DryRun; o.aad = aad; o.batch_size = 7; o.min_batch_size = 1; });
+        let verify = run(&store, &keyring, |o| { o.mode = Mode::VerifyOnly; o.aad = aad; o.batch_size = 5; o.min_batch_size = 1; });
         prop_assert_eq!(&snapshot(&store), &before);
         prop_assert_eq!(store.stats().write_calls, 0);
         let m = run(&store, &keyring, |o| o.aad = aad);
@@ -129,6 +129,7 @@ proptest! {
                 o.shard = manna_migrate::Shard { index, count: shards };
                 o.workers = workers;
                 o.batch_size = 7;
+                o.min_batch_size = 1;
             })
             .run(std::slice::from_ref(&c))
             .unwrap();
