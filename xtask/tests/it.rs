@@ -52,3 +52,28 @@ fn a_verb_runs_the_cli_code() {
     let err = String::from_utf8(o.stderr).unwrap();
     assert!(err.starts_with("error:"), "{err}");
 }
+
+#[test]
+fn the_tour_runs_and_its_hints_say_cargo_xtask() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["demo", "--rows", "100"])
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .output()
+        .expect("run xtask");
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.lines()
+            .last()
+            .unwrap_or_default()
+            .contains("Next: cargo xtask migrate --help"),
+        "{out}"
+    );
+}

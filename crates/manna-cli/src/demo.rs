@@ -113,9 +113,9 @@ pub(crate) fn demo(rows: u64) -> Result<()> {
         out,
         "\ndone: {} rows migrated at ~{rows_per_s:.0} rows/s per column; {} failed. \
          Next: {} migrate --help, docs/migration-guide.md",
-        crate::program(),
         migrated.columns.iter().map(|c| c.migrated).sum::<u64>(),
-        verified.failed_count()
+        verified.failed_count(),
+        crate::program()
     )?;
     if !verified.is_success() || usage.in_use() {
         anyhow::bail!(
