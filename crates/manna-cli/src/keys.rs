@@ -72,7 +72,18 @@ pub(crate) fn info(keys: &KeyConfig, json: bool) -> Result<()> {
         // a malformed key is a failure.
         Err(KeySourceError::MissingVariable {
             variable: ENV_AES_KEY,
-        }) => Status::uninitialized(),
+        }) => {
+            let mut status = Status::uninitialized();
+            for warning in &mut status.warnings {
+                if warning.starts_with("no primary AES-256 key configured") {
+                    *warning = format!(
+                        "{warning}: set {ENV_AES_KEY} (`{} keygen` prints a new key)",
+                        crate::program()
+                    );
+                }
+            }
+            status
+        }
         Err(err) => {
             return Err(err)
                 .with_context(|| format!("cannot load encryption keys from {}", keys.origin()))

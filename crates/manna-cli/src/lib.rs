@@ -24,6 +24,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod demo;
+mod hints;
 mod keys;
 mod migrate;
 mod progress;
@@ -155,10 +156,20 @@ where
             return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
         }
     };
+    let origin = if cli.key_file.is_some() {
+        hints::KeyOrigin::File
+    } else {
+        hints::KeyOrigin::Environment
+    };
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {}", one_line(&err));
+            let mut line = one_line(&err);
+            if let Some(hint) = hints::hint(&err, origin) {
+                line.push_str("; ");
+                line.push_str(&hint);
+            }
+            eprintln!("error: {line}");
             ExitCode::FAILURE
         }
     }

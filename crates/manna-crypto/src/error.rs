@@ -42,9 +42,7 @@ pub enum KeyError {
         kind: KeyKind,
     },
     /// The key decodes to the wrong number of bytes.
-    #[error(
-        "{kind} decodes to {actual} bytes, expected 32 (generate one with `cargo xtask keygen`)"
-    )]
+    #[error("{kind} decodes to {actual} bytes, expected 32")]
     WrongLength {
         /// The kind of key expected.
         kind: KeyKind,
@@ -64,8 +62,7 @@ pub enum KeyError {
     /// algorithms is unsafe anyway.
     #[error(
         "the same key material is configured as AES-256 key {aes_key_id} and as a Fernet key: \
-         the legacy Fernet key belongs in MANNA_ENCRYPTION_KEY, a new AES key (cargo xtask keygen) \
-         in MANNA_ENCRYPTION_KEY_AES256"
+         the two must be different keys"
     )]
     AesKeyUsedAsFernetKey {
         /// Id of the AES key whose material is also a Fernet key.
@@ -78,7 +75,7 @@ pub enum KeyError {
         key_id: KeyId,
     },
     /// A keyring needs a primary AES-256 key.
-    #[error("no primary AES-256 key configured (set MANNA_ENCRYPTION_KEY_AES256; generate one with `cargo xtask keygen`)")]
+    #[error("no primary AES-256 key configured")]
     NoPrimaryKey,
     /// A key's stated id does not match the id derived from its material
     /// (key files state ids so that operators can cross-check them).
@@ -96,7 +93,7 @@ pub enum KeyError {
 #[non_exhaustive]
 pub enum CryptoError {
     /// Fernet encryption (rollback) was requested but no Fernet key is configured.
-    #[error("no Fernet key configured: rolling back to Fernet needs MANNA_ENCRYPTION_KEY")]
+    #[error("no Fernet key configured: writing Fernet (the rollback) needs one")]
     NoFernetKey,
     /// The plaintext is longer than AES-GCM allows (2^36 - 32 bytes).
     #[error("plaintext of {len} bytes exceeds the AES-GCM limit")]
@@ -151,7 +148,7 @@ pub enum DecryptError {
     /// The envelope names a key that is not in the keyring.
     #[error(
         "value is encrypted under AES key {key_id}, which is not configured \
-         (configured: {}); add it to MANNA_ENCRYPTION_KEYS_AES256_PREVIOUS",
+         (configured: {})",
         KeyId::list(configured)
     )]
     UnknownKey {
@@ -161,9 +158,7 @@ pub enum DecryptError {
         configured: Vec<KeyId>,
     },
     /// A Fernet token, but the keyring has no Fernet key.
-    #[error(
-        "value is a legacy Fernet token but no Fernet key is configured (set MANNA_ENCRYPTION_KEY)"
-    )]
+    #[error("value is a legacy Fernet token but no Fernet key is configured")]
     NoFernetKey,
     /// Authentication failed: wrong key, wrong AAD, or a modified value.
     #[error("decryption failed: the value is not authentic under the configured key(s) and AAD (wrong key, wrong AAD, or modified data)")]

@@ -33,7 +33,7 @@ pub trait KeySource: Send + Sync {
 #[non_exhaustive]
 pub enum KeySourceError {
     /// A required environment variable is unset or empty.
-    #[error("{variable} is not set: generate a key with `cargo xtask keygen` and export it")]
+    #[error("{variable} is not set")]
     MissingVariable {
         /// The variable's name.
         variable: &'static str,

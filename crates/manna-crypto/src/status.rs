@@ -1,4 +1,4 @@
-//! Encryption status (what `cargo xtask info` prints).
+//! Encryption status (what `manna info` prints).
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -106,7 +106,7 @@ fn date(t: OffsetDateTime) -> String {
 }
 
 /// The encryption status: what is configured and what needs attention.
-/// Serializes to the JSON that `cargo xtask info --json` prints.
+/// Serializes to the JSON that `manna info --json` prints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Status {
@@ -159,9 +159,7 @@ impl Status {
             nonce_warning_threshold: NONCE_WARNING_THRESHOLD,
             nonce_limit: NONCE_LIMIT,
             keys: Vec::new(),
-            warnings: vec![
-                "no primary AES-256 key configured: set MANNA_ENCRYPTION_KEY_AES256".to_owned(),
-            ],
+            warnings: vec!["no primary AES-256 key configured".to_owned()],
         }
     }
 

@@ -35,8 +35,8 @@ pub enum MigrateError {
         /// Who holds it (host, pid, since when), when the backend knows.
         holder: Option<String>,
     },
-    /// The lock backend failed (for Redis: check `REDIS_URL` and that Redis
-    /// is running).
+    /// The lock backend failed (for Redis: is it running and reachable at
+    /// the configured URL?).
     #[error("{column}: distributed lock error: {cause}")]
     Lock {
         /// `TABLE.COLUMN`.
@@ -49,8 +49,8 @@ pub enum MigrateError {
     /// `fernet_until`).
     #[error("{0}")]
     Keys(manna_crypto::CryptoError),
-    /// `--to fernet` without a Fernet key.
-    #[error("the Fernet target needs a Fernet key: set MANNA_ENCRYPTION_KEY")]
+    /// The Fernet target without a Fernet key.
+    #[error("the Fernet target needs a Fernet key and none is configured")]
     NoFernetKey,
     /// Bumping versions was asked for but the table has no version column.
     #[error("{column}: no `version` column; add it (INTEGER NOT NULL DEFAULT 1) or do not bump versions")]

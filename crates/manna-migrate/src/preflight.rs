@@ -41,7 +41,7 @@ pub enum PreflightError {
         message: String,
     },
     /// The Fernet target without a Fernet key.
-    #[error("--to fernet needs a Fernet key: set MANNA_ENCRYPTION_KEY")]
+    #[error("the Fernet target needs a Fernet key and none is configured")]
     NoFernetKey,
     /// Bumping versions was asked for but the table has no version column.
     #[error("{column}: no `version` column; add it (INTEGER NOT NULL DEFAULT 1) or do not bump versions")]
@@ -63,6 +63,9 @@ pub enum PreflightError {
         ids: Vec<RowId>,
         /// What the most frequent failure means (no value, no key).
         hint: String,
+        /// The most frequent failure, when it is a decryption error (a
+        /// front end can tell the operator which setting to change).
+        cause: Option<DecryptError>,
     },
 }
 
@@ -136,7 +139,8 @@ impl Migrator {
         let planner = Planner::new(self.keyring(), o.target, o.aad, column);
         let mut sampled = 0u64;
         let mut ids = Vec::new();
-        let mut reasons: BTreeMap<FailureKind, (u64, String)> = BTreeMap::new();
+        let mut reasons: BTreeMap<FailureKind, (u64, String, Option<DecryptError>)> =
+            BTreeMap::new();
         for row in &rows {
             match planner.plan(row, Depth::Verify) {
                 Outcome::Null => continue,
@@ -149,19 +153,20 @@ impl Migrator {
                 Outcome::Failed { reason, error, .. } => {
                     sampled += 1;
                     ids.push(row.id.clone());
-                    let hint =
-                        error.map_or_else(|| reason.as_str().replace('_', " "), |e| e.to_string());
-                    reasons.entry(reason).or_insert((0, hint)).0 += 1;
+                    let hint = error
+                        .as_ref()
+                        .map_or_else(|| reason.as_str().replace('_', " "), |e| e.to_string());
+                    reasons.entry(reason).or_insert((0, hint, error)).0 += 1;
                 }
                 _ => sampled += 1,
             }
         }
         let failed = ids.len() as u64;
         if failed > 0 && failed * 2 >= sampled {
-            let hint = reasons
+            let (hint, cause) = reasons
                 .into_values()
-                .max_by_key(|(n, _)| *n)
-                .map(|(_, h)| h)
+                .max_by_key(|(n, _, _)| *n)
+                .map(|(_, h, e)| (h, e))
                 .unwrap_or_default();
             return Err(PreflightError::Undecryptable {
                 column: column.to_string(),
@@ -169,6 +174,7 @@ impl Migrator {
                 failed,
                 ids,
                 hint,
+                cause,
             });
         }
         Ok(())

@@ -275,3 +275,59 @@ fn info_warns_about_fernet_fallback_until_and_plaintext() {
     );
     assert!(!human.contains("Fernet fallback is on"), "{human}");
 }
+
+/// The libraries state facts; the CLI adds the fix, in terms of where the
+/// keys came from: environment variables for the environment, the key file
+/// for a key file (never a variable the operator does not use).
+#[test]
+fn hints_name_the_key_file_or_the_variables_whichever_is_used() {
+    let key = keygen();
+    let fernet = manna_crypto::FernetKey::generate();
+    let ftoken = fernet.encrypt(b"legacy");
+    let old = manna_crypto::AesKey::generate();
+    let old_token = manna_crypto::Keyring::builder()
+        .primary(old)
+        .build()
+        .unwrap()
+        .encrypt(b"older", b"")
+        .unwrap();
+
+    let env = [("MANNA_ENCRYPTION_KEY_AES256", key.as_str())];
+    let err = assert_one_line_error(&manna(&["decrypt"], &env, ftoken.as_bytes()));
+    assert!(
+        err.contains("no Fernet key is configured; set MANNA_ENCRYPTION_KEY to"),
+        "{err}"
+    );
+    let err = assert_one_line_error(&manna(&["decrypt"], &env, old_token.as_bytes()));
+    assert!(
+        err.contains("which is not configured")
+            && err.contains("MANNA_ENCRYPTION_KEYS_AES256_PREVIOUS"),
+        "{err}"
+    );
+    let err = assert_one_line_error(&manna(&["encrypt"], &[], b"x"));
+    assert!(
+        err.contains("MANNA_ENCRYPTION_KEY_AES256 is not set; generate a key with `manna keygen`"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.toml");
+    std::fs::write(
+        &path,
+        format!("[[keys]]\nkey = \"{key}\"\nstatus = \"primary\"\n"),
+    )
+    .unwrap();
+    let file = ["--key-file", path.to_str().unwrap()];
+    for (token, fix) in [
+        (&ftoken, "add the legacy Fernet key(s) to the key file"),
+        (&old_token, "add it to the key file as decrypt-only"),
+    ] {
+        let err = assert_one_line_error(&manna(
+            &["decrypt", file[0], file[1]],
+            &[],
+            token.as_bytes(),
+        ));
+        assert!(err.contains(fix), "{err}");
+        assert!(!err.contains("MANNA_"), "{err}");
+    }
+}

@@ -385,3 +385,34 @@ fn status_states_fernet_until() {
     assert_eq!(after.warnings.len(), 1, "{:?}", after.warnings);
     assert!(after.warnings[0].starts_with("Fernet reading ended at 2027-01-01T00:00:00Z"));
 }
+
+/// Library errors state facts: no command, flag or variable to set (the
+/// CLI adds those, knowing where its keys came from). A key source may
+/// name what it read (`EnvKeySource` its variables), nothing else.
+#[test]
+fn error_messages_carry_no_cli_hints() {
+    use manna_crypto::{AesKey, CryptoError, DecryptError, KeyError, KeyKind};
+    let id = AesKey::generate().id();
+    let messages = [
+        KeyError::NoPrimaryKey.to_string(),
+        KeyError::WrongLength {
+            kind: KeyKind::Aes256,
+            actual: 16,
+        }
+        .to_string(),
+        KeyError::AesKeyUsedAsFernetKey { aes_key_id: id }.to_string(),
+        CryptoError::NoFernetKey.to_string(),
+        DecryptError::NoFernetKey.to_string(),
+        DecryptError::UnknownKey {
+            key_id: id,
+            configured: vec![id],
+        }
+        .to_string(),
+        manna_crypto::Status::uninitialized().warnings.join("; "),
+    ];
+    for m in messages {
+        for hint in ["MANNA_", "xtask", "keygen", "--"] {
+            assert!(!m.contains(hint), "{m:?} contains {hint:?}");
+        }
+    }
+}

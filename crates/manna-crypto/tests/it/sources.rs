@@ -57,7 +57,8 @@ fn env_source_errors_are_actionable_and_secret_free() {
     match env(&[]).load() {
         Err(e @ KeySourceError::MissingVariable { .. }) => {
             assert!(e.to_string().contains(ENV_AES_KEY));
-            assert!(e.to_string().contains("keygen"));
+            // What to run to make one is the CLI's hint, not the library's.
+            assert!(!e.to_string().contains("keygen"));
         }
         other => panic!("{other:?}"),
     }
@@ -101,7 +102,7 @@ fn env_source_errors_are_actionable_and_secret_free() {
         ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("MANNA_ENCRYPTION_KEY"));
+    assert!(err.to_string().contains("and as a Fernet key"));
     assert!(!format!("{err} {err:?}").contains(shared.to_base64().as_str()));
 }
 

@@ -328,7 +328,11 @@ fn fernet_target_without_a_fernet_key_is_refused() {
     })
     .run(&[column()])
     .unwrap_err();
-    assert!(err.to_string().contains("MANNA_ENCRYPTION_KEY"), "{err}");
+    assert!(
+        matches!(err, manna_migrate::MigrateError::NoFernetKey),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("needs a Fernet key"), "{err}");
 }
 
 #[test]

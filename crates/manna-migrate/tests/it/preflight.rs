@@ -87,8 +87,20 @@ fn a_wrong_or_missing_fernet_key_is_caught_from_a_sample() {
     );
     assert!(
         p[0].to_string()
-            .contains("no Fernet key is configured (set MANNA_ENCRYPTION_KEY)"),
+            .ends_with("value is a legacy Fernet token but no Fernet key is configured"),
         "{}",
+        p[0]
+    );
+    // The cause is typed, for a front end to say which setting fixes it.
+    assert!(
+        matches!(
+            &p[0],
+            PreflightError::Undecryptable {
+                cause: Some(manna_crypto::DecryptError::NoFernetKey),
+                ..
+            }
+        ),
+        "{:?}",
         p[0]
     );
 }
@@ -162,4 +174,18 @@ fn bumping_versions_needs_a_version_column() {
     .run(&[c])
     .unwrap_err();
     assert!(matches!(err, MigrateError::NoVersionColumn { .. }), "{err}");
+}
+
+/// The engine's errors state facts; which flag or variable fixes them is
+/// the front end's to say.
+#[test]
+fn messages_carry_no_cli_hints() {
+    for m in [
+        manna_migrate::MigrateError::NoFernetKey.to_string(),
+        PreflightError::NoFernetKey.to_string(),
+    ] {
+        for hint in ["MANNA_", "xtask", "--"] {
+            assert!(!m.contains(hint), "{m:?} contains {hint:?}");
+        }
+    }
 }
