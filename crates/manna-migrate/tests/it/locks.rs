@@ -417,3 +417,40 @@ fn a_migrator_without_locks_starts_no_runtime() {
         "the child ran the scenario: {text}"
     );
 }
+
+/// `ProcessLocks::wait`: a second taker waits for the name to be given back
+/// (woken by the release, not by its deadline), and times out naming this
+/// process when it is not.
+#[test]
+fn process_locks_wait_for_a_release_then_time_out() {
+    use manna_migrate::ProcessLocks;
+
+    let name = "manna:migrate:process-locks-wait:t.c:0/1";
+    let first = ProcessLocks::new().acquire(name).unwrap();
+    let token = first.token();
+    let releaser = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(100));
+        assert!(first.release().unwrap());
+    });
+    let started = std::time::Instant::now();
+    let second = ProcessLocks::new()
+        .wait(Duration::from_secs(30))
+        .acquire(name)
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(second.token() > token, "tokens increase");
+    releaser.join().unwrap();
+
+    let err = match ProcessLocks::new()
+        .wait(Duration::from_millis(50))
+        .acquire(name)
+    {
+        Err(e) => e,
+        Ok(_) => panic!("the name is held"),
+    };
+    assert!(err.is_timeout(), "{err}");
+    assert!(err.holder().unwrap().contains("this process"), "{err}");
+    // Dropping a held lock gives the name back too.
+    drop(second);
+    assert!(ProcessLocks::new().acquire(name).is_ok());
+}
