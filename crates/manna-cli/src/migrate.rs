@@ -42,7 +42,7 @@ pub(crate) struct ColumnArgs {
     pub(crate) config: Option<PathBuf>,
 }
 
-/// `manna migrate` arguments (GUIDE §3).
+/// `manna migrate` arguments (docs/migration-guide.md).
 #[derive(Debug, Clone, Args)]
 pub(crate) struct MigrateArgs {
     #[command(flatten)]
@@ -197,7 +197,7 @@ fn locks(args: &MigrateArgs, store: &DieselStore) -> Result<Arc<dyn MigrationLoc
     Ok(Arc::new(locks))
 }
 
-/// Progress on a terminal: bars; otherwise the seed's log lines.
+/// Progress on a terminal: bars; otherwise the Python tool's log lines.
 pub(crate) fn progress_front_end() -> Arc<dyn Progress> {
     if std::io::stderr().is_terminal() {
         Arc::new(BarProgress::new())
