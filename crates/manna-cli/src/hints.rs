@@ -104,7 +104,6 @@ fn decrypt(e: &DecryptError, origin: KeyOrigin) -> Option<String> {
 
 fn migrate(e: &MigrateError, origin: KeyOrigin) -> Option<String> {
     match e {
-        MigrateError::NoFernetKey => Some(format!("--to fernet: {}", no_fernet_key(origin))),
         MigrateError::Keys(e) => crypto(e, origin),
         MigrateError::Preflight(problems) => problems.iter().find_map(|p| match p {
             PreflightError::NoFernetKey => Some(format!("--to fernet: {}", no_fernet_key(origin))),

@@ -14,6 +14,7 @@ use crate::lock::{migration_lock_name, HeldLock, MigrationLocks, ProcessLocks};
 use crate::options::{CancelToken, Options, Target};
 use crate::pipeline::{Pass, Source};
 use crate::plan::Planner;
+use crate::preflight::PreflightError;
 use crate::progress::{NoProgress, Progress};
 use crate::report::{Census, CensusKind, ColumnReport, Report, Status};
 use manna_store::{
@@ -157,11 +158,9 @@ impl Migrator {
     }
 
     pub(crate) fn check_options(&self) -> Result<(), MigrateError> {
-        self.options
-            .validate()
-            .map_err(MigrateError::InvalidOptions)?;
+        self.options.validate()?;
         if self.options.target == Target::Fernet && !self.keyring.has_fernet() {
-            return Err(MigrateError::NoFernetKey);
+            return Err(PreflightError::NoFernetKey.into());
         }
         if self.options.target == Target::Fernet {
             // Past `fernet_until` Fernet is neither written nor read.
@@ -246,9 +245,10 @@ impl Migrator {
             .map_err(|e| MigrateError::store(column, e))?;
         let writes = self.options.mode.writes();
         if writes && self.options.bump_version && !info.has_version {
-            return Err(MigrateError::NoVersionColumn {
+            return Err(PreflightError::NoVersionColumn {
                 column: column.to_string(),
-            });
+            }
+            .into());
         }
         let held = if writes {
             let database = self

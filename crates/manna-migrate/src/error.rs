@@ -11,9 +11,6 @@ use manna_store::StoreError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MigrateError {
-    /// The options are out of range or inconsistent.
-    #[error("invalid options: {0}")]
-    InvalidOptions(#[from] OptionsError),
     /// The store failed; the checkpoint of the last committed batch is kept,
     /// so the next run continues from there.
     // Causes are part of the messages here, so they are not also a
@@ -49,15 +46,6 @@ pub enum MigrateError {
     /// `fernet_until`).
     #[error("{0}")]
     Keys(manna_crypto::CryptoError),
-    /// The Fernet target without a Fernet key.
-    #[error("the Fernet target needs a Fernet key and none is configured")]
-    NoFernetKey,
-    /// Bumping versions was asked for but the table has no version column.
-    #[error("{column}: no `version` column; add it (INTEGER NOT NULL DEFAULT 1) or do not bump versions")]
-    NoVersionColumn {
-        /// `TABLE.COLUMN`.
-        column: String,
-    },
     /// A saved shard layout cannot be used.
     #[error("{column}: the saved shard layout for {shards} shards is damaged: {reason}")]
     Layout {
@@ -68,7 +56,10 @@ pub enum MigrateError {
         /// What is wrong.
         reason: String,
     },
-    /// Preflight found problems (one per column or option, joined by `; `).
+    /// A check before the run refused it — out-of-range options, no Fernet
+    /// key for the Fernet target, no version column to bump: the checks
+    /// [`Migrator::preflight`](crate::Migrator::preflight) makes, one
+    /// problem per column or option, joined by `; `.
     #[error("preflight failed: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Preflight(Vec<PreflightError>),
     /// A worker thread could not be started (the system's thread limit).
@@ -85,6 +76,18 @@ pub enum MigrateError {
         /// `TABLE.COLUMN`.
         column: String,
     },
+}
+
+impl From<PreflightError> for MigrateError {
+    fn from(e: PreflightError) -> Self {
+        MigrateError::Preflight(vec![e])
+    }
+}
+
+impl From<OptionsError> for MigrateError {
+    fn from(e: OptionsError) -> Self {
+        PreflightError::Options(e).into()
+    }
 }
 
 impl MigrateError {

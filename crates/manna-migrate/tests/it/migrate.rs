@@ -329,7 +329,8 @@ fn fernet_target_without_a_fernet_key_is_refused() {
     .run(&[column()])
     .unwrap_err();
     assert!(
-        matches!(err, manna_migrate::MigrateError::NoFernetKey),
+        matches!(&err, manna_migrate::MigrateError::Preflight(p)
+            if matches!(p[..], [manna_migrate::PreflightError::NoFernetKey])),
         "{err:?}"
     );
     assert!(err.to_string().contains("needs a Fernet key"), "{err}");
@@ -460,7 +461,8 @@ fn a_batch_size_outside_the_bounds_is_an_error_not_clamped() {
             .run(&[column()])
             .unwrap_err();
         assert!(
-            matches!(err, manna_migrate::MigrateError::InvalidOptions(_)),
+            matches!(&err, manna_migrate::MigrateError::Preflight(p)
+                if matches!(p[..], [manna_migrate::PreflightError::Options(_)])),
             "{err:?}"
         );
     }
