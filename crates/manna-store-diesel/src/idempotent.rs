@@ -3,13 +3,13 @@
 
 use diesel::sql_types::{BigInt, Nullable, Text};
 use manna_lock::ConflictError;
-use manna_store::Ident;
+use manna_store::{Ident, RowId};
 
 use crate::conn::{AnyConn, StoreConnection};
 use crate::error::Error;
 use crate::schema::{ensure_operations_table, OPERATIONS_TABLE};
 use crate::sql::{Bind, Sql};
-use crate::versioned::{Changes, Key, VersionedTable};
+use crate::versioned::{Changes, VersionedTable};
 
 /// What an idempotent compare-and-set did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,7 +122,7 @@ impl IdempotentCas {
         &self,
         conn: &mut C,
         operation_id: &str,
-        id: impl Into<Key>,
+        id: impl Into<RowId>,
         expected: i64,
         changes: &Changes,
     ) -> Result<CasOutcome, Error> {
@@ -141,7 +141,7 @@ impl IdempotentCas {
         &self,
         c: &mut AnyConn<'_>,
         operation_id: &str,
-        id: &Key,
+        id: &RowId,
         expected: i64,
         changes: &Changes,
     ) -> Result<CasOutcome, TxError> {

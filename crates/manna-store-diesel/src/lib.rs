@@ -37,7 +37,7 @@ pub use pool::{pg_pool, PgPool};
 pub use pool::{sqlite_pool, SqlitePool};
 pub use pool::{DbConnection, DbPool, PoolOptions};
 pub use url::DatabaseUrl;
-pub use versioned::{Changes, Key, Value, VersionedTable};
+pub use versioned::{Changes, Value, VersionedTable};
 
 /// Diesel, re-exported so applications use the same version.
 pub use diesel;

@@ -13,7 +13,7 @@ use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
 use diesel::sql_types::{BigInt, Binary, HasSqlType, Nullable, Text, Untyped};
 use diesel::{QueryResult, RunQueryDsl};
-use manna_store::Ident;
+use manna_store::{IdKind, Ident, RowId};
 
 use crate::conn::{AnyConn, Dialect};
 
@@ -239,3 +239,32 @@ impl<DB: Backend> Query for DynQuery<DB> {
 }
 
 impl<DB: Backend, Conn> RunQueryDsl<Conn> for DynQuery<DB> {}
+
+/// Binds primary-key value `id` as a key of `kind` — the one place a key is
+/// bound, for the migrator's store and the application's versioned writes
+/// alike. UUIDs are bound as lowercase canonical text (`CAST(… AS uuid)` on
+/// PostgreSQL, text on SQLite, as the store returns them).
+pub(crate) fn push_key(q: &mut Sql, kind: IdKind, id: &RowId) -> Result<(), crate::Error> {
+    match (kind, id) {
+        (IdKind::Int, RowId::Int(i)) => {
+            q.bind(Bind::Int(*i));
+        }
+        (IdKind::Uuid, RowId::Text(s)) => {
+            let canonical = Bind::Text(s.to_ascii_lowercase());
+            if q.dialect() == Dialect::Postgres {
+                q.push("CAST(").bind(canonical).push(" AS uuid)");
+            } else {
+                q.bind(canonical);
+            }
+        }
+        (IdKind::Text, RowId::Text(s)) => {
+            q.bind(Bind::Text(s.clone()));
+        }
+        _ => {
+            return Err(crate::Error::unsupported(format!(
+                "row id {id} does not match the key column's type ({kind:?})"
+            )))
+        }
+    }
+    Ok(())
+}

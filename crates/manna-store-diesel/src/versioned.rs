@@ -5,94 +5,12 @@ use std::fmt;
 
 use diesel::sql_types::BigInt;
 use manna_lock::ConflictError;
-use manna_store::{Ident, RowId};
+use manna_store::{IdKind, Ident, RowId};
 
-use crate::conn::{AnyConn, Dialect, StoreConnection};
+use crate::conn::{AnyConn, StoreConnection};
 use crate::error::Error;
 use crate::schema::VERSION_COLUMN;
-use crate::sql::{Bind, Sql};
-
-/// A primary-key value.
-#[derive(Clone, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Key {
-    /// Integer key.
-    Int(i64),
-    /// Text key.
-    Text(String),
-    /// UUID key, as text (`CAST(… AS uuid)` on PostgreSQL; text on SQLite).
-    Uuid(String),
-}
-
-impl Key {
-    /// A UUID key from anything that prints as a UUID.
-    pub fn uuid(u: impl fmt::Display) -> Self {
-        Key::Uuid(u.to_string().to_ascii_lowercase())
-    }
-
-    pub(crate) fn push(&self, q: &mut Sql) {
-        match self {
-            Key::Int(i) => {
-                q.bind(Bind::Int(*i));
-            }
-            Key::Text(s) => {
-                q.bind(Bind::Text(s.clone()));
-            }
-            Key::Uuid(s) if q.dialect() == Dialect::Postgres => {
-                q.push("CAST(")
-                    .bind(Bind::Text(s.clone()))
-                    .push(" AS uuid)");
-            }
-            Key::Uuid(s) => {
-                q.bind(Bind::Text(s.clone()));
-            }
-        }
-    }
-}
-
-impl fmt::Display for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Key::Int(i) => write!(f, "{i}"),
-            Key::Text(s) | Key::Uuid(s) => f.write_str(s),
-        }
-    }
-}
-
-impl fmt::Debug for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Key({self})")
-    }
-}
-
-impl From<i64> for Key {
-    fn from(i: i64) -> Self {
-        Key::Int(i)
-    }
-}
-impl From<i32> for Key {
-    fn from(i: i32) -> Self {
-        Key::Int(i.into())
-    }
-}
-impl From<&str> for Key {
-    fn from(s: &str) -> Self {
-        Key::Text(s.to_owned())
-    }
-}
-impl From<String> for Key {
-    fn from(s: String) -> Self {
-        Key::Text(s)
-    }
-}
-impl From<RowId> for Key {
-    fn from(r: RowId) -> Self {
-        match r {
-            RowId::Int(i) => Key::Int(i),
-            RowId::Text(s) => Key::Text(s),
-        }
-    }
-}
+use crate::sql::{push_key, Bind, Sql};
 
 /// A value written by a versioned update. Always bound, never formatted
 /// into SQL.
@@ -219,6 +137,8 @@ impl Changes {
 pub struct VersionedTable {
     table: Ident,
     id_column: Ident,
+    /// Declared key type; `None`: taken from each id (integer or text).
+    id_kind: Option<IdKind>,
     version_column: Ident,
 }
 
@@ -234,6 +154,7 @@ impl VersionedTable {
         Ok(VersionedTable {
             table: Ident::new(table)?,
             id_column: Ident::new("id")?,
+            id_kind: None,
             version_column: Ident::new(VERSION_COLUMN)?,
         })
     }
@@ -242,6 +163,23 @@ impl VersionedTable {
     pub fn with_id_column(mut self, column: &str) -> Result<Self, Error> {
         self.id_column = Ident::new(column)?;
         Ok(self)
+    }
+
+    /// Declares the id column's type. Without it an integer id is bound as
+    /// an integer and a text id as text; a `uuid` key needs
+    /// [`IdKind::Uuid`] (ids given as text in any case; bound as `uuid` on
+    /// PostgreSQL, as lowercase text on SQLite).
+    pub fn with_id_kind(mut self, kind: IdKind) -> Self {
+        self.id_kind = Some(kind);
+        self
+    }
+
+    /// The key type `id` is bound as.
+    fn kind_of(&self, id: &RowId) -> IdKind {
+        self.id_kind.unwrap_or(match id {
+            RowId::Int(_) => IdKind::Int,
+            _ => IdKind::Text,
+        })
     }
 
     /// Uses another version column.
@@ -275,7 +213,7 @@ impl VersionedTable {
     pub fn update<C: StoreConnection>(
         &self,
         conn: &mut C,
-        id: impl Into<Key>,
+        id: impl Into<RowId>,
         expected: i64,
         changes: &Changes,
     ) -> Result<i64, Error> {
@@ -285,7 +223,7 @@ impl VersionedTable {
     pub(crate) fn update_any(
         &self,
         conn: &mut AnyConn<'_>,
-        id: &Key,
+        id: &RowId,
         expected: i64,
         changes: &Changes,
     ) -> Result<i64, Error> {
@@ -301,7 +239,7 @@ impl VersionedTable {
             .push(" + 1 WHERE ")
             .ident(&self.id_column)
             .push(" = ");
-        id.push(&mut q);
+        push_key(&mut q, self.kind_of(id), id)?;
         q.push(" AND ")
             .ident(&self.version_column)
             .push(" = ")
@@ -319,7 +257,7 @@ impl VersionedTable {
     pub fn delete<C: StoreConnection>(
         &self,
         conn: &mut C,
-        id: impl Into<Key>,
+        id: impl Into<RowId>,
         expected: i64,
     ) -> Result<(), Error> {
         let conn = &mut conn.any();
@@ -330,7 +268,7 @@ impl VersionedTable {
             .push(" WHERE ")
             .ident(&self.id_column)
             .push(" = ");
-        id.push(&mut q);
+        push_key(&mut q, self.kind_of(&id), &id)?;
         q.push(" AND ")
             .ident(&self.version_column)
             .push(" = ")
@@ -346,7 +284,7 @@ impl VersionedTable {
     pub fn version<C: StoreConnection>(
         &self,
         conn: &mut C,
-        id: impl Into<Key>,
+        id: impl Into<RowId>,
     ) -> Result<Option<i64>, Error> {
         self.version_any(&mut conn.any(), &id.into())
     }
@@ -354,7 +292,7 @@ impl VersionedTable {
     pub(crate) fn version_any(
         &self,
         conn: &mut AnyConn<'_>,
-        id: &Key,
+        id: &RowId,
     ) -> Result<Option<i64>, Error> {
         let mut q = Sql::new(conn.dialect());
         q.push("SELECT CAST(")
@@ -364,7 +302,7 @@ impl VersionedTable {
             .push(" WHERE ")
             .ident(&self.id_column)
             .push(" = ");
-        id.push(&mut q);
+        push_key(&mut q, self.kind_of(id), id)?;
         let rows: Vec<VersionRow> = q.load(conn).map_err(|e| self.map_err(e.into()))?;
         Ok(rows.first().map(|r| r.version))
     }
@@ -373,7 +311,7 @@ impl VersionedTable {
     pub(crate) fn conflict(
         &self,
         conn: &mut AnyConn<'_>,
-        id: &Key,
+        id: &RowId,
     ) -> Result<ConflictError, Error> {
         Ok(match self.version_any(conn, id)? {
             None => ConflictError::row_gone(self.table.as_str(), id.to_string()),

@@ -122,7 +122,7 @@ impl From<&str> for RowId {
 }
 
 /// The kind of a table's primary key, as the store found it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum IdKind {
     /// Integer key.

@@ -3,7 +3,6 @@
 
 mod support;
 
-mod audit;
 mod concurrency;
 mod locks;
 mod metrics;

@@ -6,6 +6,7 @@ use manna_store::{ColumnRef, IdKind, IdRange, RowId};
 
 use crate::conn::Dialect;
 use crate::error::Error;
+use crate::sql::push_key;
 use crate::sql::{Bind, Sql};
 
 /// The key as an ordering and comparison expression: with an explicit
@@ -41,29 +42,6 @@ pub(super) fn push_id_select(q: &mut Sql, prefix: &str, column: &ColumnRef, kind
         .push(") AS id");
 }
 
-/// A bound key value of the column's kind.
-pub(super) fn push_id_value(q: &mut Sql, kind: IdKind, id: &RowId) -> Result<(), Error> {
-    match (kind, id) {
-        (IdKind::Int, RowId::Int(i)) => {
-            q.bind(Bind::Int(*i));
-        }
-        (IdKind::Uuid, RowId::Text(s)) if q.dialect() == Dialect::Postgres => {
-            q.push("CAST(")
-                .bind(Bind::Text(s.clone()))
-                .push(" AS uuid)");
-        }
-        (IdKind::Text | IdKind::Uuid, RowId::Text(s)) => {
-            q.bind(Bind::Text(s.clone()));
-        }
-        _ => {
-            return Err(Error::unsupported(format!(
-                "row id {id} does not match the key column's type ({kind:?})"
-            )))
-        }
-    }
-    Ok(())
-}
-
 /// ` WHERE …` for `range` (nothing when unbounded).
 pub(super) fn push_range(
     q: &mut Sql,
@@ -81,13 +59,13 @@ pub(super) fn push_range(
         clause(q);
         push_id_expr(q, column, collate_bytewise);
         q.push(" > ");
-        push_id_value(q, kind, after)?;
+        push_key(q, kind, after)?;
     }
     if let Some(until) = &range.until {
         clause(q);
         push_id_expr(q, column, collate_bytewise);
         q.push(" <= ");
-        push_id_value(q, kind, until)?;
+        push_key(q, kind, until)?;
     }
     Ok(!first)
 }

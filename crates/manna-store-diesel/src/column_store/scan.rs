@@ -4,13 +4,13 @@
 use manna_store::{ColumnRef, IdRange, Row, RowId, StoreError};
 
 use super::fragments::{
-    bind_id_array, push_id_expr, push_id_select, push_id_value, push_range, push_unprefixed,
-    push_value_select,
+    bind_id_array, push_id_expr, push_id_select, push_range, push_unprefixed, push_value_select,
 };
 use super::rows::rows_from;
 use super::{Described, DieselStore};
 use crate::conn::Dialect;
 use crate::error::Error;
+use crate::sql::push_key;
 use crate::sql::{Bind, Sql};
 
 /// SQLite's statement-parameter budget per `IN (…)` list when reading ids.
@@ -101,7 +101,7 @@ impl DieselStore {
                             if i > 0 {
                                 q.push(", ");
                             }
-                            push_id_value(&mut q, kind, id)?;
+                            push_key(&mut q, kind, id)?;
                         }
                         q.push(")");
                         out.extend(rows_from(q, conn, kind)?);

@@ -6,12 +6,13 @@ use manna_store::{
 };
 
 use super::checkpoints::save_checkpoint;
-use super::fragments::{bind_id_array, push_id_select, push_id_value};
+use super::fragments::{bind_id_array, push_id_select};
 use super::rows::ids_from;
 use super::DieselStore;
 use crate::conn::{AnyConn, Dialect};
 use crate::error::Error;
 use crate::schema::VERSION_COLUMN;
+use crate::sql::push_key;
 use crate::sql::{Bind, Sql};
 
 /// Session limits of a PostgreSQL batch transaction: the server ends the
@@ -150,7 +151,7 @@ fn write_sqlite(
             q.push(", \"version\" = \"version\" + 1");
         }
         q.push(" WHERE ").ident(&column.id_column).push(" = ");
-        push_id_value(&mut q, kind, &r.id)?;
+        push_key(&mut q, kind, &r.id)?;
         // Bytes against bytes: matches a value stored as a BLOB too, and no
         // collation (NOCASE) applies.
         q.push(" AND CAST(")

@@ -391,9 +391,8 @@ fn postgres_icu_default_collation_with_c_lc_collate_scans_bytewise() {
         assert_eq!(seen, want, "{parts} parts: every row in exactly one range");
     }
 
-    let mut options = Options::default();
+    let mut options = Options::default().with_batch_size(3);
     options.workers = 2;
-    options.batch_size = 3;
     options.adaptive = false;
     let locks =
         manna_migrate::BlockingLocks::with_own_runtime(manna_lock::LockManager::in_memory())

@@ -154,17 +154,19 @@ impl Harness for DieselHarness<'_> {
         if !self.versioned.contains(column.table.as_str()) {
             return None;
         }
+        let kind = match id {
+            RowId::Text(s) if self.db.is_pg() && s.len() == 36 && s.matches('-').count() == 4 => {
+                IdKind::Uuid
+            }
+            RowId::Text(_) => IdKind::Text,
+            _ => IdKind::Int,
+        };
         let table = manna_store_diesel::VersionedTable::new(column.table.as_str())
             .unwrap()
             .with_id_column(column.id_column.as_str())
-            .unwrap();
-        let key = match (id, self.db.is_pg()) {
-            (RowId::Text(s), true) if s.len() == 36 && s.matches('-').count() == 4 => {
-                manna_store_diesel::Key::uuid(s)
-            }
-            _ => id.clone().into(),
-        };
-        table.version(&mut self.db.conn(), key).unwrap()
+            .unwrap()
+            .with_id_kind(kind);
+        table.version(&mut self.db.conn(), id.clone()).unwrap()
     }
 
     fn supports(&self, _kind: IdKind) -> bool {

@@ -1,13 +1,21 @@
 //! Issue 11: audit events under `manna::audit` — migration start and
 //! finish, decryption failures, retire-check verdicts — carry ids, counts
-//! and kinds, never a value or a key.
+//! and kinds, never a value or a key. Its own test binary: `tracing`
+//! caches which call sites are enabled per process, so a subscriber
+//! captured on one test's thread must not race other tests' call sites.
+
+#![allow(clippy::unwrap_used)]
 
 use manna_crypto::testing::AuditLog;
 use manna_crypto::FernetKey;
-use manna_migrate::{key_usage, IdKind, RetiringKey};
+use std::sync::Arc;
+
+use manna_migrate::{key_usage, BlockingLocks, ColumnRef, IdKind, Migrator, RetiringKey};
 use manna_store::testing::MemoryStore;
 
-use crate::support::{column, run};
+fn column() -> ColumnRef {
+    ColumnRef::parse("plaid_items.access_token", "id").unwrap()
+}
 
 #[test]
 fn a_migration_is_audited_without_values_or_keys() {
@@ -31,7 +39,11 @@ fn a_migration_is_audited_without_values_or_keys() {
     let lost = FernetKey::generate().encrypt(b"PLAINTEXT-SECRET-LOST");
     store.insert(&c, 6, Some(lost.clone()));
 
-    let report = run(&store, &keyring, |_| {});
+    let locks = BlockingLocks::with_own_runtime(manna_lock::LockManager::in_memory()).unwrap();
+    let report = Migrator::new(Arc::new(store.clone()), keyring.clone())
+        .locks(Arc::new(locks))
+        .run(std::slice::from_ref(&c))
+        .unwrap();
     assert_eq!(report.columns[0].failed_total, 1);
     let usage = key_usage(
         &store,
