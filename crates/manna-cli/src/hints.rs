@@ -7,7 +7,7 @@ use manna_crypto::{
     CryptoError, DecryptError, KeyError, KeySourceError, ENV_AES_KEY, ENV_AES_PREVIOUS,
     ENV_FERNET_KEYS,
 };
-use manna_migrate::{MigrateError, PreflightError};
+use manna_migrate::{FailureKind, MigrateError, PreflightError};
 
 /// Where the keyring came from, which decides the advice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +36,9 @@ pub(crate) fn hint(err: &anyhow::Error, origin: KeyOrigin) -> Option<String> {
         }
         if let Some(e) = cause.downcast_ref::<MigrateError>() {
             return migrate(e, origin);
+        }
+        if cause.downcast_ref::<FernetUnopened>().is_some() {
+            return Some(unknown_fernet_key(origin));
         }
         None
     })
@@ -82,6 +85,26 @@ fn no_fernet_key(origin: KeyOrigin) -> String {
     }
 }
 
+/// A Fernet token that no configured Fernet key opens (the keyring's
+/// opaque authentication error, said the way it applies to Fernet).
+#[derive(Debug, thiserror::Error)]
+#[error("the Fernet token does not open under any configured Fernet key (made with another key, or modified)")]
+pub(crate) struct FernetUnopened;
+
+/// What to do about a Fernet token no configured Fernet key opens.
+pub(crate) fn unknown_fernet_key(origin: KeyOrigin) -> String {
+    match origin {
+        KeyOrigin::Environment => format!(
+            "no configured Fernet key opens it: if the application rotated its Fernet keys, put \
+             the newer key first in {ENV_FERNET_KEYS} (comma-separated, newest first, as \
+             MultiFernet)"
+        ),
+        KeyOrigin::File => "no configured Fernet key opens it: if the application rotated its \
+             Fernet keys, add the newer one to the key file"
+            .to_owned(),
+    }
+}
+
 fn crypto(e: &CryptoError, origin: KeyOrigin) -> Option<String> {
     match e {
         CryptoError::NoFernetKey => Some(no_fernet_key(origin)),
@@ -107,6 +130,12 @@ fn migrate(e: &MigrateError, origin: KeyOrigin) -> Option<String> {
         MigrateError::Keys(e) => crypto(e, origin),
         MigrateError::Preflight(problems) => problems.iter().find_map(|p| match p {
             PreflightError::NoFernetKey => Some(format!("--to fernet: {}", no_fernet_key(origin))),
+            // Fernet binds no AAD: the --aad mode is not the suspect.
+            PreflightError::Undecryptable {
+                kind: FailureKind::UnknownKey,
+                cause: Some(DecryptError::Authentication),
+                ..
+            } => Some(unknown_fernet_key(origin)),
             PreflightError::Undecryptable {
                 cause: Some(cause), ..
             } => decrypt(cause, origin).map(|h| format!("{h}; check the --aad mode too")),

@@ -197,7 +197,16 @@ pub(crate) fn decrypt(keys: &KeyConfig, aad: Option<&str>) -> Result<()> {
         .lock()
         .read_to_string(&mut input)
         .context("cannot read stdin: expected one token as text")?;
-    let plaintext = keyring.decrypt(input.trim(), aad.unwrap_or_default().as_bytes())?;
+    let token = input.trim();
+    let plaintext = keyring
+        .decrypt(token, aad.unwrap_or_default().as_bytes())
+        .map_err(|e| match (e, manna_crypto::inspect(token)) {
+            // Fernet binds no AAD: the key is what is missing, not the AAD.
+            (manna_crypto::DecryptError::Authentication, manna_crypto::Format::Fernet) => {
+                anyhow::Error::new(crate::hints::FernetUnopened)
+            }
+            (e, _) => e.into(),
+        })?;
     let mut out = std::io::stdout().lock();
     out.write_all(&plaintext)?;
     out.flush()?;

@@ -63,6 +63,8 @@ pub enum PreflightError {
         ids: Vec<RowId>,
         /// What the most frequent failure means (no value, no key).
         hint: String,
+        /// The most frequent failure's kind.
+        kind: FailureKind,
         /// The most frequent failure, when it is a decryption error (a
         /// front end can tell the operator which setting to change).
         cause: Option<DecryptError>,
@@ -153,27 +155,32 @@ impl Migrator {
                 Outcome::Failed { reason, error, .. } => {
                     sampled += 1;
                     ids.push(row.id.clone());
-                    let hint = error
-                        .as_ref()
-                        .map_or_else(|| reason.as_str().replace('_', " "), |e| e.to_string());
+                    let hint = match (reason, &error) {
+                        // A Fernet token no configured Fernet key opens:
+                        // Fernet binds no AAD, so the key is what is missing.
+                        (FailureKind::UnknownKey, Some(DecryptError::Authentication)) => {
+                            "Fernet tokens no configured Fernet key opens (a newer key of the \
+                             MultiFernet set may be missing)"
+                                .to_owned()
+                        }
+                        (_, Some(e)) => e.to_string(),
+                        (_, None) => reason.as_str().replace('_', " "),
+                    };
                     reasons.entry(reason).or_insert((0, hint, error)).0 += 1;
                 }
                 _ => sampled += 1,
             }
         }
         let failed = ids.len() as u64;
-        if failed > 0 && failed * 2 >= sampled {
-            let (hint, cause) = reasons
-                .into_values()
-                .max_by_key(|(n, _, _)| *n)
-                .map(|(_, h, e)| (h, e))
-                .unwrap_or_default();
+        let most = reasons.into_iter().max_by_key(|(_, (n, _, _))| *n);
+        if let (true, Some((kind, (_, hint, cause)))) = (failed * 2 >= sampled, most) {
             return Err(PreflightError::Undecryptable {
                 column: column.to_string(),
                 sampled,
                 failed,
                 ids,
                 hint,
+                kind,
                 cause,
             });
         }

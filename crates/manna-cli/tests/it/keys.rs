@@ -87,6 +87,20 @@ fn decrypt_reads_previous_and_fernet_keys() {
     assert_eq!(o.stdout, b"legacy");
     let err = assert_one_line_error(&manna(&["decrypt"], &only_new, ftoken.as_bytes()));
     assert!(err.contains("MANNA_ENCRYPTION_KEY"), "{err}");
+
+    // Issue 11: a Fernet token under a key nobody configured says a newer
+    // MultiFernet key may be missing — not "wrong AAD": Fernet has none.
+    let rotated_away = manna_crypto::FernetKey::generate().encrypt(b"newer");
+    let err = assert_one_line_error(&manna(&["decrypt"], &with_fernet, rotated_away.as_bytes()));
+    assert!(
+        err.contains("does not open under any configured Fernet key"),
+        "{err}"
+    );
+    assert!(
+        err.contains("newer key first in MANNA_ENCRYPTION_KEY"),
+        "{err}"
+    );
+    assert!(!err.contains("AAD"), "{err}");
 }
 
 #[test]
