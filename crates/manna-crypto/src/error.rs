@@ -126,6 +126,20 @@ pub enum CryptoError {
     },
 }
 
+impl CryptoError {
+    /// A short, stable name of the failure (the `kind` label of
+    /// [`ENCRYPT_FAILURES`](crate::metrics::ENCRYPT_FAILURES)).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CryptoError::NoFernetKey => "no_fernet_key",
+            CryptoError::PlaintextTooLarge { .. } => "plaintext_too_large",
+            CryptoError::NonceLimitReached { .. } => "nonce_limit_reached",
+            CryptoError::PrimaryKeyExpired { .. } => "primary_key_expired",
+            CryptoError::FernetEnded { .. } => "fernet_ended",
+        }
+    }
+}
+
 /// Decryption failed. Authentication failures are one opaque variant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -296,6 +296,7 @@ impl Keyring {
         let mut nonce = [0u8; NONCE_LEN];
         rand::thread_rng().fill_bytes(&mut nonce);
         self.encrypt_with_nonce_inner(plaintext, aad, nonce)
+            .inspect_err(metrics::encrypt_failed)
     }
 
     /// Encrypts with a caller-chosen nonce, to reproduce the test vectors of
@@ -345,6 +346,7 @@ impl Keyring {
         let mut nonce = [0u8; NONCE_LEN];
         rand::thread_rng().fill_bytes(&mut nonce);
         self.encrypt_to_bytes_inner(plaintext, aad, nonce)
+            .inspect_err(metrics::encrypt_failed)
     }
 
     /// [`Keyring::encrypt_to_bytes`] with a caller-chosen nonce, for test

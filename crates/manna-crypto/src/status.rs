@@ -1,4 +1,8 @@
 //! Encryption status (what `manna info` prints).
+//!
+//! Computing a status ([`Keyring::status`](crate::Keyring::status)) also
+//! sets the key gauges of [`metrics`](crate::metrics): age, time to expiry
+//! and role of every configured key.
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -23,6 +27,18 @@ pub enum KeyRole {
     DecryptOnly,
     /// A legacy Fernet key (decrypts; the first one encrypts for rollback).
     Fernet,
+}
+
+impl KeyRole {
+    /// The role as its snake-case name (`primary`, `decrypt_only`,
+    /// `fernet`): the `role` label of the key gauges.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyRole::Primary => "primary",
+            KeyRole::DecryptOnly => "decrypt_only",
+            KeyRole::Fernet => "fernet",
+        }
+    }
 }
 
 /// Status of one key.
@@ -187,6 +203,9 @@ impl Status {
             warnings: Vec::new(),
             keys,
         };
+        for key in &status.keys {
+            crate::metrics::key_gauges(key, now);
+        }
         status.warnings = status
             .keys
             .iter()

@@ -144,3 +144,133 @@ fn unconfigured_key_ids_are_labelled_unknown() {
         "{counts:#?}"
     );
 }
+
+mod gauges {
+    use manna_crypto::metrics::{
+        ENCRYPT_FAILURES, KEY_AGE_SECONDS, KEY_EXPIRES_IN_SECONDS, KEY_INFO,
+    };
+    use manna_crypto::{AesKey, FernetKey, KeyMetadata, Keyring};
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use time::macros::datetime;
+
+    /// `(name, sorted labels, value)` of one metric.
+    type Sample = (String, Vec<(String, String)>, DebugValue);
+
+    /// Every metric the recorder holds.
+    fn snapshot(recorder: &DebuggingRecorder) -> Vec<Sample> {
+        recorder
+            .snapshotter()
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                let mut labels: Vec<(String, String)> = key
+                    .key()
+                    .labels()
+                    .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                    .collect();
+                labels.sort();
+                (key.key().name().to_owned(), labels, value)
+            })
+            .collect()
+    }
+
+    fn gauge(snap: &[Sample], name: &str, key_id: &str, role: &str) -> Option<f64> {
+        let labels = vec![
+            ("key_id".to_owned(), key_id.to_owned()),
+            ("role".to_owned(), role.to_owned()),
+        ];
+        snap.iter()
+            .find(|(n, l, _)| n == name && *l == labels)
+            .map(|(_, _, v)| match v {
+                DebugValue::Gauge(g) => g.into_inner(),
+                other => panic!("{name} is not a gauge: {other:?}"),
+            })
+    }
+
+    #[test]
+    fn status_sets_key_age_expiry_and_role_gauges() {
+        let recorder = DebuggingRecorder::new();
+        let primary = AesKey::generate();
+        let previous = AesKey::generate();
+        let fernet = FernetKey::generate();
+        let (pid, oid, fid) = (primary.id(), previous.id(), fernet.id());
+        let created = datetime!(2026-01-01 0:00 UTC);
+        let keyring = Keyring::builder()
+            .primary_with_metadata(
+                primary,
+                KeyMetadata {
+                    created_at: Some(created),
+                    expires_at: Some(datetime!(2026-12-31 0:00 UTC)),
+                },
+            )
+            .previous(previous)
+            .fernet(fernet)
+            .build()
+            .unwrap();
+        let now = datetime!(2026-12-01 0:00 UTC);
+        metrics::with_local_recorder(&recorder, || keyring.status_at(now));
+        let snap = snapshot(&recorder);
+        let (pid, oid, fid) = (pid.to_string(), oid.to_string(), fid.to_string());
+        assert_eq!(gauge(&snap, KEY_INFO, &pid, "primary"), Some(1.0));
+        assert_eq!(gauge(&snap, KEY_INFO, &oid, "decrypt_only"), Some(1.0));
+        assert_eq!(gauge(&snap, KEY_INFO, &fid, "fernet"), Some(1.0));
+        assert_eq!(
+            gauge(&snap, KEY_AGE_SECONDS, &pid, "primary"),
+            Some((now - created).as_seconds_f64())
+        );
+        assert_eq!(
+            gauge(&snap, KEY_EXPIRES_IN_SECONDS, &pid, "primary"),
+            Some(30.0 * 86_400.0)
+        );
+        // Unknown dates: no gauge rather than a made-up value.
+        assert_eq!(gauge(&snap, KEY_AGE_SECONDS, &oid, "decrypt_only"), None);
+        assert_eq!(gauge(&snap, KEY_EXPIRES_IN_SECONDS, &fid, "fernet"), None);
+        assert_eq!(snap.len(), 5, "{snap:#?}");
+        // Labels hold key ids and roles only.
+        for (_, labels, _) in &snap {
+            for (k, _) in labels {
+                assert!(k == "key_id" || k == "role", "unexpected label {k}");
+            }
+        }
+
+        // Computing the status again refreshes the gauges.
+        let later = datetime!(2026-12-11 0:00 UTC);
+        metrics::with_local_recorder(&recorder, || keyring.status_at(later));
+        let snap = snapshot(&recorder);
+        assert_eq!(
+            gauge(&snap, KEY_EXPIRES_IN_SECONDS, &pid, "primary"),
+            Some(20.0 * 86_400.0)
+        );
+    }
+
+    #[test]
+    fn a_failed_encryption_is_counted_by_kind() {
+        let recorder = DebuggingRecorder::new();
+        let keyring = Keyring::builder()
+            .primary_with_metadata(
+                AesKey::generate(),
+                KeyMetadata {
+                    created_at: None,
+                    expires_at: Some(datetime!(2020-01-01 0:00 UTC)),
+                },
+            )
+            .build()
+            .unwrap();
+        metrics::with_local_recorder(&recorder, || {
+            keyring.encrypt(b"secret", b"").unwrap_err();
+            keyring.encrypt_to_bytes(b"secret", b"").unwrap_err();
+        });
+        let snap = snapshot(&recorder);
+        let failures: Vec<_> = snap
+            .iter()
+            .filter(|(n, _, _)| n == ENCRYPT_FAILURES)
+            .collect();
+        assert_eq!(failures.len(), 1, "{snap:#?}");
+        assert_eq!(
+            failures[0].1,
+            vec![("kind".to_owned(), "primary_key_expired".to_owned())]
+        );
+        assert!(matches!(failures[0].2, DebugValue::Counter(2)));
+    }
+}
