@@ -28,3 +28,20 @@ pub const RENEWALS: &str = "manna_lock_renewals_total";
 pub const RENEWAL_FAILURES: &str = "manna_lock_renewal_failures_total";
 /// Counter: leases reported lost to their holder.
 pub const LOST: &str = "manna_lock_lost_leases_total";
+
+/// Every metric name this crate records.
+pub const ALL: &[&str] = &[
+    CONFLICTS,
+    CONFLICT_RETRIES,
+    CONFLICT_RETRIES_EXHAUSTED,
+    ACQUISITIONS,
+    CONTENDED,
+    TIMEOUTS,
+    DEADLOCKS,
+    UNAVAILABLE,
+    WAIT_SECONDS,
+    HELD_SECONDS,
+    RENEWALS,
+    RENEWAL_FAILURES,
+    LOST,
+];
