@@ -4,9 +4,12 @@ pub mod aad;
 pub mod audit;
 mod envelope;
 mod error;
+#[cfg(feature = "escrow")]
+pub mod escrow;
 mod fernet;
 mod key;
 mod key_file;
+mod key_file_writer;
 mod keyring;
 pub mod metrics;
 mod plaintext;
@@ -23,6 +26,7 @@ pub use error::{CryptoError, DecryptError, KeyError, KeyKind};
 pub use fernet::MAX_CLOCK_SKEW;
 pub use key::{AesKey, FernetKey, KeyId, ParseKeyIdError, KEY_ID_LEN, KEY_LEN};
 pub use key_file::parse_key_file;
+pub use key_file_writer::KeyFileWriter;
 pub use keyring::{KeyMetadata, Keyring, KeyringBuilder, NONCE_LIMIT, NONCE_WARNING_THRESHOLD};
 pub use plaintext::Plaintext;
 pub use source::{
