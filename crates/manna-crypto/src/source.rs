@@ -9,7 +9,8 @@ use crate::key_file::{parse_instant, NOT_RFC3339};
 
 use crate::error::KeyError;
 use crate::key::{AesKey, FernetKey};
-use crate::keyring::Keyring;
+use crate::key_file_writer::KeyFileWriter;
+use crate::keyring::{KeyMetadata, Keyring};
 
 /// Primary AES-256 key, base64 of 32 bytes.
 pub const ENV_AES_KEY: &str = "MANNA_ENCRYPTION_KEY_AES256";
@@ -182,8 +183,16 @@ impl EnvKeySource {
     }
 }
 
-impl KeySource for EnvKeySource {
-    fn load(&self) -> Result<Keyring, KeySourceError> {
+/// The keys the environment configures.
+struct EnvKeys {
+    primary: AesKey,
+    previous: Vec<AesKey>,
+    fernet: Vec<FernetKey>,
+    fernet_until: Option<time::OffsetDateTime>,
+}
+
+impl EnvKeySource {
+    fn read(&self) -> Result<EnvKeys, KeySourceError> {
         let primary = self
             .get(ENV_AES_KEY)
             .ok_or(KeySourceError::MissingVariable {
@@ -199,18 +208,58 @@ impl KeySource for EnvKeySource {
             })?;
         let previous = self.entries(ENV_AES_PREVIOUS, AesKey::from_base64)?;
         let fernet = self.entries(ENV_FERNET_KEYS, FernetKey::from_base64)?;
-        let mut builder = Keyring::builder()
-            .primary(primary)
-            .previous_keys(previous)
-            .fernet_keys(fernet)
+        let fernet_until =
+            match self.get(ENV_FERNET_UNTIL) {
+                // The value is not echoed: a key pasted into it would be printed.
+                Some(until) => Some(parse_instant(until.trim()).ok_or_else(|| {
+                    KeySourceError::InvalidSetting {
+                        location: ENV_FERNET_UNTIL.to_owned(),
+                        reason: NOT_RFC3339.to_owned(),
+                    }
+                })?),
+                None => None,
+            };
+        Ok(EnvKeys {
+            primary,
+            previous,
+            fernet,
+            fernet_until,
+        })
+    }
+
+    /// The configured keys as key-file text (TOML, see [`FileKeySource`]):
+    /// the primary key, the decrypt-only keys and the Fernet keys in order,
+    /// `fernet_until` and `accept_plaintext`; what key escrow seals when the
+    /// keys come from the environment. The environment holds no dates, so
+    /// the entries have none. Fails as [`KeySource::load`] would.
+    pub fn key_file(&self) -> Result<Zeroizing<String>, KeySourceError> {
+        self.load()?;
+        let keys = self.read()?;
+        let mut writer = KeyFileWriter::new()
+            .primary(&keys.primary, KeyMetadata::default())
             .accept_plaintext(self.accept_plaintext);
-        if let Some(until) = self.get(ENV_FERNET_UNTIL) {
-            // The value is not echoed: a key pasted into it would be printed.
-            let until =
-                parse_instant(until.trim()).ok_or_else(|| KeySourceError::InvalidSetting {
-                    location: ENV_FERNET_UNTIL.to_owned(),
-                    reason: NOT_RFC3339.to_owned(),
-                })?;
+        for key in &keys.previous {
+            writer = writer.decrypt_only(key, KeyMetadata::default());
+        }
+        for key in &keys.fernet {
+            writer = writer.fernet(key);
+        }
+        if let Some(until) = keys.fernet_until {
+            writer = writer.fernet_until(until);
+        }
+        Ok(writer.render())
+    }
+}
+
+impl KeySource for EnvKeySource {
+    fn load(&self) -> Result<Keyring, KeySourceError> {
+        let keys = self.read()?;
+        let mut builder = Keyring::builder()
+            .primary(keys.primary)
+            .previous_keys(keys.previous)
+            .fernet_keys(keys.fernet)
+            .accept_plaintext(self.accept_plaintext);
+        if let Some(until) = keys.fernet_until {
             builder = builder.fernet_until(until);
         }
         Ok(builder.build()?)

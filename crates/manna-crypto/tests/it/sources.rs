@@ -525,3 +525,42 @@ fn values_of_the_wrong_type_are_named_never_echoed() {
     let err = parse_key_file(&toml_cases[1], KeyFileFormat::Toml, p).unwrap_err();
     assert!(err.to_string().contains("keys entry 1"), "{err}");
 }
+
+#[test]
+fn env_keys_render_to_a_key_file_that_loads_the_same_keyring() {
+    let (primary, previous, fernet) = (
+        AesKey::generate(),
+        AesKey::generate(),
+        FernetKey::generate(),
+    );
+    let (pid, oid, fid) = (primary.id(), previous.id(), fernet.id());
+    let vars = [
+        (
+            "MANNA_ENCRYPTION_KEY_AES256",
+            primary.to_base64().to_string(),
+        ),
+        (
+            "MANNA_ENCRYPTION_KEYS_AES256_PREVIOUS",
+            previous.to_base64().to_string(),
+        ),
+        ("MANNA_ENCRYPTION_KEY", fernet.to_base64().to_string()),
+        (
+            "MANNA_ENCRYPTION_FERNET_UNTIL",
+            "2027-01-01T00:00:00Z".to_owned(),
+        ),
+    ];
+    let source = EnvKeySource::from_lookup(move |name| {
+        vars.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+    });
+    let from_env = source.load().unwrap();
+    let text = source.key_file().unwrap();
+    let from_file = parse_key_file(&text, KeyFileFormat::Toml, "k.toml".as_ref()).unwrap();
+    assert_eq!(from_file.primary_key_id(), pid);
+    assert_eq!(from_file.decrypt_only_key_ids(), vec![oid]);
+    assert_eq!(from_file.fernet_key_ids(), vec![fid]);
+    assert_eq!(from_file.fernet_until(), from_env.fernet_until());
+    let token = from_env.encrypt(b"v", b"").unwrap();
+    assert_eq!(&*from_file.decrypt(&token, b"").unwrap(), b"v");
+}
