@@ -115,9 +115,21 @@ impl From<i64> for RowId {
     }
 }
 
+impl From<i32> for RowId {
+    fn from(i: i32) -> Self {
+        RowId::Int(i.into())
+    }
+}
+
 impl From<&str> for RowId {
     fn from(s: &str) -> Self {
         RowId::Text(s.to_owned())
+    }
+}
+
+impl From<String> for RowId {
+    fn from(s: String) -> Self {
+        RowId::Text(s)
     }
 }
 
