@@ -10,24 +10,12 @@ const RULES: &str = include_str!("../deploy/prometheus/manna-alerts.yml");
 
 /// Every metric name the crates record.
 fn emitted() -> BTreeSet<&'static str> {
-    use manna::migrate::metric_names as migrate;
-    let mut names: BTreeSet<&'static str> = manna::crypto::metrics::ALL
+    manna::crypto::metrics::ALL
         .iter()
         .chain(manna::lock::metric_names::ALL)
+        .chain(manna::migrate::metric_names::ALL)
         .copied()
-        .collect();
-    names.extend([
-        migrate::ROWS_SCANNED,
-        migrate::ROWS_MIGRATED,
-        migrate::ROWS_UNCHANGED,
-        migrate::CONFLICTS,
-        migrate::ROWS_FAILED,
-        migrate::BATCH_SECONDS,
-        migrate::BATCH_SIZE,
-        migrate::ROWS_PER_SECOND,
-        migrate::ROWS_REMAINING,
-    ]);
-    names
+        .collect()
 }
 
 /// The `manna_*` identifiers in a PromQL expression or a text.

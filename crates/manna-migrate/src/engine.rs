@@ -42,6 +42,19 @@ pub mod metric_names {
     pub const ROWS_PER_SECOND: &str = "manna_migrate_rows_per_second";
     /// Gauge: rows of the partition not yet processed (lag behind target).
     pub const ROWS_REMAINING: &str = "manna_migrate_rows_remaining";
+
+    /// Every name above.
+    pub const ALL: &[&str] = &[
+        ROWS_SCANNED,
+        ROWS_MIGRATED,
+        ROWS_UNCHANGED,
+        CONFLICTS,
+        ROWS_FAILED,
+        BATCH_SECONDS,
+        BATCH_SIZE,
+        ROWS_PER_SECOND,
+        ROWS_REMAINING,
+    ];
 }
 
 /// Runs migrations, dry-runs and verifications over columns of a
