@@ -212,3 +212,73 @@ pub(crate) fn decrypt(keys: &KeyConfig, aad: Option<&str>) -> Result<()> {
     out.flush()?;
     Ok(())
 }
+
+/// `keys escrow`: the keyring's key file (every key, with its metadata),
+/// encrypted to the escrow recipients, on stdout or in `out`.
+pub(crate) fn escrow(keys: &KeyConfig, recipients: &[String], out: Option<&Path>) -> Result<()> {
+    let text = match &keys.key_file {
+        Some(path) => {
+            keys.load()?;
+            zeroize::Zeroizing::new(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read key file {}", show(path)))?,
+            )
+        }
+        None => EnvKeySource::new()
+            .key_file()
+            .context("cannot load encryption keys from the environment")?,
+    };
+    let recipients: Vec<&str> = recipients.iter().map(String::as_str).collect();
+    let sealed = manna_crypto::escrow::seal(&text, &recipients)?;
+    match out {
+        Some(path) => {
+            std::fs::write(path, &sealed).with_context(|| format!("cannot write {}", show(path)))?
+        }
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&sealed)?;
+            stdout.flush()?;
+        }
+    }
+    eprintln!(
+        "escrowed {} to {} recipient(s); keep it where the recipients' identities are not",
+        keys.origin(),
+        recipients.len()
+    );
+    Ok(())
+}
+
+/// `keys escrow-open`: the key file recovered from an escrow file, written
+/// to `out` (mode 0600), never to the terminal.
+pub(crate) fn escrow_open(identity: &Path, file: Option<&Path>, out: &Path) -> Result<()> {
+    let identity_text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(identity)
+            .with_context(|| format!("cannot read identity file {}", show(identity)))?,
+    );
+    let sealed = match file {
+        Some(path) => std::fs::read(path).with_context(|| format!("cannot read {}", show(path)))?,
+        None => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .lock()
+                .read_to_end(&mut buf)
+                .context("cannot read the escrow file from stdin")?;
+            buf
+        }
+    };
+    let key_file = manna_crypto::escrow::open(&sealed, &identity_text)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut f = options
+        .open(out)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", show(out)))?;
+    f.write_all(key_file.as_bytes())?;
+    f.flush()?;
+    eprintln!("recovered key file written to {} (mode 0600)", show(out));
+    Ok(())
+}

@@ -117,6 +117,26 @@ enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write every configured key (with its metadata) as a key file encrypted to age recipients.
+    Escrow {
+        /// An escrow recipient's age public key (`age1…`); repeat for several.
+        #[arg(long = "recipient", value_name = "AGE_PUBLIC_KEY", required = true)]
+        recipients: Vec<String>,
+        /// Write the escrow file here (default: stdout; it is encrypted).
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Recover the key file from an escrow file with an escrow recipient's age identity.
+    EscrowOpen {
+        /// The age identity file (`AGE-SECRET-KEY-1…` lines).
+        #[arg(long, value_name = "FILE")]
+        identity: std::path::PathBuf,
+        /// Where to write the recovered key file (created with mode 0600; never printed).
+        #[arg(long, value_name = "FILE")]
+        out: std::path::PathBuf,
+        /// The escrow file (default: stdin).
+        file: Option<std::path::PathBuf>,
+    },
 }
 
 /// The name the program was started as (`manna` or `cargo xtask`), for
@@ -228,5 +248,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys {
             command: KeysCommand::RetireCheck { key, target, json },
         } => migrate::retire_check(&keys, &target, &key, json),
+        Command::Keys {
+            command: KeysCommand::Escrow { recipients, out },
+        } => done(keys::escrow(&keys, &recipients, out.as_deref())),
+        Command::Keys {
+            command:
+                KeysCommand::EscrowOpen {
+                    identity,
+                    out,
+                    file,
+                },
+        } => done(keys::escrow_open(&identity, file.as_deref(), &out)),
     }
 }

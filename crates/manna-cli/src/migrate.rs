@@ -96,6 +96,11 @@ pub(crate) struct MigrateArgs {
     /// Print the report as JSON on stdout (progress stays on stderr).
     #[arg(long)]
     pub(crate) json: bool,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics for the whole
+    /// run: rows scanned, migrated, failed, conflicts, batch time, rows/s,
+    /// rows left; the keys' age and expiry.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// `usize` in `min..=max`, refused (never clamped) outside.
@@ -261,7 +266,16 @@ pub(crate) fn migrate(keys: &KeyConfig, args: &MigrateArgs) -> Result<ExitCode> 
     let options = options(args)?;
     options.validate().map_err(anyhow::Error::msg)?;
     let columns = args.target.columns()?;
+    if let Some(addr) = args.metrics_addr {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        eprintln!("metrics: http://{addr}/metrics");
+    }
     let keyring = keys.load()?;
+    // Sets the key age and expiry gauges the exporter serves.
+    let _ = keyring.status();
     crate::keys::warn_acceptance(&keyring);
     let store = args.target.store()?;
     let locks = locks(args, &store)?;

@@ -345,3 +345,102 @@ fn hints_name_the_key_file_or_the_variables_whichever_is_used() {
         assert!(!err.contains("MANNA_"), "{err}");
     }
 }
+
+/// Issue 11: `keys escrow` seals the keys from the environment to an age
+/// recipient; `keys escrow-open` recovers a key file that loads the same
+/// keyring, written 0600, never printed; a wrong identity is refused.
+#[test]
+fn escrow_round_trip_through_the_cli() {
+    use age::secrecy::ExposeSecret;
+    let dir = tempfile::tempdir().unwrap();
+    let primary = keygen();
+    let fernet = manna_crypto::FernetKey::generate();
+    let fkey = fernet.to_base64();
+    let env = [
+        ("MANNA_ENCRYPTION_KEY_AES256", primary.as_str()),
+        ("MANNA_ENCRYPTION_KEY", fkey.as_str()),
+    ];
+    let escrow_agent = age::x25519::Identity::generate();
+    let recipient = escrow_agent.to_public().to_string();
+    let sealed = dir.path().join("keys.age");
+    let sealed_arg = sealed.to_str().unwrap();
+    let o = manna(
+        &[
+            "keys",
+            "escrow",
+            "--recipient",
+            &recipient,
+            "--out",
+            sealed_arg,
+        ],
+        &env,
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let armored = std::fs::read_to_string(&sealed).unwrap();
+    assert!(
+        armored.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"),
+        "{armored}"
+    );
+    for secret in [primary.as_str(), &*fkey] {
+        assert!(!armored.contains(secret) && !stderr(&o).contains(secret));
+    }
+
+    let identity = dir.path().join("escrow.key");
+    std::fs::write(&identity, escrow_agent.to_string().expose_secret()).unwrap();
+    let recovered = dir.path().join("recovered.toml");
+    let o = manna(
+        &[
+            "keys",
+            "escrow-open",
+            "--identity",
+            identity.to_str().unwrap(),
+            "--out",
+            recovered.to_str().unwrap(),
+            sealed_arg,
+        ],
+        &[],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stdout.is_empty(), "the key file is never printed");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&recovered).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let original = manna_crypto::Keyring::builder()
+        .primary(manna_crypto::AesKey::from_base64(&primary).unwrap())
+        .fernet(fernet.clone())
+        .build()
+        .unwrap();
+    let again =
+        manna_crypto::KeySource::load(&manna_crypto::FileKeySource::new(&recovered)).unwrap();
+    assert_eq!(again.primary_key_id(), original.primary_key_id());
+    assert_eq!(again.fernet_key_ids(), original.fernet_key_ids());
+
+    // Someone else's identity opens nothing, and says so in one line.
+    std::fs::write(
+        &identity,
+        age::x25519::Identity::generate()
+            .to_string()
+            .expose_secret(),
+    )
+    .unwrap();
+    let elsewhere = dir.path().join("other.toml");
+    let err = assert_one_line_error(&manna(
+        &[
+            "keys",
+            "escrow-open",
+            "--identity",
+            identity.to_str().unwrap(),
+            "--out",
+            elsewhere.to_str().unwrap(),
+            sealed_arg,
+        ],
+        &[],
+        b"",
+    ));
+    assert!(!elsewhere.exists(), "{err}");
+}

@@ -850,3 +850,77 @@ fn migration_after_fernet_until_fails_fernet_rows_and_warns_before() {
     assert!(!err.contains(&keys.fernet) && !err.contains(&keys.aes));
     assert!(seed_values(&db).iter().all(|v| v.starts_with("mn1:")));
 }
+
+/// GET `path` from `addr` over plain HTTP/1.0; the body, if anything answers.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+}
+
+/// Issue 11: `--metrics-addr` serves Prometheus text for the whole run; a
+/// scrape during a throttled run on PostgreSQL shows the migration's
+/// counters and gauges and the keys' gauges.
+#[test]
+fn metrics_are_served_during_a_throttled_run() {
+    let db = TestDb::postgres();
+    let keys = Keys::new();
+    seed_fernet(&db, &keys, "items", 3_000);
+    let addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().to_string()
+    };
+    let env = keys.env();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_manna"))
+        .args([
+            "migrate",
+            "--database-url",
+            db.url(),
+            "--column",
+            "items.secret",
+            "--batch-size",
+            "100",
+            "--fixed-batch-size",
+            "--max-rows-per-sec",
+            "1000",
+            "--metrics-addr",
+            &addr,
+        ])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env_remove("REDIS_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let scraped = loop {
+        if let Some(body) = http_get(&addr, "/metrics") {
+            if body.contains("manna_migrate_rows_scanned_total") {
+                break body;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no migration metrics served at {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the run failed");
+    for name in [
+        "manna_migrate_rows_scanned_total",
+        "manna_migrate_rows_migrated_total",
+        "manna_migrate_rows_remaining",
+        "manna_migrate_rows_per_second",
+        "manna_migrate_batch_seconds",
+        "manna_crypto_key_info",
+    ] {
+        assert!(scraped.contains(name), "{name} missing from:\n{scraped}");
+    }
+    assert!(scraped.contains("column=\"items.secret\""), "{scraped}");
+    assert!(!scraped.contains(&keys.aes) && !scraped.contains(&keys.fernet));
+}
