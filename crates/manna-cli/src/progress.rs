@@ -82,10 +82,14 @@ pub(crate) fn write_report(out: &mut impl Write, report: &Report) -> std::io::Re
         report.target,
         report.verdict()
     )?;
+    // A dry run or a verification writes nothing: its second column is what
+    // a migration would rewrite.
+    let writes = report.mode == manna_migrate::Mode::Migrate;
+    let moved = if writes { "migrated" } else { "to migrate" };
     writeln!(
         out,
-        "{:<32} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>10}  census",
-        "column", "total", "migrated", "unchanged", "conflicts", "failed", "time", "rows/s"
+        "{:<32} {:>9} {:>10} {:>9} {:>9} {:>7} {:>8} {:>10}  census",
+        "column", "total", moved, "unchanged", "conflicts", "failed", "time", "rows/s"
     )?;
     for c in &report.columns {
         let mut census: Vec<String> = c
@@ -112,10 +116,10 @@ pub(crate) fn write_report(out: &mut impl Write, report: &Report) -> std::io::Re
         }
         writeln!(
             out,
-            "{:<32} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7.2}s {:>10.0}  {}",
+            "{:<32} {:>9} {:>10} {:>9} {:>9} {:>7} {:>7.2}s {:>10.0}  {}",
             format!("{}.{}", c.table, c.column),
             c.total,
-            c.migrated,
+            if writes { c.migrated } else { c.pending },
             c.unchanged,
             c.conflicts,
             c.failed_total,

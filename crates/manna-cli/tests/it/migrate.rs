@@ -924,3 +924,32 @@ fn metrics_are_served_during_a_throttled_run() {
     assert!(scraped.contains("column=\"items.secret\""), "{scraped}");
     assert!(!scraped.contains(&keys.aes) && !scraped.contains(&keys.fernet));
 }
+
+/// Issue 11: a dry run's table says how many rows a migration would
+/// rewrite, not a column of zeros.
+#[test]
+fn the_dry_run_table_counts_what_would_be_migrated() {
+    let db = TestDb::sqlite();
+    let keys = Keys::new();
+    seed_fernet(&db, &keys, "items", 57);
+    let out = keys.run(
+        &[
+            "migrate",
+            "--database-url",
+            db.url(),
+            "--column",
+            "items.secret",
+            "--dry-run",
+        ],
+        &[],
+    );
+    assert_verdict(&out, 3, "incomplete:");
+    let table = stdout(&out);
+    assert!(table.contains("to migrate"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("items.secret"))
+        .unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1..3], ["57", "57"], "{row}");
+}
