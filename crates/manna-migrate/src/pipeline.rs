@@ -356,13 +356,10 @@ impl Migrator {
                 }
                 let mut limit = sizer.size();
                 if let Some(rate) = o.max_rows_per_sec {
+                    // At most one second's worth of rows a batch.
                     limit = limit
                         .min(usize::try_from(rate).unwrap_or(usize::MAX))
                         .max(1);
-                    if !self.throttle(dispatched, rate, run_started) {
-                        status = Status::Cancelled;
-                        break;
-                    }
                 }
                 let range = p.range.resumed_after(after.clone());
                 let scanned = match &p.source {
@@ -379,6 +376,14 @@ impl Migrator {
                     }
                 };
                 let Some(last) = rows.last() else { break };
+                // A batch is handed on when its rows are due, not before:
+                // the run never gets ahead of the rate, even by one batch.
+                if let Some(rate) = o.max_rows_per_sec {
+                    if !self.throttle(dispatched + rows.len() as u64, rate, run_started) {
+                        status = Status::Cancelled;
+                        break;
+                    }
+                }
                 after = Some(last.id.clone());
                 dispatched += rows.len() as u64;
                 if work_tx.send(Batch { seq, rows }).is_err() {

@@ -440,6 +440,43 @@ fn throttle_limits_rows_per_scan() {
     assert_eq!(store.stats().scans, 3);
 }
 
+/// Issue 11: `max_rows_per_sec` is a ceiling at every moment of the run —
+/// a batch is handed on when its rows are due, so the rows processed by
+/// time t never exceed rate × t (a batch used to go out on credit, running
+/// ahead by one batch). Not a timing assertion: the bound holds however
+/// slow the machine is.
+#[test]
+fn a_throttled_run_never_runs_ahead_of_its_rate() {
+    let keys = TestKeys::generate();
+    let keyring = keys.keyring();
+    let store = seed_fernet(&keys, 30);
+    // When each batch reaches the store, and how many rows were written
+    // by then.
+    let writes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (log, started) = (writes.clone(), std::time::Instant::now());
+    store.on_write(move |_, _, rewrites| {
+        let mut log = log.lock().unwrap();
+        let before = log.last().map_or(0, |(_, n)| *n);
+        log.push((started.elapsed().as_secs_f64(), before + rewrites.len()));
+    });
+    let report = migrator(&store, &keyring, fresh_locks(), |o| {
+        *o = std::mem::take(o).with_batch_size(10);
+        o.adaptive = false;
+        o.max_rows_per_sec = Some(20);
+    })
+    .run(&[column()])
+    .unwrap();
+    assert_eq!(report.columns[0].migrated, 30);
+    let writes = writes.lock().unwrap();
+    assert!(writes.len() >= 3, "{writes:?}");
+    for (t, rows) in writes.iter().filter(|(_, n)| *n > 0) {
+        assert!(
+            *rows as f64 <= 20.0 * t,
+            "{rows} rows written after {t:.3} s"
+        );
+    }
+}
+
 /// A first batch size outside `min_batch_size..=max_batch_size` is refused
 /// by the library (it used to be clamped silently to the bounds);
 /// `Options::with_batch_size` widens the bounds and the run uses exactly
