@@ -68,6 +68,7 @@ fn every_planned_crate_is_a_workspace_member() {
         "manna-store-diesel",
         "manna-migrate",
         "manna-cli",
+        "manna-py",
         "xtask",
     ] {
         assert!(deps.contains_key(name), "{name} is not a workspace member");
@@ -164,6 +165,8 @@ fn internal_dependencies_follow_the_arrows() {
             &["manna-crypto", "manna-lock", "manna-store"][..],
         ),
         ("manna-lock-redis", &["manna-lock"][..]),
+        // The Python binding wraps manna-crypto, nothing more (yet).
+        ("manna-py", &["manna-crypto"][..]),
         // Not manna-migrate: an application that wants an encrypted column
         // does not compile the migration engine.
         (

@@ -1,0 +1,41 @@
+"""Shared fixtures. The tests use the installed `manna` package (built from
+this crate by maturin) and Python's `cryptography` as the legacy peer."""
+
+import os
+import pathlib
+
+import pytest
+
+import manna
+
+ENV_VARS = (
+    "MANNA_ENCRYPTION_KEY_AES256",
+    "MANNA_ENCRYPTION_KEYS_AES256_PREVIOUS",
+    "MANNA_ENCRYPTION_KEY",
+    "MANNA_ENCRYPTION_FERNET_UNTIL",
+)
+
+#: The repository root (tests read docs/format.md and the independent
+#: Python implementation of the format from it).
+REPO = pathlib.Path(__file__).resolve().parents[4]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    """Every test starts with no manna key in the environment and no cached
+    default keyring, and leaves none behind."""
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    manna.set_default_keyring(None)
+    yield monkeypatch
+    manna.set_default_keyring(None)
+
+
+@pytest.fixture
+def key():
+    return manna.generate_key()
+
+
+@pytest.fixture
+def keyring(key):
+    return manna.Keyring(key)
