@@ -165,8 +165,12 @@ fn internal_dependencies_follow_the_arrows() {
             &["manna-crypto", "manna-lock", "manna-store"][..],
         ),
         ("manna-lock-redis", &["manna-lock"][..]),
-        // The Python binding wraps manna-crypto, nothing more (yet).
-        ("manna-py", &["manna-crypto"][..]),
+        // The Python binding: manna-crypto, and the Redis lock through the
+        // lock port's manager.
+        (
+            "manna-py",
+            &["manna-crypto", "manna-lock", "manna-lock-redis"][..],
+        ),
         // Not manna-migrate: an application that wants an encrypted column
         // does not compile the migration engine.
         (

@@ -16,6 +16,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 use zeroize::Zeroizing;
 
+mod lock;
+
 pyo3::create_exception!(
     manna,
     MannaError,
@@ -331,7 +333,14 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("KeyConfigError", py.get_type::<KeyConfigError>())?;
     m.add("EncryptionError", py.get_type::<EncryptionError>())?;
     m.add("DecryptionError", py.get_type::<DecryptionError>())?;
+    m.add(
+        "DistributedLockError",
+        py.get_type::<lock::DistributedLockError>(),
+    )?;
+    m.add("LockTimeoutError", py.get_type::<lock::LockTimeoutError>())?;
     m.add_class::<Keyring>()?;
+    m.add_class::<lock::Lock>()?;
+    m.add_function(wrap_pyfunction!(lock::lock_resource, m)?)?;
     m.add_function(wrap_pyfunction!(generate_key, m)?)?;
     m.add_function(wrap_pyfunction!(generate_fernet_key, m)?)?;
     m.add_function(wrap_pyfunction!(inspect, m)?)?;

@@ -24,10 +24,14 @@ from typing import Any, Dict, Optional, Union
 
 from ._native import (
     DecryptionError,
+    DistributedLockError,
     EncryptionError,
     KeyConfigError,
     Keyring,
+    Lock,
+    LockTimeoutError,
     MannaError,
+    lock_resource,
     column_aad,
     generate_fernet_key,
     generate_key,
@@ -37,10 +41,14 @@ from ._native import env_info as _env_info
 
 __all__ = [
     "DecryptionError",
+    "DistributedLockError",
     "EncryptionError",
     "KeyConfigError",
     "Keyring",
+    "Lock",
+    "LockTimeoutError",
     "MannaError",
+    "lock_resource",
     "column_aad",
     "decrypt_aes256",
     "decrypt_aes256_bytes",
