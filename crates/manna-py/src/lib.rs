@@ -213,7 +213,11 @@ impl Keyring {
     ) -> PyResult<Bound<'py, PyString>> {
         let plaintext = self.decrypt_plaintext(py, token, aad)?;
         let text = plaintext.to_str().map_err(|_| {
-            DecryptionError::new_err("the decrypted value is not UTF-8 text: use decrypt_bytes")
+            let err = DecryptionError::new_err(
+                "the decrypted value is not UTF-8 text: use decrypt_bytes",
+            );
+            let _ = err.value(py).setattr("kind", "not_utf8");
+            err
         })?;
         Ok(PyString::new(py, text))
     }

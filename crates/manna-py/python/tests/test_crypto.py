@@ -32,8 +32,9 @@ def test_round_trip_str_and_bytes(keyring):
 
 def test_non_utf8_plaintext_needs_decrypt_bytes(keyring):
     token = keyring.encrypt(b"\xff\xfe")
-    with pytest.raises(manna.DecryptionError, match="decrypt_bytes"):
+    with pytest.raises(manna.DecryptionError, match="decrypt_bytes") as err:
         keyring.decrypt(token)
+    assert err.value.kind == "not_utf8"
 
 
 def test_aad_none_is_empty_and_str_is_utf8(keyring):
