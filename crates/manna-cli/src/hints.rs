@@ -115,6 +115,14 @@ fn crypto(e: &CryptoError, origin: KeyOrigin) -> Option<String> {
 fn decrypt(e: &DecryptError, origin: KeyOrigin) -> Option<String> {
     match (e, origin) {
         (DecryptError::NoFernetKey, _) => Some(no_fernet_key(origin)),
+        (DecryptError::PlaintextNotAccepted, KeyOrigin::Environment) => {
+            Some("`migrate --accept-plaintext` moves a column that was never encrypted".to_owned())
+        }
+        (DecryptError::PlaintextNotAccepted, KeyOrigin::File) => Some(
+            "set `accept_plaintext = true` in the key file, only to migrate a column that was \
+             never encrypted"
+                .to_owned(),
+        ),
         (DecryptError::UnknownKey { .. }, KeyOrigin::Environment) => Some(format!(
             "if it is an older key of yours, add it to {ENV_AES_PREVIOUS}"
         )),
@@ -136,6 +144,10 @@ fn migrate(e: &MigrateError, origin: KeyOrigin) -> Option<String> {
                 cause: Some(DecryptError::Authentication),
                 ..
             } => Some(unknown_fernet_key(origin)),
+            PreflightError::Undecryptable {
+                cause: Some(cause @ DecryptError::PlaintextNotAccepted),
+                ..
+            } => decrypt(cause, origin),
             PreflightError::Undecryptable {
                 cause: Some(cause), ..
             } => decrypt(cause, origin).map(|h| format!("{h}; check the --aad mode too")),

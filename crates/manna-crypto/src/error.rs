@@ -180,8 +180,8 @@ pub enum DecryptError {
     /// The value looks like unencrypted text and the keyring does not accept
     /// plaintext.
     #[error(
-        "Unknown encryption format: the value is not encrypted (it looks like plain text); \
-         enable accept_plaintext only to migrate a never-encrypted column"
+        "Unknown encryption format: the value is not encrypted (it looks like plain text) \
+         and the keyring does not accept plaintext"
     )]
     PlaintextNotAccepted,
     /// An authentic Fernet token whose timestamp is outside the accepted

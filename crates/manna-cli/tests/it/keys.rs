@@ -444,3 +444,14 @@ fn escrow_round_trip_through_the_cli() {
     ));
     assert!(!elsewhere.exists(), "{err}");
 }
+
+/// Issue 11: flags are named as the CLI spells them — the library states
+/// that plaintext is not accepted, the CLI says `--accept-plaintext`.
+#[test]
+fn plaintext_refusal_names_the_flag_as_spelled() {
+    let key = keygen();
+    let env = [("MANNA_ENCRYPTION_KEY_AES256", key.as_str())];
+    let err = assert_one_line_error(&manna(&["decrypt"], &env, b"just some text"));
+    assert!(err.contains("--accept-plaintext"), "{err}");
+    assert!(!err.contains("accept_plaintext"), "{err}");
+}
