@@ -197,8 +197,10 @@ where
 
 /// Log lines (progress without a terminal) go to stderr; `RUST_LOG` filters.
 fn init_tracing() {
+    // Audit events repeat what the report says; `RUST_LOG=info,manna::audit=info`
+    // shows them (or routes them, with a subscriber of one's own).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,manna::audit=off"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
