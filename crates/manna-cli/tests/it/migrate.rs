@@ -397,34 +397,41 @@ fn concurrent_application_writes_are_never_lost() {
     assert_plaintexts(&db, &keys, "items", &expected);
 }
 
-#[test]
-fn killed_mid_run_then_resumed() {
-    let db = TestDb::postgres();
-    let keys = Keys::new();
-    let expected = seed_fernet(&db, &keys, "items", 20_000);
-    let env = keys.env();
-
-    let mut child = Command::new(env!("CARGO_BIN_EXE_manna"))
+/// Starts `migrate` of `items.secret` in the background, in batches of 100
+/// at `rate` rows/s, with `extra` arguments; its output is discarded.
+fn spawn_throttled(db: &TestDb, keys: &Keys, rate: u64, extra: &[&str]) -> std::process::Child {
+    let rate = rate.to_string();
+    Command::new(env!("CARGO_BIN_EXE_manna"))
         .args([
             "migrate",
             "--database-url",
             db.url(),
             "--column",
             "items.secret",
+        ])
+        .args([
             "--batch-size",
             "100",
             "--fixed-batch-size",
             "--max-rows-per-sec",
-            "4000",
-            "--lock-ttl",
-            "2",
+            &rate,
         ])
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .args(extra)
+        .envs(keys.env().iter().map(|(k, v)| (*k, v.as_str())))
         .env_remove("REDIS_URL")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn killed_mid_run_then_resumed() {
+    let db = TestDb::postgres();
+    let keys = Keys::new();
+    let expected = seed_fernet(&db, &keys, "items", 20_000);
+
+    let mut child = spawn_throttled(&db, &keys, 4000, &["--lock-ttl", "2"]);
     // Wait until some batches are committed, then SIGKILL (no chance to clean up).
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -874,51 +881,31 @@ fn metrics_are_served_during_a_throttled_run() {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().to_string()
     };
-    let env = keys.env();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_manna"))
-        .args([
-            "migrate",
-            "--database-url",
-            db.url(),
-            "--column",
-            "items.secret",
-            "--batch-size",
-            "100",
-            "--fixed-batch-size",
-            "--max-rows-per-sec",
-            "1000",
-            "--metrics-addr",
-            &addr,
-        ])
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env_remove("REDIS_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let scraped = loop {
-        if let Some(body) = http_get(&addr, "/metrics") {
-            if body.contains("manna_migrate_rows_scanned_total") {
-                break body;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no migration metrics served at {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let status = child.wait().unwrap();
-    assert!(status.success(), "the run failed");
-    for name in [
+    let mut child = spawn_throttled(&db, &keys, 1000, &["--metrics-addr", &addr]);
+    let names = [
         "manna_migrate_rows_scanned_total",
         "manna_migrate_rows_migrated_total",
         "manna_migrate_rows_remaining",
         "manna_migrate_rows_per_second",
         "manna_migrate_batch_seconds",
         "manna_crypto_key_info",
-    ] {
+    ];
+    // Counters and gauges are set by different threads: scrape until every
+    // one has appeared (or the run is over).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut scraped = String::new();
+    while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+        if let Some(body) = http_get(&addr, "/metrics") {
+            scraped = body;
+            if names.iter().all(|n| scraped.contains(n)) {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the run failed");
+    for name in names {
         assert!(scraped.contains(name), "{name} missing from:\n{scraped}");
     }
     assert!(scraped.contains("column=\"items.secret\""), "{scraped}");
