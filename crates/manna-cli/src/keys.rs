@@ -46,9 +46,12 @@ impl KeyConfig {
                 eprintln!("warning: {warning}");
             }
         }
-        self.source()
+        let keyring = self
+            .source()
             .load()
-            .with_context(|| format!("cannot load encryption keys from {}", self.origin()))
+            .with_context(|| format!("cannot load encryption keys from {}", self.origin()))?;
+        manna_crypto::audit::keyring_loaded(&keyring, &self.origin());
+        Ok(keyring)
     }
 }
 
