@@ -38,7 +38,9 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// - *Fencing*: the token column is never reset (release only clears the
 ///   owner), so tokens strictly increase per name for everyone using the
 ///   table. A new row starts at the server's clock in microseconds, so even a
-///   deleted row does not make tokens go back.
+///   deleted row does not make tokens go back — provided the clock moved on:
+///   SQLite's clock counts milliseconds, so a row deleted and taken again
+///   within the same millisecond can repeat its last token.
 /// - *Release* and *extend* are one `UPDATE … WHERE name = $1 AND owner = $2
 ///   AND expires_at > now`: compare-and-act on the owner value.
 /// - *Held* reports the holder's remaining time from the server's clock and

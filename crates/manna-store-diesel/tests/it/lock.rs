@@ -201,6 +201,8 @@ async fn tokens_survive_a_deleted_row_on(db: TestDb) {
             "release keeps the token"
         );
         db.exec("DELETE FROM manna_locks WHERE name = 'deleted'");
+        // SQLite's clock counts milliseconds (see `DbLockBackend`'s docs).
+        tokio::time::sleep(Duration::from_millis(2)).await;
         let second = acquired(&backend, "deleted", Duration::from_secs(30)).await;
         assert!(second.token() > first.token());
         assert!(backend.release(&second).await.unwrap());
