@@ -655,6 +655,11 @@ impl Keyring {
     /// target. Fails if no Fernet key is configured, or once
     /// [`KeyringBuilder::fernet_until`] has passed.
     pub fn encrypt_fernet(&self, plaintext: &[u8]) -> Result<String, CryptoError> {
+        self.seal_fernet(plaintext)
+            .inspect_err(metrics::encrypt_failed)
+    }
+
+    fn seal_fernet(&self, plaintext: &[u8]) -> Result<String, CryptoError> {
         let entry = self.inner.fernet.first().ok_or(CryptoError::NoFernetKey)?;
         if let Some(until) = self.fernet_ended_at(OffsetDateTime::now_utc()) {
             return Err(CryptoError::FernetEnded {

@@ -273,4 +273,25 @@ mod gauges {
         );
         assert!(matches!(failures[0].2, DebugValue::Counter(2)));
     }
+
+    /// The rollback's Fernet encryptions count their failures too.
+    #[test]
+    fn a_failed_fernet_encryption_is_counted_by_kind() {
+        let recorder = DebuggingRecorder::new();
+        let keyring = Keyring::new(AesKey::generate());
+        metrics::with_local_recorder(&recorder, || {
+            keyring.encrypt_fernet(b"secret").unwrap_err();
+        });
+        let snap = snapshot(&recorder);
+        let failures: Vec<_> = snap
+            .iter()
+            .filter(|(n, _, _)| n == ENCRYPT_FAILURES)
+            .collect();
+        assert_eq!(
+            failures[0].1,
+            vec![("kind".to_owned(), "no_fernet_key".to_owned())],
+            "{snap:#?}"
+        );
+        assert!(matches!(failures[0].2, DebugValue::Counter(1)));
+    }
 }
