@@ -2,6 +2,25 @@
 
 use redis::Script;
 
+/// The Lua function issuing the next fencing token of KEYS[2] (the rule
+/// below), shared by both acquire scripts so they cannot drift apart.
+macro_rules! next_token {
+    () => {
+        r"
+local function next_token()
+  local now = redis.call('TIME')
+  local floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+  if last < floor then
+    redis.call('SET', KEYS[2], string.format('%.0f', floor))
+    return floor
+  end
+  return redis.call('INCR', KEYS[2])
+end
+"
+    };
+}
+
 /// KEYS[1] lock key, KEYS[2] fence counter; ARGV[1] owner, ARGV[2] TTL (ms).
 ///
 /// Returns `{1, token, ''}` when acquired, `{0, pttl, owner value}` when
@@ -17,23 +36,18 @@ use redis::Script;
 /// clock by one µs each, which a later restart cannot undo). `TIME` in a
 /// script needs effect replication: the default since Redis 5, asked for
 /// explicitly on older servers.
-const ACQUIRE: &str = r"
+const ACQUIRE: &str = concat!(
+    r"
 if redis.replicate_commands then redis.replicate_commands() end
+",
+    next_token!(),
+    r"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local now = redis.call('TIME')
-  local floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
-  local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-  local token
-  if last < floor then
-    token = floor
-    redis.call('SET', KEYS[2], string.format('%.0f', token))
-  else
-    token = redis.call('INCR', KEYS[2])
-  end
-  return {1, token, ''}
+  return {1, next_token(), ''}
 end
 return {0, redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[1]) or ''}
-";
+"
+);
 
 /// The session-aware acquire ([`LockBackend::try_acquire_in_session`]),
 /// with deadlock detection, in one atomic script.
@@ -54,22 +68,17 @@ return {0, redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[1]) or ''}
 /// (unless every lock of a cycle shares a hash slot).
 ///
 /// [`LockBackend::try_acquire_in_session`]: manna_lock::LockBackend::try_acquire_in_session
-const ACQUIRE_IN_SESSION: &str = r"
+const ACQUIRE_IN_SESSION: &str = concat!(
+    r"
 if redis.replicate_commands then redis.replicate_commands() end
+",
+    next_token!(),
+    r"
 local function end_wait()
   if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local now = redis.call('TIME')
-  local floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
-  local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-  local token
-  if last < floor then
-    token = floor
-    redis.call('SET', KEYS[2], string.format('%.0f', token))
-  else
-    token = redis.call('INCR', KEYS[2])
-  end
+  local token = next_token()
   end_wait()
   return {1, token, '', {}}
 end
@@ -97,7 +106,8 @@ if tonumber(ARGV[5]) > 0 then
   redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[5])
 end
 return {0, pttl, value, {}}
-";
+"
+);
 
 /// KEYS[1] a session's wait-for edge; ARGV[1] lock name. Deletes the edge
 /// if it is on that lock; 1/0.
