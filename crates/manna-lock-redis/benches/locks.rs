@@ -173,41 +173,69 @@ fn handoff(c: &mut Criterion) {
     g.finish();
 }
 
+/// Every manager takes and releases lock `name` `iters` times, all at once;
+/// the wall time of the round.
+async fn manna_round(managers: Vec<LockManager>, iters: u64, name: &'static str) -> Duration {
+    let ttl = Duration::from_secs(10);
+    let started = Instant::now();
+    let tasks: Vec<_> = managers
+        .into_iter()
+        .map(|m| {
+            tokio::spawn(async move {
+                for _ in 0..iters {
+                    let g = m
+                        .acquire(name, ttl, Duration::from_secs(60))
+                        .await
+                        .expect("acquire");
+                    tokio::task::yield_now().await;
+                    assert!(g.release().await.expect("release"));
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("contender");
+    }
+    started.elapsed()
+}
+
+/// The same round with rslock.
+async fn rslock_round(
+    locks: Vec<Arc<rslock::LockManager>>,
+    iters: u64,
+    name: &'static str,
+) -> Duration {
+    let ttl = Duration::from_secs(10);
+    let started = Instant::now();
+    let tasks: Vec<_> = locks
+        .into_iter()
+        .map(|m| {
+            tokio::spawn(async move {
+                for _ in 0..iters {
+                    let guard = m.acquire(name, ttl).await.expect("rslock acquire");
+                    tokio::task::yield_now().await;
+                    guard.release().await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("contender");
+    }
+    started.elapsed()
+}
+
 fn contended(c: &mut Criterion) {
     let rt = runtime();
     let managers = [
         LockManager::new(rt.block_on(backend()) as Arc<dyn LockBackend>),
         LockManager::new(rt.block_on(backend()) as Arc<dyn LockBackend>),
     ];
-    let ttl = Duration::from_secs(10);
     let mut g = c.benchmark_group("lock_contended");
     g.sample_size(10);
     g.bench_function("manna_2_contenders", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let managers = managers.clone();
-            async move {
-                let started = Instant::now();
-                let tasks: Vec<_> = managers
-                    .into_iter()
-                    .map(|m| {
-                        tokio::spawn(async move {
-                            for _ in 0..iters {
-                                let g = m
-                                    .acquire("bench:contended", ttl, Duration::from_secs(30))
-                                    .await
-                                    .expect("acquire");
-                                tokio::task::yield_now().await;
-                                assert!(g.release().await.expect("release"));
-                            }
-                        })
-                    })
-                    .collect();
-                for t in tasks {
-                    t.await.expect("contender");
-                }
-                started.elapsed()
-            }
-        })
+        b.to_async(&rt)
+            .iter_custom(|iters| manna_round(managers.to_vec(), iters, "bench:contended"))
     });
     for (label, delay) in [
         ("rslock_default_2_contenders", None),
@@ -226,31 +254,8 @@ fn contended(c: &mut Criterion) {
             })
             .collect();
         g.bench_function(label, |b| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let locks = locks.clone();
-                async move {
-                    let started = Instant::now();
-                    let tasks: Vec<_> = locks
-                        .into_iter()
-                        .map(|m| {
-                            tokio::spawn(async move {
-                                for _ in 0..iters {
-                                    let guard = m
-                                        .acquire("bench:rslock-contended", ttl)
-                                        .await
-                                        .expect("rslock acquire");
-                                    tokio::task::yield_now().await;
-                                    guard.release().await;
-                                }
-                            })
-                        })
-                        .collect();
-                    for t in tasks {
-                        t.await.expect("contender");
-                    }
-                    started.elapsed()
-                }
-            })
+            b.to_async(&rt)
+                .iter_custom(|iters| rslock_round(locks.clone(), iters, "bench:rslock-contended"))
         });
     }
     g.finish();
@@ -289,50 +294,6 @@ fn contended_8(c: &mut Criterion) {
         })
         .collect();
     let ttl = Duration::from_secs(10);
-    let manna_round = |managers: Vec<LockManager>, iters: u64, name: &'static str| async move {
-        let started = Instant::now();
-        let tasks: Vec<_> = managers
-            .into_iter()
-            .map(|m| {
-                tokio::spawn(async move {
-                    for _ in 0..iters {
-                        let g = m
-                            .acquire(name, ttl, Duration::from_secs(60))
-                            .await
-                            .expect("acquire");
-                        tokio::task::yield_now().await;
-                        assert!(g.release().await.expect("release"));
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.expect("contender");
-        }
-        started.elapsed()
-    };
-    let rslock_round = |locks: Vec<Arc<rslock::LockManager>>, iters: u64| async move {
-        let started = Instant::now();
-        let tasks: Vec<_> = locks
-            .into_iter()
-            .map(|m| {
-                tokio::spawn(async move {
-                    for _ in 0..iters {
-                        let guard = m
-                            .acquire("bench:rslock-contended-8", ttl)
-                            .await
-                            .expect("rslock acquire");
-                        tokio::task::yield_now().await;
-                        guard.release().await;
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.expect("contender");
-        }
-        started.elapsed()
-    };
 
     // Redis commands per acquisition, once, outside the measurements.
     rt.block_on(async {
@@ -348,7 +309,7 @@ fn contended_8(c: &mut Criterion) {
             let took = if run == 0 {
                 manna_round(managers.clone(), per_task, "bench:contended-8-count").await
             } else {
-                rslock_round(rslocks.clone(), per_task).await
+                rslock_round(rslocks.clone(), per_task, "bench:rslock-contended-8").await
             };
             let after = command_calls(&mut conn).await;
             let mut parts = Vec::new();
@@ -392,7 +353,7 @@ fn contended_8(c: &mut Criterion) {
     });
     g.bench_function("rslock_retry_5ms_8_contenders", |b| {
         b.to_async(&rt)
-            .iter_custom(|iters| rslock_round(rslocks.clone(), iters))
+            .iter_custom(|iters| rslock_round(rslocks.clone(), iters, "bench:rslock-contended-8"))
     });
     g.finish();
 }
