@@ -82,19 +82,32 @@ pub(crate) enum Prefix<'a> {
         /// Binary form (raw body) rather than text (base64url body).
         binary: bool,
     },
-    /// `mn<digit>:` with a digit other than 1.
-    OtherVersion(char),
+    /// `mn<version>:` with a version other than `1` (the digits as stored).
+    OtherVersion(&'a str),
     /// Starts with `mn1:` but the header is malformed.
     BrokenV1,
     /// Not an envelope prefix.
     None,
 }
 
+/// The most digits a version may have (docs/format.md §7).
+const MAX_VERSION_DIGITS: usize = 9;
+
+/// The version digits of a value starting `mn<digits>:`, `mn` followed by 1
+/// to [`MAX_VERSION_DIGITS`] ASCII digits and `:`; `None` for anything else.
+fn version_digits(value: &[u8]) -> Option<&str> {
+    let rest = value.strip_prefix(b"mn")?;
+    let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+    if !(1..=MAX_VERSION_DIGITS).contains(&digits) || rest.get(digits) != Some(&b':') {
+        return None;
+    }
+    std::str::from_utf8(&rest[..digits]).ok()
+}
+
 pub(crate) fn parse_prefix(value: &[u8]) -> Prefix<'_> {
-    if value.len() >= 4 && value.starts_with(b"mn") && value[3] == b':' && value[2].is_ascii_digit()
-    {
-        if value[2] != b'1' {
-            return Prefix::OtherVersion(char::from(value[2]));
+    if let Some(version) = version_digits(value) {
+        if version != "1" {
+            return Prefix::OtherVersion(version);
         }
         if value.len() < HEADER_LEN {
             return Prefix::BrokenV1;
@@ -181,13 +194,17 @@ fn envelope_shaped(v: &[u8]) -> bool {
         && v[4..HEADER_LEN - 1].iter().all(u8::is_ascii_hexdigit)
 }
 
-/// A damaged Fernet token: the length of a Fernet token (padded or not) and
-/// base64url characters but at most one. Never taken for plaintext.
+/// Whether `n` is a possible decoded length of a Fernet token: version,
+/// timestamp, IV, one or more AES blocks, HMAC (57 + 16k bytes, k ≥ 1).
+fn fernet_decoded_len(n: usize) -> bool {
+    n >= FERNET_MIN_LEN && (n - (1 + 8 + 16 + 32)).is_multiple_of(16)
+}
+
+/// A damaged Fernet token (docs/format.md §4): at most one character
+/// outside `A–Z a–z 0–9 - _ =`, and the length of a Fernet token, either
+/// padded (4·⌈n/3⌉ characters) or, trailing `=` removed, unpadded (⌈4n/3⌉).
+/// Never taken for plaintext.
 fn fernet_shaped(v: &str) -> bool {
-    let total = v.len();
-    if total < 97 {
-        return false;
-    }
     let odd = v
         .bytes()
         .filter(|c| !(c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'=')))
@@ -195,13 +212,16 @@ fn fernet_shaped(v: &str) -> bool {
     if odd > 1 {
         return false;
     }
+    // Padded: 4·⌈n/3⌉ = L holds for n in 3L/4 − 2 ..= 3L/4.
+    let total = v.len();
+    let padded = total.is_multiple_of(4)
+        && (total / 4 * 3).checked_sub(2).is_some_and(|low| {
+            (low..=total / 4 * 3).any(|n| fernet_decoded_len(n) && 4 * n.div_ceil(3) == total)
+        });
+    // Unpadded: ⌈4n/3⌉ = S has the one solution n = ⌊3S/4⌋ when S mod 4 ≠ 1.
     let stripped = v.trim_end_matches('=').len();
-    let approx = total * 3 / 4;
-    (approx.saturating_sub(4)..=approx + 1).any(|n| {
-        n >= FERNET_MIN_LEN
-            && (n - (1 + 8 + 16 + 32)).is_multiple_of(16)
-            && (4 * n.div_ceil(3) == total || (4 * n).div_ceil(3) == stripped)
-    })
+    let unpadded = stripped % 4 != 1 && fernet_decoded_len(stripped * 3 / 4);
+    padded || unpadded
 }
 
 /// Whether a value that is not a token can be taken for plain text: no

@@ -156,8 +156,8 @@ pub enum DecryptError {
         "envelope format version {version} is not supported by this build (it reads version 1)"
     )]
     UnsupportedVersion {
-        /// The version digit found in the prefix.
-        version: char,
+        /// The version found in the prefix: 1 to 9 ASCII digits, as stored.
+        version: String,
     },
     /// The envelope names a key that is not in the keyring.
     #[error(

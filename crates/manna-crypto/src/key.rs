@@ -160,11 +160,13 @@ impl<'de> Deserialize<'de> for KeyId {
     }
 }
 
-/// Decodes base64 in either alphabet (standard `+/` or URL-safe `-_`), with
-/// or without `=` padding, ignoring surrounding whitespace. Every
+/// Decodes a key as docs/format.md §1 spells it: surrounding ASCII
+/// whitespace ignored, any number of trailing `=` ignored, the standard
+/// (`+/`) and URL-safe (`-_`) alphabets both accepted (mixed too), exactly
+/// 32 bytes, canonical (unused low bits of the last character zero). Every
 /// intermediate copy is zeroized.
 pub(crate) fn decode_key_base64(input: &str, kind: KeyKind) -> Result<[u8; KEY_LEN], KeyError> {
-    let trimmed = input.trim();
+    let trimmed = input.trim_matches(|c: char| c.is_ascii_whitespace());
     if trimmed.is_empty() {
         return Err(KeyError::Empty { kind });
     }

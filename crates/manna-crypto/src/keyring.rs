@@ -518,7 +518,9 @@ impl Keyring {
                 self.open_v1(header, key_id, nonce, Zeroizing::new(ct_tag), aad)
             }
             Prefix::V1 { binary: true, .. } | Prefix::BrokenV1 => Err(DecryptError::UnknownFormat),
-            Prefix::OtherVersion(version) => Err(DecryptError::UnsupportedVersion { version }),
+            Prefix::OtherVersion(version) => Err(DecryptError::UnsupportedVersion {
+                version: version.to_owned(),
+            }),
             Prefix::None => self.decrypt_non_envelope(token, fernet),
         }
     }

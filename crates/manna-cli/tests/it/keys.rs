@@ -50,6 +50,31 @@ fn encrypt_decrypt_round_trip_binary_stdin_with_aad() {
     assert!(bad.stdout.is_empty());
 }
 
+/// docs/format.md §2: `--aad TEXT` is TEXT's UTF-8 bytes, not normalized
+/// (vector 5 of that page), and no `--aad` is the empty AAD.
+#[test]
+fn aad_text_is_exact_utf8_and_none_is_empty() {
+    let env = [(
+        "MANNA_ENCRYPTION_KEY_AES256",
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+    )];
+    let vector5 = b"mn1:db4daed658e3313c:AgMEBQYHCAkKCwwNDrRnfRwAtr-uypa5yuxLE5m5bcclZW0";
+    let dec = manna(&["decrypt", "--aad", "Z\u{fc}rich"], &env, vector5);
+    assert!(dec.status.success(), "{}", stderr(&dec));
+    assert_eq!(dec.stdout, "gr\u{fc}ezi".as_bytes());
+    // The same text with `ü` decomposed (u + U+0308) is another AAD.
+    let nfd = manna(&["decrypt", "--aad", "Zu\u{308}rich"], &env, vector5);
+    assert!(assert_one_line_error(&nfd).contains("not authentic"));
+
+    let token = stdout(&manna(&["encrypt"], &env, b"no aad"));
+    let dec = manna(&["decrypt", "--aad", ""], &env, token.as_bytes());
+    assert!(dec.status.success(), "{}", stderr(&dec));
+    assert_eq!(dec.stdout, b"no aad");
+    let token = stdout(&manna(&["encrypt", "--aad", ""], &env, b"empty aad"));
+    let dec = manna(&["decrypt"], &env, token.as_bytes());
+    assert_eq!(dec.stdout, b"empty aad");
+}
+
 #[test]
 fn decrypt_reads_previous_and_fernet_keys() {
     let old = keygen();

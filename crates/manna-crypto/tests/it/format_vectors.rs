@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use manna_crypto::{inspect, inspect_bytes, AesKey, DecryptError, Format, Keyring};
+use manna_crypto::{inspect, inspect_bytes, AesKey, DecryptError, FernetKey, Format, Keyring};
 
 fn unhex(s: &str) -> Vec<u8> {
     assert!(s.len().is_multiple_of(2), "odd hex length");
@@ -15,9 +15,33 @@ fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-fn vectors() -> Vec<HashMap<String, String>> {
+fn format_md() -> String {
     let path = format!("{}/../../docs/format.md", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The lines of the docs/format.md table block whose first line is `name`,
+/// as (first word, the JSON string after it).
+fn table(name: &str) -> Vec<(String, String)> {
+    let text = format_md();
+    let block = text
+        .split("```text\n")
+        .find_map(|b| b.strip_prefix(&format!("{name}\n")))
+        .unwrap_or_else(|| panic!("docs/format.md lost its {name} table"));
+    let body = block.split("```").next().unwrap();
+    body.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (expected, json) = l.split_once(' ').expect("`expected \"value\"`");
+            let value: String = serde_json::from_str(json)
+                .unwrap_or_else(|e| panic!("{name}: {json} is not a JSON string: {e}"));
+            (expected.to_owned(), value)
+        })
+        .collect()
+}
+
+fn vectors() -> Vec<HashMap<String, String>> {
+    let text = format_md();
     let mut out = Vec::new();
     for block in text.split("```text\n").skip(1) {
         let body = block.split("```").next().unwrap();
@@ -104,4 +128,88 @@ fn docs_format_md_vectors() {
             other => panic!("unknown form {other}"),
         }
     }
+}
+
+/// §1: every spelling decodes to the listed key, or is refused, for AES
+/// and Fernet keys alike.
+#[test]
+fn docs_format_md_key_spellings() {
+    let rows = table("key-spellings");
+    assert!(rows.len() >= 10);
+    for (expected, spelling) in rows {
+        let aes = AesKey::from_base64(&spelling);
+        let fernet = FernetKey::from_base64(&spelling);
+        if expected == "invalid" {
+            assert!(aes.is_err(), "{spelling:?} accepted");
+            assert!(fernet.is_err(), "{spelling:?} accepted as a Fernet key");
+        } else {
+            let bytes: [u8; 32] = unhex(&expected).try_into().unwrap();
+            let aes = aes.unwrap_or_else(|e| panic!("{spelling:?}: {e}"));
+            assert_eq!(aes.id(), AesKey::from_bytes(bytes).id(), "{spelling:?}");
+            let fernet = fernet.unwrap_or_else(|e| panic!("{spelling:?}: {e}"));
+            assert_eq!(
+                fernet.id(),
+                FernetKey::from_bytes(bytes).id(),
+                "{spelling:?}"
+            );
+        }
+    }
+}
+
+/// §1: the Fernet key fingerprint example.
+#[test]
+fn docs_format_md_fernet_key_id() {
+    let key: [u8; 32] = std::array::from_fn(|i| i as u8);
+    let id = FernetKey::from_bytes(key).id().to_string();
+    assert!(format_md().contains(&format!("it is\n`{id}`")), "{id}");
+}
+
+/// §4: every listed value is classified as listed, as text and (but for
+/// the binary header) as bytes: text in a bytes column is classified as
+/// text.
+#[test]
+fn docs_format_md_classification() {
+    let rows = table("classification");
+    assert!(rows.len() >= 20);
+    for (expected, value) in rows {
+        assert_eq!(inspect(&value).to_string(), expected, "{value:?}");
+        // In a bytes column, a header ending in `.` is the binary form.
+        if value.as_bytes().get(20) != Some(&b'.') {
+            let as_bytes = inspect_bytes(value.as_bytes()).to_string();
+            assert_eq!(as_bytes, expected, "{value:?}");
+        }
+    }
+}
+
+/// §7: a version prefix of another version is "unsupported version" naming
+/// its digits, whatever their number; ten digits are no version prefix.
+#[test]
+fn other_versions_are_unsupported_by_their_digits() {
+    let keyring = Keyring::new(AesKey::generate());
+    for (value, version) in [
+        ("mn2:x", "2"),
+        ("mn0:x", "0"),
+        ("mn01:db4daed658e3313c:AAAA", "01"),
+        ("mn10:db4daed658e3313c:AAAA", "10"),
+        ("mn123456789:", "123456789"),
+    ] {
+        assert_eq!(
+            keyring.decrypt(value, b""),
+            Err(DecryptError::UnsupportedVersion {
+                version: version.to_owned()
+            }),
+            "{value}"
+        );
+        assert_eq!(
+            keyring
+                .decrypt_bytes(value.as_bytes(), b"")
+                .unwrap_err()
+                .kind(),
+            "unsupported_version"
+        );
+    }
+    assert_ne!(
+        keyring.decrypt("mn1234567890:x", b"").unwrap_err().kind(),
+        "unsupported_version"
+    );
 }

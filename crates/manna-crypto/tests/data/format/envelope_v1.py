@@ -13,12 +13,15 @@ import base64
 import hashlib
 import hmac
 import os
+import json
 import re
 import sys
+import unicodedata
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 ID_LABEL = b"manna-crypto/v1/aes256gcm-key-id"
+FERNET_ID_LABEL = b"manna-crypto/v1/fernet-key-id"
 
 
 def key_id(key: bytes) -> str:
@@ -35,6 +38,73 @@ def seal(key: bytes, nonce: bytes, aad: bytes, plaintext: bytes, binary: bool = 
     if binary:
         return h + body
     return (h + base64.urlsafe_b64encode(body).rstrip(b"=")).decode("ascii")
+
+
+def parse_key(text: str) -> bytes:
+    """A key string (AES or Fernet) to its 32 bytes, by the steps of §1."""
+    s = text.strip(" \t\n\f\r").rstrip("=").replace("-", "+").replace("_", "/")
+    if not re.fullmatch(r"[A-Za-z0-9+/]*", s) or len(s) % 4 == 1:
+        raise ValueError("invalid base64")
+    raw = base64.b64decode(s + "=" * (-len(s) % 4))
+    if base64.b64encode(raw).decode("ascii").rstrip("=") != s:
+        raise ValueError("not canonical")
+    if len(raw) != 32:
+        raise ValueError(f"{len(raw)} bytes, not 32")
+    return raw
+
+
+def b64url_canonical(s: str):
+    """Canonical unpadded base64url to bytes, or None."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]*", s) or len(s) % 4 == 1:
+        return None
+    raw = base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+    return raw if base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=") == s else None
+
+
+def fernet_length(n: int) -> bool:
+    return n >= 73 and (n - 57) % 16 == 0
+
+
+def inspect(value: str) -> str:
+    """The format of a text value, by the rules of §4, in their order."""
+    m = re.match(r"mn([0-9]{1,9}):", value)
+    if m:  # rule 1
+        t = re.fullmatch(r"mn1:([0-9a-f]{16}):(.*)", value, re.S)
+        if m.group(1) == "1" and t:
+            body = b64url_canonical(t.group(2))
+            if body is not None and len(body) >= 28:
+                return f"aes256gcm({t.group(1)})"
+        return "unknown"
+    if value.startswith("gAAAA"):  # rule 2
+        raw = b64url_canonical(value.rstrip("="))
+        if raw is not None and raw[0] == 0x80 and fernet_length(len(raw)):
+            return "fernet"
+    b = value.encode("utf-8")  # rule 3, in bytes
+    if value.startswith("gAAAAA"):
+        return "unknown"
+    if len(b) > 21 and b[20:21] in (b":", b".") and re.fullmatch(rb"[0-9a-fA-F]{16}", b[4:20]):
+        return "unknown"
+    odd = len(re.sub(rb"[A-Za-z0-9_=-]", b"", b))
+    stripped = len(b.rstrip(b"="))
+    padded = any(fernet_length(n) and 4 * -(-n // 3) == len(b) for n in range(len(b) * 3 // 4 + 1))
+    unpadded = stripped % 4 != 1 and fernet_length(stripped * 3 // 4)
+    if odd <= 1 and (padded or unpadded):
+        return "unknown"
+    if any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in value):  # rule 4
+        return "unknown"
+    return "plaintext"  # rule 5
+
+
+def parse_table(text: str, name: str):
+    """The (expected, value) lines of a docs/format.md table block."""
+    m = re.search(r"```text\n" + re.escape(name) + r"\n(.*?)```", text, re.S)
+    assert m, f"no {name} table"
+    rows = []
+    for line in m.group(1).splitlines():
+        if line.strip():
+            expected, _, value = line.partition(" ")
+            rows.append((expected, json.loads(value)))
+    return rows
 
 
 def open_text(keys, token: str, aad: bytes) -> bytes:
@@ -70,6 +140,8 @@ VECTORS = [
      b"\xff" * 12, b"users.ssn:42", bytes(range(256))[:100], False),
     ("binary form of the column-AAD vector", bytes(range(32)), bytes(range(1, 13)),
      b"plaid_items.access_token", b"access-sandbox-123", True),
+    ("UTF-8 text AAD, as `--aad Zürich`", bytes(range(32)), bytes(range(2, 14)),
+     "Zürich".encode("utf-8"), b"gr\xc3\xbcezi", False),
 ]
 
 
@@ -106,8 +178,9 @@ def parse_vectors(text: str):
 
 
 def check(path: str) -> None:
-    with open(path) as fh:
-        vectors = parse_vectors(fh.read())
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    vectors = parse_vectors(text)
     assert len(vectors) >= 4, f"expected at least 4 vectors in {path}, found {len(vectors)}"
     for v in vectors:
         key = bytes.fromhex(v["key_hex"])
@@ -128,7 +201,20 @@ def check(path: str) -> None:
                 raise AssertionError("wrong AAD accepted")
             except Exception as e:  # InvalidTag
                 assert type(e).__name__ == "InvalidTag", e
-    print(f"{len(vectors)} vectors in {path}: OK")
+    spellings = parse_table(text, "key-spellings")
+    for expected, spelling in spellings:
+        try:
+            got = parse_key(spelling).hex()
+        except ValueError:
+            got = "invalid"
+        assert got == expected, (spelling, got)
+    classification = parse_table(text, "classification")
+    for expected, value in classification:
+        assert inspect(value) == expected, (value, inspect(value))
+    fernet_id = hmac.new(bytes(range(32)), FERNET_ID_LABEL, hashlib.sha256).digest()[:8].hex()
+    assert f"it is\n`{fernet_id}`" in text, fernet_id
+    print(f"{len(vectors)} vectors, {len(spellings)} key spellings and "
+          f"{len(classification)} classifications in {path}: OK")
 
 
 def main() -> None:
@@ -140,7 +226,7 @@ def main() -> None:
         default = os.path.join(here, "..", "..", "..", "..", "..", "docs", "format.md")
         check(sys.argv[2] if len(sys.argv) > 2 else os.path.normpath(default))
     elif cmd == "decrypt":
-        key = base64.b64decode(sys.argv[2].replace("-", "+").replace("_", "/") + "==")[:32]
+        key = parse_key(sys.argv[2])
         sys.stdout.buffer.write(open_text([key], sys.argv[4], sys.argv[3].encode()))
     else:
         sys.exit(__doc__)
