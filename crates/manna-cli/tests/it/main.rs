@@ -7,6 +7,7 @@ mod db;
 mod demo;
 mod keys;
 mod migrate;
+mod troubleshooting;
 mod verdicts;
 
 use std::io::Write;
