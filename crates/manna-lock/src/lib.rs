@@ -38,3 +38,8 @@ pub use token::FencingToken;
 /// version.
 #[cfg(feature = "async")]
 pub use async_trait::async_trait;
+
+/// The `tracing` target of audit events (a lease lost while held), the one
+/// every manna crate uses (`manna_crypto::audit::TARGET`; a test in
+/// manna-migrate checks they agree), so one filter routes them all.
+pub const AUDIT_TARGET: &str = "manna::audit";

@@ -836,8 +836,7 @@ async fn watchdog(
     }
     metrics::counter!(metric_names::LOST).increment(1);
     tracing::warn!(lock = lease.name(), token = %lease.token(), "lease lost");
-    // The audit target of every manna crate (`manna_crypto::audit::TARGET`).
-    tracing::warn!(target: "manna::audit", event = "lock_lost", lock = lease.name(),
+    tracing::warn!(target: crate::AUDIT_TARGET, event = "lock_lost", lock = lease.name(),
         token = %lease.token(), "a lock's lease was lost while held");
     state.lost.send_replace(true);
 }

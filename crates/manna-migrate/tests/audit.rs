@@ -13,6 +13,12 @@ use std::sync::Arc;
 use manna_migrate::{key_usage, BlockingLocks, ColumnRef, IdKind, Migrator, RetiringKey};
 use manna_store::testing::MemoryStore;
 
+/// One audit target across the crates: manna-lock cannot name manna-crypto's.
+#[test]
+fn every_crate_audits_under_one_target() {
+    assert_eq!(manna_lock::AUDIT_TARGET, manna_crypto::audit::TARGET);
+}
+
 fn column() -> ColumnRef {
     ColumnRef::parse("plaid_items.access_token", "id").unwrap()
 }
