@@ -19,6 +19,10 @@
 //! - 4: rows that cannot be decrypted with the configured keys, listed by id
 //!   in the report (they win over 3: running again does not fix them).
 //!
+//! `lock NAME -- COMMAND` exits with the command's status, except 1 (error),
+//! 2 (usage) and 3 (the lock stayed busy for the whole wait, or its lease
+//! was lost while the command ran).
+//!
 //! Never a panic or a backtrace for bad input.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -26,6 +30,7 @@
 mod demo;
 mod hints;
 mod keys;
+mod lock;
 mod migrate;
 mod progress;
 
@@ -44,7 +49,22 @@ Exit status:
   2  usage error
   3  incomplete: rows still in another format (old-format writers, a cancelled
      run, a lost lease), or rows still need the key; run again or wait
-  4  rows that cannot be decrypted with the configured keys (ids in the report)";
+  4  rows that cannot be decrypted with the configured keys (ids in the report)
+`manna lock` exits with its command's status (see `manna lock --help`).";
+
+/// The exit statuses of `lock`, for its `--help`.
+const LOCK_EXIT_STATUS: &str = "\
+The command gets the fencing token in MANNA_FENCING_TOKEN and the lock name in
+MANNA_LOCK_NAME. Ctrl-C reaches the command; the lock is released when it exits.
+
+Exit status:
+  the command's (128 + N when signal N ended it), or:
+  1  error (one `error:` line on stderr): no lock backend, backend unreachable,
+     command not found
+  2  usage error
+  3  busy: the lock stayed held for the whole --wait; or lost: the lease was
+     lost while the command ran, and the command was stopped (SIGTERM, then
+     SIGKILL after 10 s); the last stderr line says which";
 
 /// Command-line interface of `manna` (and `cargo xtask`).
 #[derive(Debug, Parser)]
@@ -98,6 +118,9 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         rows: u64,
     },
+    /// Run a command while holding a distributed lock (Redis, or the database's lock table).
+    #[command(after_help = LOCK_EXIT_STATUS)]
+    Lock(lock::LockArgs),
     /// Key lifecycle checks.
     Keys {
         #[command(subcommand)]
@@ -247,6 +270,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Decrypt { aad } => done(keys::decrypt(&keys, aad.as_deref())),
         Command::Migrate(args) => migrate::migrate(&keys, &args),
         Command::Demo { rows } => done(demo::demo(rows)),
+        Command::Lock(args) => lock::lock(&args),
         Command::Keys {
             command: KeysCommand::RetireCheck { key, target, json },
         } => migrate::retire_check(&keys, &target, &key, json),

@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use manna_lock::LockManager;
 use manna_migrate::{
-    AadMode, AcceptedFailures, BlockingLocks, CancelToken, ColumnRef, LogProgress, MigrationLocks,
-    Migrator, Mode, Options, Progress, Report, RetiringKey, Shard, Status, Target, Verdict,
+    AadMode, AcceptedFailures, CancelToken, ColumnRef, LogProgress, MigrationLocks, Migrator, Mode,
+    Options, Progress, Report, RetiringKey, Shard, Status, Target, Verdict,
 };
-use manna_store_diesel::{DbLockBackend, DieselStore};
+use manna_store_diesel::DieselStore;
 use serde::Deserialize;
 
 use crate::keys::KeyConfig;
@@ -186,19 +185,15 @@ fn read_config(path: &Path) -> Result<ConfigFile> {
         .map_err(|e| anyhow::anyhow!("config file {} is invalid: {}", path.display(), e.message()))
 }
 
-/// The lock backend: Redis when `REDIS_URL` is set, else the database's own
-/// lock (a lease row), so two migrators never both run on one column from
-/// any machine; on a runtime of the locks' own, which lives as long as they do.
+/// The migration locks: Redis when `REDIS_URL` is set, else the database's
+/// own lock (a lease row), so two migrators never both run on one column
+/// from any machine.
 fn locks(args: &MigrateArgs, store: &DieselStore) -> Result<Arc<dyn MigrationLocks>> {
-    let pool = store.pool().clone();
-    let locks = BlockingLocks::connect_on_own_runtime(|| async move {
-        Ok(match manna_lock_redis::RedisBackend::from_env().await? {
-            Some(redis) => LockManager::new(Arc::new(redis)),
-            None => LockManager::new(Arc::new(DbLockBackend::new(pool))),
-        })
-    })?
-    .ttl(Duration::from_secs(args.lock_ttl))
-    .wait(Duration::from_secs(args.lock_wait));
+    let locks = crate::lock::locks(
+        || Ok(store.pool().clone()),
+        Duration::from_secs(args.lock_ttl),
+        Duration::from_secs(args.lock_wait),
+    )?;
     Ok(Arc::new(locks))
 }
 

@@ -35,7 +35,8 @@ pub(crate) fn redis_url() -> String {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-fn unique(prefix: &str) -> String {
+/// A name no other test (of this run or another) uses: `PREFIX_PID_N_NANOS`.
+pub(crate) fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())

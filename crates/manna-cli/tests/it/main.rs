@@ -6,6 +6,7 @@
 mod db;
 mod demo;
 mod keys;
+mod lock;
 mod migrate;
 mod troubleshooting;
 mod verdicts;
@@ -15,6 +16,15 @@ use std::process::{Command, Output, Stdio};
 
 /// Runs the `manna` binary with a clean key environment plus `env`, feeding `stdin`.
 pub(crate) fn manna(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
+    let mut child = manna_command(args, env).spawn().expect("spawn manna");
+    // The process may exit before reading stdin (e.g. a key error): ignore a broken pipe.
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// The `manna` command with a clean key, database and Redis environment
+/// plus `env`, and piped stdin, stdout and stderr; not started.
+pub(crate) fn manna_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_manna"));
     cmd.args(args)
         .env_remove("MANNA_ENCRYPTION_KEY_AES256")
@@ -28,10 +38,7 @@ pub(crate) fn manna(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn manna");
-    // The process may exit before reading stdin (e.g. a key error): ignore a broken pipe.
-    let _ = child.stdin.take().unwrap().write_all(stdin);
-    child.wait_with_output().unwrap()
+    cmd
 }
 
 pub(crate) fn stdout(o: &Output) -> String {

@@ -1,0 +1,209 @@
+//! `manna lock NAME -- COMMAND…`: runs a command while holding a
+//! distributed lock (like `flock(1)`, across machines), and the lock backend
+//! every verb of the CLI uses.
+
+use std::ffi::OsString;
+use std::process::{Child, Command, ExitCode, ExitStatus};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use manna_lock::LockManager;
+use manna_lock_redis::{RedisBackend, RedisLockConfig, REDIS_URL_VAR};
+use manna_migrate::{BlockingLocks, HeldLock, MigrationLocks, Verdict};
+use manna_store_diesel::{DbLockBackend, DbPool, PoolOptions};
+
+/// The variable the command finds the fencing token in.
+pub(crate) const ENV_FENCING_TOKEN: &str = "MANNA_FENCING_TOKEN";
+/// The variable the command finds the lock name in.
+pub(crate) const ENV_LOCK_NAME: &str = "MANNA_LOCK_NAME";
+
+/// How often the holder checks whether the command ended or the lease was
+/// lost.
+const POLL: Duration = Duration::from_millis(10);
+/// How long a command whose lease was lost has between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// `manna lock` arguments.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct LockArgs {
+    /// The lock name. `KIND:ID` is the lock that `manna.lock_resource(KIND, ID)`
+    /// (Python) and `LockManager::lock_resource(KIND, ID)` (Rust) take.
+    pub(crate) name: String,
+    /// How long to wait for the lock while someone else holds it, in seconds
+    /// (0: try once).
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub(crate) wait: u64,
+    /// Lease of the lock, in seconds (renewed every third of it while the command runs).
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub(crate) ttl: u64,
+    /// Without REDIS_URL, the database whose lock table (`manna_locks`) holds
+    /// the lock: `postgres://…` or `sqlite://path`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub(crate) database_url: Option<String>,
+    /// The command to run while holding the lock, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub(crate) command: Vec<OsString>,
+}
+
+/// The CLI's locks: Redis when `REDIS_URL` is set, otherwise the database's
+/// own lock (the `manna_locks` lease table) on the pool `database` opens
+/// (called only then). They run on a runtime of their own, which lives as
+/// long as they do and renews held leases every third of `ttl`; `wait` is
+/// how long an acquisition waits for another holder.
+pub(crate) fn locks(
+    database: impl FnOnce() -> Result<DbPool>,
+    ttl: Duration,
+    wait: Duration,
+) -> Result<BlockingLocks> {
+    enum Backend {
+        Redis(RedisLockConfig),
+        Database(DbPool),
+    }
+    let backend = match RedisLockConfig::from_env() {
+        Some(config) => Backend::Redis(config),
+        None => Backend::Database(database()?),
+    };
+    let locks = BlockingLocks::connect_on_own_runtime(|| async move {
+        Ok(match backend {
+            Backend::Redis(config) => {
+                LockManager::new(Arc::new(RedisBackend::connect(config).await?))
+            }
+            Backend::Database(pool) => LockManager::new(Arc::new(DbLockBackend::new(pool))),
+        })
+    })?;
+    Ok(locks.ttl(ttl).wait(wait))
+}
+
+/// `manna lock NAME -- COMMAND…`: takes the lock, runs the command with
+/// `MANNA_FENCING_TOKEN` and `MANNA_LOCK_NAME` set, releases the lock when
+/// it exits and returns its exit status (128 + N when signal N ended it).
+/// 3 when the lock stayed held for the whole `--wait`, or when the lease was
+/// lost while the command ran (the command is then stopped: SIGTERM, and
+/// SIGKILL after 10 s).
+pub(crate) fn lock(args: &LockArgs) -> Result<ExitCode> {
+    let locks = locks(
+        || {
+            let Some(url) = &args.database_url else {
+                anyhow::bail!(
+                    "no lock backend: set {REDIS_URL_VAR} for Redis, or pass --database-url (or \
+                     set DATABASE_URL) for the database's own lock"
+                );
+            };
+            Ok(DbPool::connect(url, &PoolOptions::default())?)
+        },
+        Duration::from_secs(args.ttl),
+        Duration::from_secs(args.wait),
+    )?;
+    let held = match locks.acquire(&args.name) {
+        Ok(held) => held,
+        Err(err) if err.is_timeout() => {
+            eprintln!("busy: {err}; try again later, or wait longer (--wait)");
+            return Ok(ExitCode::from(Verdict::Incomplete.exit_code()));
+        }
+        Err(err) => return Err(err.into()),
+    };
+    // Ctrl-C reaches the command too (same process group): let it decide
+    // when to stop, and give the lock back once it has.
+    if let Err(err) = ctrlc::set_handler(|| {}) {
+        tracing::warn!("Ctrl-C handler not installed: {err}");
+    }
+    let program = args.command[0].to_string_lossy().into_owned();
+    let spawned = Command::new(&args.command[0])
+        .args(&args.command[1..])
+        .env(ENV_FENCING_TOKEN, held.token().get().to_string())
+        .env(ENV_LOCK_NAME, held.name())
+        .spawn();
+    let child = match spawned {
+        Ok(child) => child,
+        Err(err) => {
+            give_back(held, args.ttl);
+            return Err(err).with_context(|| format!("cannot run {program}"));
+        }
+    };
+    let (status, lost) = supervise(child, held.as_ref())?;
+    let name = held.name().to_owned();
+    let token = held.token();
+    let lost = lost || !give_back(held, args.ttl);
+    if lost {
+        eprintln!(
+            "lost: the lease on lock `{name}` (token {token}) was lost before {program} ended \
+             (another holder may have taken the lock since); run it again"
+        );
+        return Ok(ExitCode::from(Verdict::Incomplete.exit_code()));
+    }
+    Ok(ExitCode::from(exit_code(status)))
+}
+
+/// Waits for the command, stopping it if the lease is lost; returns its
+/// status and whether the lease was lost.
+fn supervise(mut child: Child, held: &dyn HeldLock) -> Result<(ExitStatus, bool)> {
+    loop {
+        if let Some(status) = child.try_wait().context("waiting for the command")? {
+            return Ok((status, false));
+        }
+        if held.is_lost() {
+            eprintln!(
+                "lost: the lease on lock `{}` was lost while the command ran; stopping it \
+                 (SIGTERM, then SIGKILL after {} s)",
+                held.name(),
+                GRACE.as_secs()
+            );
+            return Ok((stop(child)?, true));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Asks the command to stop (SIGTERM), and kills it if it has not after
+/// [`GRACE`].
+fn stop(mut child: Child) -> Result<ExitStatus> {
+    #[cfg(unix)]
+    {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        let pid = i32::try_from(child.id()).context("the command's process id")?;
+        // It may have exited already: then there is nothing to signal.
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        let deadline = Instant::now() + GRACE;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().context("waiting for the command")? {
+                return Ok(status);
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+    let _ = child.kill();
+    child.wait().context("waiting for the command")
+}
+
+/// Releases the lock; `false` if the lease had been lost. A backend that
+/// cannot be reached is a warning: the lease then expires after its TTL.
+fn give_back(held: Box<dyn HeldLock>, ttl: u64) -> bool {
+    let name = held.name().to_owned();
+    match held.release() {
+        Ok(held) => held,
+        Err(err) => {
+            eprintln!("warning: lock `{name}` not released ({err}); it expires within {ttl} s");
+            true
+        }
+    }
+}
+
+/// The command's exit status as ours: its code, or 128 + N when signal N
+/// ended it (as shells report it).
+fn exit_code(status: ExitStatus) -> u8 {
+    if let Some(code) = status.code() {
+        // Exit codes are 0..=255 on Unix; elsewhere, keep failures failures.
+        return u8::try_from(code).unwrap_or(1);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return u8::try_from(128 + signal).unwrap_or(1);
+        }
+    }
+    1
+}

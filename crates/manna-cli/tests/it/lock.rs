@@ -1,0 +1,304 @@
+//! `manna lock NAME -- COMMAND`: the command runs holding the lock (Redis on
+//! 127.0.0.1:6379, or a database's lock table), gets the fencing token,
+//! and its exit status is passed through; two holders exclude each other.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdout, Output};
+use std::time::{Duration, Instant};
+
+use crate::db::{redis_url, unique, TestDb};
+use crate::{assert_one_line_error, assert_verdict, manna, manna_command, stderr, stdout};
+
+/// Prints the token, then holds the lock until a line arrives on stdin.
+const HOLD: &str = "echo \"$MANNA_FENCING_TOKEN\"; read _line; echo released";
+
+/// A running `manna lock NAME -- sh -c HOLD` that has taken the lock.
+struct Holder {
+    child: Child,
+    out: BufReader<ChildStdout>,
+    token: u64,
+}
+
+impl Holder {
+    /// Starts it and waits until it holds the lock (its command printed the token).
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Holder {
+        let mut all = vec!["lock"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--", "sh", "-c", HOLD]);
+        let mut child = manna_command(&all, env).spawn().expect("spawn manna lock");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let Ok(token) = line.trim().parse() else {
+            let done = child.wait_with_output().unwrap();
+            panic!("the holder did not take the lock: {}", stderr(&done));
+        };
+        Holder { child, out, token }
+    }
+
+    /// Lets the command end; returns its run's output (stdout after the token line).
+    fn release(mut self) -> (Output, String) {
+        self.child.stdin.take().unwrap().write_all(b"\n").unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.out, &mut rest).unwrap();
+        (self.child.wait_with_output().unwrap(), rest)
+    }
+}
+
+/// The token a `manna lock … -- sh -c 'echo $MANNA_FENCING_TOKEN'` run printed.
+fn token_of(o: &Output) -> u64 {
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(o));
+    stdout(o).trim().parse().expect("a token")
+}
+
+fn name() -> String {
+    manna_lock::resource_name(&unique("cli_lock"), "42")
+}
+
+#[test]
+fn the_command_runs_with_the_fencing_token_and_the_lock_name() {
+    let redis = redis_url();
+    let name = name();
+    let o = manna(
+        &[
+            "lock",
+            &name,
+            "--",
+            "sh",
+            "-c",
+            "echo \"$MANNA_LOCK_NAME $MANNA_FENCING_TOKEN\"",
+        ],
+        &[("REDIS_URL", &redis)],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let (got_name, token) = out.trim().split_once(' ').unwrap();
+    assert_eq!(got_name, name);
+    assert!(token.parse::<u64>().unwrap() > 0);
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    // Released when the command ended: taken at once again, with a larger token.
+    let again = manna(
+        &[
+            "lock",
+            &name,
+            "--wait",
+            "0",
+            "--",
+            "sh",
+            "-c",
+            "echo $MANNA_FENCING_TOKEN",
+        ],
+        &[("REDIS_URL", &redis)],
+        b"",
+    );
+    assert!(token_of(&again) > token.parse().unwrap());
+}
+
+#[test]
+fn two_holders_exclude_each_other_and_the_second_token_is_greater() {
+    let redis = redis_url();
+    let name = name();
+    let env = [("REDIS_URL", redis.as_str())];
+    let first = Holder::start(&[&name], &env);
+    let first_token = first.token;
+    let mut second = manna_command(
+        &[
+            "lock",
+            &name,
+            "--wait",
+            "60",
+            "--",
+            "sh",
+            "-c",
+            "echo $MANNA_FENCING_TOKEN",
+        ],
+        &env,
+    )
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        second.try_wait().unwrap().is_none(),
+        "the second ran while the first held the lock"
+    );
+    let (done, rest) = first.release();
+    assert_eq!(done.status.code(), Some(0), "{}", stderr(&done));
+    assert_eq!(rest.trim(), "released");
+    let second = second.wait_with_output().unwrap();
+    assert!(token_of(&second) > first_token);
+}
+
+#[test]
+fn a_lock_held_for_the_whole_wait_exits_3_naming_the_holder() {
+    let redis = redis_url();
+    let name = name();
+    let env = [("REDIS_URL", redis.as_str())];
+    let holder = Holder::start(&[&name], &env);
+    let started = Instant::now();
+    let o = manna(&["lock", &name, "--wait", "1", "--", "true"], &env, b"");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    let line = assert_verdict(&o, 3, "busy:");
+    assert!(
+        line.contains(&name) && line.contains("held by host"),
+        "{line}"
+    );
+    assert!(line.contains("--wait"), "{line}");
+    // --wait 0 tries once.
+    let o = manna(&["lock", &name, "--wait", "0", "--", "true"], &env, b"");
+    assert_verdict(&o, 3, "busy:");
+    holder.release();
+}
+
+#[test]
+fn the_command_exit_status_is_passed_through() {
+    let redis = redis_url();
+    let name = name();
+    let env = [("REDIS_URL", redis.as_str())];
+    let o = manna(&["lock", &name, "--", "sh", "-c", "exit 7"], &env, b"");
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    // Killed by a signal: 128 + N, as shells report it.
+    let o = manna(
+        &["lock", &name, "--", "sh", "-c", "kill -TERM $$"],
+        &env,
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(128 + 15), "{}", stderr(&o));
+    // Released in both cases.
+    let o = manna(&["lock", &name, "--wait", "0", "--", "true"], &env, b"");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn a_command_that_cannot_start_is_an_error_and_releases_the_lock() {
+    let redis = redis_url();
+    let name = name();
+    let env = [("REDIS_URL", redis.as_str())];
+    let o = manna(
+        &["lock", &name, "--", "/nonexistent/manna-test-command"],
+        &env,
+        b"",
+    );
+    let line = assert_one_line_error(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        line.contains("cannot run /nonexistent/manna-test-command"),
+        "{line}"
+    );
+    let o = manna(&["lock", &name, "--wait", "0", "--", "true"], &env, b"");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    // No command.
+    let o = manna(&["lock", "x:1"], &[], b"");
+    assert_eq!(o.status.code(), Some(2));
+    // The command comes after `--`.
+    let o = manna(&["lock", "x:1", "true"], &[], b"");
+    assert_eq!(o.status.code(), Some(2));
+    let o = manna(&["lock", "x:1", "--ttl", "0", "--", "true"], &[], b"");
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn without_redis_or_a_database_the_error_says_what_to_set() {
+    let o = manna(&["lock", "x:1", "--", "true"], &[], b"");
+    let line = assert_one_line_error(&o);
+    assert!(
+        line.contains("REDIS_URL") && line.contains("--database-url"),
+        "{line}"
+    );
+}
+
+#[test]
+fn no_redis_password_in_any_output() {
+    let secret = "hunter2secret";
+    let addr = redis_url()
+        .trim_start_matches("redis://")
+        .rsplit('@')
+        .next()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    for url in [
+        // Unreachable.
+        format!("redis://manna:{secret}@127.0.0.1:1/0"),
+        // Reachable, wrong credentials.
+        format!("redis://manna:{secret}@{addr}/0"),
+    ] {
+        let o = manna(
+            &["lock", "x:1", "--wait", "1", "--", "true"],
+            &[("REDIS_URL", &url)],
+            b"",
+        );
+        let line = assert_one_line_error(&o);
+        assert!(line.contains("REDIS_URL"), "{line}");
+        assert!(
+            !stderr(&o).contains(secret) && !stdout(&o).contains(secret),
+            "{line}"
+        );
+    }
+    // The holder's and the waiter's messages name the holder, never the URL.
+    let redis = redis_url();
+    let name = name();
+    let env = [("REDIS_URL", redis.as_str())];
+    let holder = Holder::start(&[&name], &env);
+    let o = manna(&["lock", &name, "--wait", "0", "--", "true"], &env, b"");
+    assert!(!stderr(&o).contains("redis://"), "{}", stderr(&o));
+    let (done, _) = holder.release();
+    assert!(!stderr(&done).contains("redis://"), "{}", stderr(&done));
+}
+
+#[test]
+fn database_lock_excludes_and_a_lost_lease_stops_the_command_and_exits_3() {
+    let db = TestDb::sqlite();
+    let name = name();
+    let env = [("DATABASE_URL", db.url())];
+    // The database's lock excludes like Redis's…
+    let holder = Holder::start(&[&name], &env);
+    let o = manna(&["lock", &name, "--wait", "0", "--", "true"], &env, b"");
+    assert_verdict(&o, 3, "busy:");
+    let (done, _) = holder.release();
+    assert_eq!(done.status.code(), Some(0), "{}", stderr(&done));
+
+    // …and a lease taken over while the command runs (renewal is refused)
+    // stops the command.
+    let mut running = manna_command(
+        &[
+            "lock",
+            &name,
+            "--ttl",
+            "3",
+            "--",
+            "sh",
+            "-c",
+            "echo $MANNA_FENCING_TOKEN; exec sleep 120",
+        ],
+        &env,
+    )
+    .spawn()
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(running.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.trim().parse::<u64>().is_ok(), "{line:?}");
+    let started = Instant::now();
+    db.execute(&format!(
+        "PRAGMA busy_timeout = 5000; \
+         UPDATE manna_locks SET owner = 'someone-else' WHERE name = '{name}'"
+    ));
+    let o = running.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(100), "not stopped");
+    let last = assert_verdict(&o, 3, "lost:");
+    assert!(last.contains(&name), "{last}");
+    assert!(
+        stderr(&o).contains("stopping it (SIGTERM"),
+        "{}",
+        stderr(&o)
+    );
+}
