@@ -3,6 +3,7 @@ this crate by maturin) and Python's `cryptography` as the legacy peer."""
 
 import os
 import pathlib
+import shlex
 
 import pytest
 
@@ -39,3 +40,14 @@ def key():
 @pytest.fixture
 def keyring(key):
     return manna.Keyring(key)
+
+
+def manna_cli():
+    """The command that runs this checkout's ``manna`` CLI, as a list: from
+    ``MANNA_CLI`` (``cargo xtask test`` sets ``cargo run --quiet -p xtask --``;
+    a built binary's path works too). Skips the calling test without it,
+    saying so."""
+    command = os.environ.get("MANNA_CLI")
+    if not command:
+        pytest.skip("MANNA_CLI is not set (e.g. MANNA_CLI='cargo run --quiet -p xtask --')")
+    return shlex.split(command)

@@ -15,13 +15,12 @@ import base64
 import importlib.util
 import os
 import re
-import shlex
 import subprocess
 
 import pytest
 
 import manna
-from conftest import REPO
+from conftest import REPO, manna_cli
 
 AAD = "plaid_items.access_token"
 
@@ -76,16 +75,9 @@ def test_binding_tokens_decrypt_with_the_independent_implementation():
     assert keyring.decrypt(token, AAD) == "from-python"
 
 
-def cli():
-    command = os.environ.get("MANNA_CLI")
-    if not command:
-        pytest.skip("MANNA_CLI is not set (e.g. MANNA_CLI='cargo run --quiet -p xtask --')")
-    return shlex.split(command)
-
-
 def run_cli(args, key, stdin):
     env = dict(os.environ, MANNA_ENCRYPTION_KEY_AES256=key)
-    done = subprocess.run(cli() + args, input=stdin, capture_output=True, env=env, cwd=REPO)
+    done = subprocess.run(manna_cli() + args, input=stdin, capture_output=True, env=env, cwd=REPO)
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     return done.stdout
 
