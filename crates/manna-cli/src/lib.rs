@@ -71,7 +71,7 @@ Exit status:
 #[command(
     name = "manna",
     version,
-    about = "manna operator tools: keys, envelopes, online re-encryption",
+    about = "manna operator tools: keys, envelopes, online re-encryption, locks",
     after_help = EXIT_STATUS
 )]
 struct Cli {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use manna_lock::LockManager;
+use manna_lock::{LockError, LockManager};
 use manna_lock_redis::{RedisBackend, RedisLockConfig, REDIS_URL_VAR};
 use manna_migrate::{BlockingLocks, HeldLock, MigrationLocks, Verdict};
 use manna_store_diesel::{DbLockBackend, DbPool, PoolOptions};
@@ -98,8 +98,13 @@ pub(crate) fn lock(args: &LockArgs) -> Result<ExitCode> {
     )?;
     let held = match locks.acquire(&args.name) {
         Ok(held) => held,
-        Err(err) if err.is_timeout() => {
-            eprintln!("busy: {err}; try again later, or wait longer (--wait)");
+        Err(LockError::Timeout { name, holder, .. }) => {
+            eprintln!(
+                "busy: lock `{name}` is held{} (waited {} s); try again later, or wait longer \
+                 (--wait)",
+                holder.map(|h| format!(" by {h}")).unwrap_or_default(),
+                args.wait
+            );
             return Ok(ExitCode::from(Verdict::Incomplete.exit_code()));
         }
         Err(err) => return Err(err.into()),

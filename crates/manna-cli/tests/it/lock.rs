@@ -143,7 +143,10 @@ fn a_lock_held_for_the_whole_wait_exits_3_naming_the_holder() {
         line.contains(&name) && line.contains("held by host"),
         "{line}"
     );
-    assert!(line.contains("--wait"), "{line}");
+    assert!(
+        line.contains("(waited 1 s)") && line.contains("--wait"),
+        "{line}"
+    );
     // --wait 0 tries once.
     let o = manna(&["lock", &name, "--wait", "0", "--", "true"], &env, b"");
     assert_verdict(&o, 3, "busy:");
