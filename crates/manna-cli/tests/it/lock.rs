@@ -305,3 +305,45 @@ fn database_lock_excludes_and_a_lost_lease_stops_the_command_and_exits_3() {
         stderr(&o)
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_the_command_and_the_lock_is_released_when_it_has() {
+    use std::os::unix::process::CommandExt;
+
+    use nix::sys::signal::{killpg, Signal};
+    use nix::unistd::Pid;
+
+    let redis = redis_url();
+    let name = name();
+    let env = [("REDIS_URL", redis.as_str())];
+    // A process group of its own, like a foreground job of a terminal.
+    let mut running = manna_command(
+        &[
+            "lock",
+            &name,
+            "--",
+            "sh",
+            "-c",
+            "echo $MANNA_FENCING_TOKEN; exec sleep 120",
+        ],
+        &env,
+    )
+    .process_group(0)
+    .spawn()
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(running.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.trim().parse::<u64>().is_ok(), "{line:?}");
+    // Ctrl-C: SIGINT to the whole group.
+    let group = Pid::from_raw(i32::try_from(running.id()).unwrap());
+    killpg(group, Signal::SIGINT).unwrap();
+    let o = running.wait_with_output().unwrap();
+    // manna lock outlived the signal, reported the command's end (128 + SIGINT)…
+    assert_eq!(o.status.code(), Some(128 + 2), "{}", stderr(&o));
+    // …and released the lock.
+    let o = manna(&["lock", &name, "--wait", "0", "--", "true"], &env, b"");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
