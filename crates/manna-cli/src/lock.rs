@@ -83,6 +83,9 @@ pub(crate) fn locks(
 /// lost while the command ran (the command is then stopped: SIGTERM, and
 /// SIGKILL after 10 s).
 pub(crate) fn lock(args: &LockArgs) -> Result<ExitCode> {
+    let Some((command, command_args)) = args.command.split_first() else {
+        anyhow::bail!("no command given: pass it after `--`");
+    };
     let locks = locks(
         || {
             let Some(url) = &args.database_url else {
@@ -114,9 +117,9 @@ pub(crate) fn lock(args: &LockArgs) -> Result<ExitCode> {
     if let Err(err) = ctrlc::set_handler(|| {}) {
         tracing::warn!("Ctrl-C handler not installed: {err}");
     }
-    let program = args.command[0].to_string_lossy().into_owned();
-    let spawned = Command::new(&args.command[0])
-        .args(&args.command[1..])
+    let program = command.to_string_lossy().into_owned();
+    let spawned = Command::new(command)
+        .args(command_args)
         .env(ENV_FENCING_TOKEN, held.token().get().to_string())
         .env(ENV_LOCK_NAME, held.name())
         .spawn();

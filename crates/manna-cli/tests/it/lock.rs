@@ -256,20 +256,64 @@ fn no_redis_password_in_any_output() {
     assert!(!stderr(&done).contains("redis://"), "{}", stderr(&done));
 }
 
-#[test]
-fn database_lock_excludes_and_a_lost_lease_stops_the_command_and_exits_3() {
-    let db = TestDb::sqlite();
-    let name = name();
+/// Without REDIS_URL, the database's lock table excludes like Redis, and
+/// the next holder's token is greater.
+fn database_lock_excludes(db: &TestDb, name: &str) {
     let env = [("DATABASE_URL", db.url())];
-    // The database's lock excludes like Redis's…
-    let holder = Holder::start(&[&name], &env);
-    let o = manna(&["lock", &name, "--wait", "0", "--", "true"], &env, b"");
+    let holder = Holder::start(&[name], &env);
+    let first_token = holder.token;
+    let o = manna(&["lock", name, "--wait", "0", "--", "true"], &env, b"");
     assert_verdict(&o, 3, "busy:");
     let (done, _) = holder.release();
     assert_eq!(done.status.code(), Some(0), "{}", stderr(&done));
+    let o = manna(
+        &[
+            "lock",
+            name,
+            "--wait",
+            "0",
+            "--",
+            "sh",
+            "-c",
+            "echo $MANNA_FENCING_TOKEN",
+        ],
+        &env,
+        b"",
+    );
+    assert!(token_of(&o) > first_token);
+}
 
-    // …and a lease taken over while the command runs (renewal is refused)
-    // stops the command.
+#[test]
+fn postgres_database_lock_excludes() {
+    database_lock_excludes(&TestDb::postgres(), &name());
+}
+
+#[test]
+fn no_database_password_in_the_error() {
+    let o = manna(
+        &["lock", "x:1", "--wait", "1", "--", "true"],
+        &[(
+            "DATABASE_URL",
+            "postgres://manna:hunter2secret@127.0.0.1:1/x",
+        )],
+        b"",
+    );
+    let line = assert_one_line_error(&o);
+    assert!(
+        !line.contains("hunter2secret") && line.contains("***"),
+        "{line}"
+    );
+}
+
+#[test]
+fn sqlite_database_lock_excludes_and_a_lost_lease_stops_the_command_and_exits_3() {
+    let db = TestDb::sqlite();
+    let name = name();
+    let env = [("DATABASE_URL", db.url())];
+    database_lock_excludes(&db, &name);
+
+    // A lease taken over while the command runs (renewal is refused) stops
+    // the command.
     let mut running = manna_command(
         &[
             "lock",
