@@ -8,7 +8,7 @@
 - Python ↔ Rust CLI: with `MANNA_CLI` set to a command running the CLI
   (`.ci/run` sets `cargo run --quiet -p xtask --`), tokens made by the
   binding decrypt with the CLI's `decrypt`, and the CLI's `encrypt` tokens
-  decrypt here. Without it those two tests are skipped, saying so.
+  decrypt here. Without it those two tests fail, saying how to set it.
 """
 
 import base64
