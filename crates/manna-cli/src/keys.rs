@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use manna_crypto::{
     AesKey, EnvKeySource, FileKeySource, KeyRole, KeySource, KeySourceError, Keyring, Status,
     ENV_AES_KEY,
@@ -172,7 +172,9 @@ pub(crate) fn warn_acceptance(keyring: &Keyring) {
 
 /// `inspect TOKEN`: the format of a stored value, without decrypting it.
 pub(crate) fn inspect(token: &str) -> Result<()> {
-    let format = manna_crypto::inspect(token.trim());
+    // The value exactly as given: whitespace around a stored value is part
+    // of it (docs/format.md §4).
+    let format = manna_crypto::inspect(token);
     let mut out = std::io::stdout().lock();
     writeln!(out, "{format}")?;
     Ok(())
@@ -200,7 +202,14 @@ pub(crate) fn decrypt(keys: &KeyConfig, aad: Option<&str>) -> Result<()> {
         .lock()
         .read_to_string(&mut input)
         .context("cannot read stdin: expected one token as text")?;
-    let token = input.trim();
+    // The ASCII whitespace around the token (echo's newline), no more.
+    let token = input.trim_matches(|c: char| c.is_ascii_whitespace());
+    if token.is_empty() {
+        bail!("no token on stdin: pipe in one stored value");
+    }
+    if aad.is_some() && manna_crypto::inspect(token) == manna_crypto::Format::Fernet {
+        eprintln!("warning: a Fernet token binds no AAD: --aad was not checked");
+    }
     let plaintext = keyring
         .decrypt(token, aad.unwrap_or_default().as_bytes())
         .map_err(|e| match (e, manna_crypto::inspect(token)) {

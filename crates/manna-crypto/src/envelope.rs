@@ -224,6 +224,22 @@ fn fernet_shaped(v: &str) -> bool {
     padded || unpadded
 }
 
+/// Rule 3 of docs/format.md §4: a damaged token, or a token (damaged or
+/// not) with ASCII whitespace around it, as a `CHAR(n)` column or a paste
+/// leaves it. Never taken for plaintext.
+fn looks_damaged(value: &str) -> bool {
+    let damaged =
+        |v: &str| v.starts_with("gAAAAA") || envelope_shaped(v.as_bytes()) || fernet_shaped(v);
+    if damaged(value) {
+        return true;
+    }
+    let trimmed = value.trim_matches(|c: char| c.is_ascii_whitespace());
+    trimmed.len() != value.len()
+        && (version_digits(trimmed.as_bytes()).is_some()
+            || is_fernet_token(trimmed)
+            || damaged(trimmed))
+}
+
 /// Whether a value that is not a token can be taken for plain text: no
 /// control characters other than tab, CR and LF.
 fn looks_like_text(value: &str) -> bool {
@@ -310,11 +326,7 @@ pub fn inspect(value: &str) -> Format {
         Prefix::None => {
             if is_fernet_token(value) {
                 Format::Fernet
-            } else if value.starts_with("gAAAAA")
-                || envelope_shaped(value.as_bytes())
-                || fernet_shaped(value)
-                || !looks_like_text(value)
-            {
+            } else if looks_damaged(value) || !looks_like_text(value) {
                 Format::Unknown
             } else {
                 Format::Plaintext

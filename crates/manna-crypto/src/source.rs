@@ -156,10 +156,12 @@ impl EnvKeySource {
     fn get(&self, name: &str) -> Option<Zeroizing<String>> {
         (self.lookup)(name)
             .map(Zeroizing::new)
-            .filter(|v| !v.trim().is_empty())
+            .filter(|v| !v.trim_matches(|c: char| c.is_ascii_whitespace()).is_empty())
     }
 
-    /// The comma-separated entries of a variable, with their 1-based position.
+    /// The comma-separated entries of a variable, each parsed as
+    /// docs/format.md §1 says; empty entries (a trailing comma) are skipped,
+    /// and errors name an entry's 1-based position in the list.
     fn entries<T>(
         &self,
         variable: &'static str,
@@ -170,9 +172,8 @@ impl EnvKeySource {
         };
         value
             .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
             .enumerate()
+            .filter(|(_, s)| !s.trim_matches(|c: char| c.is_ascii_whitespace()).is_empty())
             .map(|(i, s)| {
                 parse(s).map_err(|source| KeySourceError::InvalidKey {
                     location: format!("{variable} (entry {})", i + 1),

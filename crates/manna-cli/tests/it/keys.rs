@@ -146,6 +146,37 @@ fn inspect_tells_formats_without_keys() {
         stdout(&manna(&["inspect", "hello world"], &[], b"")).trim(),
         "plaintext"
     );
+    // The value exactly as given (docs/format.md §4): a token with
+    // whitespace around it, as a CHAR(n) column stores it, is damaged.
+    for padded in [format!("{} ", token.trim()), format!("{ftoken}\n")] {
+        assert_eq!(
+            stdout(&manna(&["inspect", &padded], &[], b"")).trim(),
+            "unknown",
+            "{padded:?}"
+        );
+    }
+}
+
+#[test]
+fn decrypt_says_what_it_did_not_check() {
+    let key = keygen();
+    let fernet = manna_crypto::FernetKey::generate();
+    let env = [
+        ("MANNA_ENCRYPTION_KEY_AES256", key.as_str()),
+        ("MANNA_ENCRYPTION_KEY", &*fernet.to_base64()),
+    ];
+    let err = assert_one_line_error(&manna(&["decrypt"], &env, b" \n"));
+    assert!(err.contains("no token on stdin"), "{err}");
+
+    let token = fernet.encrypt(b"legacy");
+    let o = manna(&["decrypt", "--aad", "t.c"], &env, token.as_bytes());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout, b"legacy");
+    assert!(
+        stderr(&o).contains("warning: a Fernet token binds no AAD: --aad was not checked"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -87,6 +87,22 @@ fn env_source_errors_are_actionable_and_secret_free() {
     assert!(msg.contains("16 bytes"), "{msg}");
     assert!(!msg.contains(b.to_base64().as_str()));
 
+    // Entries are parsed as docs/format.md §1 spells keys: only ASCII
+    // whitespace around them is ignored; positions count skipped empty ones.
+    let nbsp = format!("\u{a0}{}", b.to_base64().as_str());
+    let err = env(&[
+        (ENV_AES_KEY, a.to_base64().to_string()),
+        (
+            ENV_FERNET_KEYS,
+            format!("{},,{nbsp}", b.to_base64().as_str()),
+        ),
+    ])
+    .load()
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("MANNA_ENCRYPTION_KEY (entry 3)"), "{msg}");
+    assert!(msg.contains("not valid base64"), "{msg}");
+
     // The legacy Fernet key pasted into the AES variable too.
     let shared = FernetKey::generate();
     let err = env(&[

@@ -65,6 +65,20 @@ def fernet_length(n: int) -> bool:
     return n >= 73 and (n - 57) % 16 == 0
 
 
+def damaged(value: str) -> bool:
+    """The first three bullets of §4 rule 3, counted in UTF-8 bytes."""
+    b = value.encode("utf-8")
+    if value.startswith("gAAAAA"):
+        return True
+    if len(b) > 21 and b[20:21] in (b":", b".") and re.fullmatch(rb"[0-9a-fA-F]{16}", b[4:20]):
+        return True
+    odd = len(re.sub(rb"[A-Za-z0-9_=-]", b"", b))
+    stripped = len(b.rstrip(b"="))
+    padded = any(fernet_length(n) and 4 * -(-n // 3) == len(b) for n in range(len(b) * 3 // 4 + 1))
+    unpadded = stripped % 4 != 1 and fernet_length(stripped * 3 // 4)
+    return odd <= 1 and (padded or unpadded)
+
+
 def inspect(value: str) -> str:
     """The format of a text value, by the rules of §4, in their order."""
     m = re.match(r"mn([0-9]{1,9}):", value)
@@ -79,16 +93,11 @@ def inspect(value: str) -> str:
         raw = b64url_canonical(value.rstrip("="))
         if raw is not None and raw[0] == 0x80 and fernet_length(len(raw)):
             return "fernet"
-    b = value.encode("utf-8")  # rule 3, in bytes
-    if value.startswith("gAAAAA"):
+    if damaged(value):  # rule 3
         return "unknown"
-    if len(b) > 21 and b[20:21] in (b":", b".") and re.fullmatch(rb"[0-9a-fA-F]{16}", b[4:20]):
-        return "unknown"
-    odd = len(re.sub(rb"[A-Za-z0-9_=-]", b"", b))
-    stripped = len(b.rstrip(b"="))
-    padded = any(fernet_length(n) and 4 * -(-n // 3) == len(b) for n in range(len(b) * 3 // 4 + 1))
-    unpadded = stripped % 4 != 1 and fernet_length(stripped * 3 // 4)
-    if odd <= 1 and (padded or unpadded):
+    trimmed = value.strip(" \t\n\f\r")
+    if trimmed != value and (re.match(r"mn[0-9]{1,9}:", trimmed) or damaged(trimmed)
+                             or inspect(trimmed) == "fernet"):
         return "unknown"
     if any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in value):  # rule 4
         return "unknown"
