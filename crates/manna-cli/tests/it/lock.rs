@@ -27,9 +27,7 @@ impl Holder {
         all.extend_from_slice(&["--", "sh", "-c", HOLD]);
         let mut child = manna_command(&all, env).spawn().expect("spawn manna lock");
         let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let Ok(token) = line.trim().parse() else {
+        let Some(token) = read_token(&mut out) else {
             let done = child.wait_with_output().unwrap();
             panic!("the holder did not take the lock: {}", stderr(&done));
         };
@@ -43,6 +41,14 @@ impl Holder {
         std::io::Read::read_to_string(&mut self.out, &mut rest).unwrap();
         (self.child.wait_with_output().unwrap(), rest)
     }
+}
+
+/// The fencing token a command under `manna lock` printed as its first
+/// line (`echo $MANNA_FENCING_TOKEN`); `None` if it printed none.
+fn read_token(out: &mut impl BufRead) -> Option<u64> {
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    line.trim().parse().ok()
 }
 
 /// The token a `manna lock … -- sh -c 'echo $MANNA_FENCING_TOKEN'` run printed.
@@ -329,11 +335,8 @@ fn sqlite_database_lock_excludes_and_a_lost_lease_stops_the_command_and_exits_3(
     )
     .spawn()
     .unwrap();
-    let mut line = String::new();
-    BufReader::new(running.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.trim().parse::<u64>().is_ok(), "{line:?}");
+    let token = read_token(&mut BufReader::new(running.stdout.as_mut().unwrap()));
+    assert!(token.is_some(), "the command did not start under the lock");
     let started = Instant::now();
     db.execute(&format!(
         "PRAGMA busy_timeout = 5000; \
@@ -376,11 +379,8 @@ fn ctrl_c_stops_the_command_and_the_lock_is_released_when_it_has() {
     .process_group(0)
     .spawn()
     .unwrap();
-    let mut line = String::new();
-    BufReader::new(running.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.trim().parse::<u64>().is_ok(), "{line:?}");
+    let token = read_token(&mut BufReader::new(running.stdout.as_mut().unwrap()));
+    assert!(token.is_some(), "the command did not start under the lock");
     // Ctrl-C: SIGINT to the whole group.
     let group = Pid::from_raw(i32::try_from(running.id()).unwrap());
     killpg(group, Signal::SIGINT).unwrap();

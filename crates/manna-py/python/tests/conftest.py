@@ -1,6 +1,7 @@
 """Shared fixtures. The tests use the installed `manna` package (built from
 this crate by maturin) and Python's `cryptography` as the legacy peer."""
 
+import importlib.util
 import os
 import pathlib
 import shlex
@@ -52,3 +53,13 @@ def manna_cli():
         pytest.fail("MANNA_CLI is not set (e.g. MANNA_CLI='cargo run --quiet -p xtask --'); "
                     "`cargo xtask test` sets it")
     return shlex.split(command)
+
+
+def independent_implementation():
+    """The envelope codec written from docs/format.md alone, on Python's
+    `cryptography` (crates/manna-crypto/tests/data/format/envelope_v1.py)."""
+    path = REPO / "crates" / "manna-crypto" / "tests" / "data" / "format" / "envelope_v1.py"
+    spec = importlib.util.spec_from_file_location("envelope_v1", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

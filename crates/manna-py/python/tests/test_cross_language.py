@@ -12,7 +12,6 @@
 """
 
 import base64
-import importlib.util
 import os
 import re
 import subprocess
@@ -20,7 +19,7 @@ import subprocess
 import pytest
 
 import manna
-from conftest import REPO, manna_cli
+from conftest import REPO, independent_implementation, manna_cli
 
 AAD = "plaid_items.access_token"
 
@@ -53,16 +52,8 @@ def test_rust_format_vectors_decrypt_in_python():
     assert checked >= 3
 
 
-def load_independent_implementation():
-    path = REPO / "crates" / "manna-crypto" / "tests" / "data" / "format" / "envelope_v1.py"
-    spec = importlib.util.spec_from_file_location("envelope_v1", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_binding_tokens_decrypt_with_the_independent_implementation():
-    envelope_v1 = load_independent_implementation()
+    envelope_v1 = independent_implementation()
     key = manna.generate_key()
     keyring = manna.Keyring(key)
     raw_key = base64.b64decode(key)

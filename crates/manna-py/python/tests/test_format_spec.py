@@ -2,25 +2,19 @@
 from it (`crates/manna-crypto/tests/data/format/envelope_v1.py`) agrees with the
 page's tables, and the binding (the Rust implementation) agrees with both, on the
 tables and on many damaged values."""
-import importlib.util
 import random
-from pathlib import Path
 
 import pytest
 
 import manna
+from conftest import REPO, independent_implementation
 
-REPO = Path(__file__).resolve().parents[4]
 FORMAT_MD = REPO / "docs" / "format.md"
 
 
 @pytest.fixture(scope="module")
 def spec():
-    path = REPO / "crates" / "manna-crypto" / "tests" / "data" / "format" / "envelope_v1.py"
-    module_spec = importlib.util.spec_from_file_location("envelope_v1_spec", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
+    return independent_implementation()
 
 
 @pytest.fixture(scope="module")
