@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use crate::session::session_of_owner;
+use crate::session::{random_hex128, session_of_owner};
 use crate::{FencingToken, LockError, SessionId};
 
 /// A lease on a named lock, as granted by a [`LockBackend`].
@@ -155,22 +155,93 @@ impl ReleaseWatch {
         self.is_supported()
     }
 
-    /// Waits for the next release of the lock (forever for an unsupported
-    /// watch). Call [`ReleaseWatch::ready`] first.
-    pub async fn released(&mut self) {
+    /// Whether the watch needs no confirmation: every event published from
+    /// its creation on reaches it (the in-memory notifier, or a Redis channel
+    /// this client was already subscribed to). A waiter that created such a
+    /// watch *before* its attempt need not try again after
+    /// [`ReleaseWatch::ready`].
+    pub fn is_ready(&self) -> bool {
+        self.ready.is_none() && self.is_supported()
+    }
+
+    /// Waits for the next event on the lock (forever for an unsupported
+    /// watch): a release, or a handoff to a queued waiter. Waits for
+    /// [`ReleaseWatch::ready`] first.
+    pub async fn next(&mut self) -> Wake {
         self.ready().await;
         let Some(rx) = self.rx.as_mut() else {
             return std::future::pending().await;
         };
         loop {
             match rx.recv().await {
-                Ok(Event::Released(released)) if *released == *self.name => return,
-                Ok(Event::All) => return,
-                Ok(Event::Released(_)) => continue,
-                Err(broadcast::error::RecvError::Lagged(_)) => return,
+                Ok(Event::Released(released)) if *released == *self.name => return Wake::Released,
+                Ok(Event::Granted {
+                    name,
+                    ticket,
+                    expires_in,
+                }) if *name == *self.name => {
+                    return Wake::Granted {
+                        ticket: ticket.to_string(),
+                        expires_in,
+                    }
+                }
+                Ok(Event::All) => return Wake::Released,
+                Ok(Event::Released(_) | Event::Granted { .. }) => continue,
+                Err(broadcast::error::RecvError::Lagged(_)) => return Wake::Released,
                 Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
             }
         }
+    }
+
+    /// Waits for the next event on the lock, whatever it is (forever for an
+    /// unsupported watch). Call [`ReleaseWatch::ready`] first.
+    pub async fn released(&mut self) {
+        let _ = self.next().await;
+    }
+}
+
+/// What woke a [`ReleaseWatch`] (see [`ReleaseWatch::next`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Wake {
+    /// The lock was released with nobody queued, or events may have been
+    /// missed: try again.
+    Released,
+    /// A release handed the lock to the queued waiter `ticket` (see
+    /// [`LockBackend::try_acquire_queued`]); that waiter holds it for at most
+    /// `expires_in` unless it confirms by trying again. Other waiters keep
+    /// waiting (and try again once `expires_in` has passed, in case that
+    /// waiter is gone).
+    Granted {
+        /// The [`WaitTicket`] of the waiter the lock was handed to.
+        ticket: String,
+        /// How long the handed-over lock lasts unconfirmed.
+        expires_in: Duration,
+    },
+}
+
+/// The identity of one waiting acquire: the same for every attempt of one
+/// [`LockManager::acquire`](crate::LockManager::acquire) call, so that a
+/// backend that queues waiters recognises the waiter across its attempts
+/// (its place in the queue, a lock handed over to it). 32 random hex digits.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WaitTicket(String);
+
+impl WaitTicket {
+    /// A fresh random ticket.
+    pub fn random() -> Self {
+        Self(random_hex128())
+    }
+
+    /// The ticket as text (32 hex digits).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for WaitTicket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -185,6 +256,11 @@ pub struct ReleaseNotifier {
 #[derive(Clone, Debug)]
 enum Event {
     Released(Arc<str>),
+    Granted {
+        name: Arc<str>,
+        ticket: Arc<str>,
+        expires_in: Duration,
+    },
     All,
 }
 
@@ -206,6 +282,17 @@ impl ReleaseNotifier {
     pub fn notify(&self, name: &str) {
         // No receiver is not an error: nobody is waiting.
         let _ = self.tx.send(Event::Released(Arc::from(name)));
+    }
+
+    /// Announces that a release of lock `name` handed it to the queued
+    /// waiter `ticket`, for at most `expires_in` unless confirmed (see
+    /// [`Wake::Granted`]).
+    pub fn notify_granted(&self, name: &str, ticket: &str, expires_in: Duration) {
+        let _ = self.tx.send(Event::Granted {
+            name: Arc::from(name),
+            ticket: Arc::from(ticket),
+            expires_in,
+        });
     }
 
     /// Wakes every watch (for example after a notification channel was
@@ -342,6 +429,54 @@ pub trait LockBackend: Send + Sync {
     /// Errors: [`LockError::Unavailable`]. The default does nothing.
     async fn end_wait(&self, session: &SessionId, name: &str) -> Result<(), LockError> {
         let _ = (session, name);
+        Ok(())
+    }
+
+    /// Whether this backend keeps a FIFO queue of waiters and hands the lock
+    /// over to the first live one inside the release (see
+    /// [`LockBackend::try_acquire_queued`]). The default is `false`: waiters
+    /// then retry on release notifications and compete.
+    fn queues_waiters(&self) -> bool {
+        false
+    }
+
+    /// One acquisition attempt by a waiter that will wait up to `wait` more,
+    /// identified by `ticket` across all the attempts of its wait, for a
+    /// backend that [queues waiters](LockBackend::queues_waiters).
+    ///
+    /// In one atomic step: if the lock was handed to `ticket` (by a release,
+    /// [`Wake::Granted`]) or is free, the caller gets it
+    /// ([`Attempt::Acquired`] with the full `ttl` from now and a fresh,
+    /// larger fencing token); otherwise the ticket is queued at the end of
+    /// the lock's FIFO queue (or keeps its place, its deadline refreshed to
+    /// `wait` from now) and the answer is [`Attempt::Held`]. A release then
+    /// hands the lock to the first queued ticket whose deadline has not
+    /// passed, for at most its TTL and what is left of its wait, and
+    /// announces it ([`Wake::Granted`]).
+    ///
+    /// A waiter that stops waiting without the lock must call
+    /// [`LockBackend::cancel_wait`]. Errors: as [`LockBackend::try_acquire`].
+    /// The default ignores the ticket and the wait: a plain
+    /// [`LockBackend::try_acquire`].
+    async fn try_acquire_queued(
+        &self,
+        name: &str,
+        ttl: Duration,
+        ticket: &WaitTicket,
+        wait: Duration,
+    ) -> Result<Attempt, LockError> {
+        let _ = (ticket, wait);
+        self.try_acquire(name, ttl).await
+    }
+
+    /// Ends the wait of `ticket` on `name` without the lock: removes it from
+    /// the queue and, if a release handed it the lock meanwhile, releases it
+    /// (handing it to the next waiter). Idempotent; best effort (a queued
+    /// ticket also leaves at its deadline).
+    ///
+    /// Errors: [`LockError::Unavailable`]. The default does nothing.
+    async fn cancel_wait(&self, name: &str, ticket: &WaitTicket) -> Result<(), LockError> {
+        let _ = (name, ticket);
         Ok(())
     }
 

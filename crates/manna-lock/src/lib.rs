@@ -19,7 +19,8 @@ mod token;
 
 #[cfg(feature = "async")]
 pub use backend::{
-    validate_request, Attempt, Lease, LockBackend, ReleaseNotifier, ReleaseWatch, MAX_TTL,
+    validate_request, Attempt, Lease, LockBackend, ReleaseNotifier, ReleaseWatch, WaitTicket, Wake,
+    MAX_TTL,
 };
 pub use conflict::{ConflictError, ConflictKind, IsConflict};
 pub use error::LockError;

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tokio::time::Instant;
 use crate::backend::validate_request;
 use crate::{
     metric_names, Attempt, FencingToken, Lease, LockBackend, LockError, MemoryBackend,
-    ReleaseWatch, SessionId,
+    ReleaseWatch, SessionId, WaitTicket, Wake,
 };
 
 /// Default lease TTL for [`LockManager::lock_resource`]: 30 s, renewed every
@@ -154,24 +155,22 @@ impl LockManager {
         wait: Duration,
     ) -> Result<LockGuard, LockError> {
         validate_request(name, ttl)?;
+        if session.is_none() && !wait.is_zero() && self.backend.queues_waiters() {
+            return self.acquire_queued(name, ttl, wait).await;
+        }
         let handle = runtime()?;
         let started = Instant::now();
         // `None`: wait forever (`Duration::MAX`, or any wait the clock
         // cannot represent).
         let deadline = started.checked_add(wait);
-        let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(2))
-            .with_max_delay(ttl.clamp(Duration::from_millis(2), Duration::from_millis(250)))
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut backoff = backoff(ttl);
         let mut contended = false;
         let mut holder: Option<String> = None;
         let mut watch: Option<ReleaseWatch> = None;
         // Removes the session's wait-for edge when the wait ends without the
         // lock (timeout, error, or this future dropped); disarmed when the
         // backend removed it itself (granted, deadlock).
-        let mut edge: Option<WaitEdge> = None;
+        let mut edge: Option<GiveUp> = None;
         loop {
             let attempt_started = Instant::now();
             // A try without wait (`wait` zero) is bounded by the backend's
@@ -200,12 +199,7 @@ impl LockManager {
                         && !edge_ttl.is_zero()
                         && matches!(attempt, Ok(Attempt::Held { .. }))
                     {
-                        edge = Some(WaitEdge {
-                            backend: Arc::clone(&self.backend),
-                            handle: handle.clone(),
-                            session: Some(session.clone()),
-                            name: name.to_owned(),
-                        });
+                        edge = Some(wait_edge(&self.backend, &handle, session, name));
                     }
                     attempt
                 }
@@ -213,21 +207,8 @@ impl LockManager {
             match attempt {
                 Ok(Attempt::Acquired(lease)) => {
                     // The backend dropped the edge in the same step.
-                    edge.iter_mut().for_each(WaitEdge::disarm);
-                    let waited = started.elapsed();
-                    metrics::counter!(metric_names::ACQUISITIONS).increment(1);
-                    metrics::histogram!(metric_names::WAIT_SECONDS).record(waited.as_secs_f64());
-                    if contended {
-                        metrics::counter!(metric_names::CONTENDED).increment(1);
-                    }
-                    tracing::debug!(lock = name, token = %lease.token(), ?waited, "lock acquired");
-                    return Ok(LockGuard::start(
-                        lease,
-                        Arc::clone(&self.backend),
-                        handle,
-                        attempt_started,
-                        self.renew,
-                    ));
+                    edge.iter_mut().for_each(GiveUp::disarm);
+                    return Ok(self.guard(lease, handle, started, attempt_started, contended));
                 }
                 Ok(Attempt::Held {
                     expires_in,
@@ -275,31 +256,169 @@ impl LockManager {
                         _ = until(wake, std::future::pending::<()>()) => {}
                     }
                 }
-                Err(e)
-                    if contended
-                        && e.is_unavailable()
-                        && deadline.is_some_and(|d| Instant::now() >= d) =>
-                {
-                    // The wait ran out during a retry of a lock we saw held
-                    // (an attempt's budget is what is left of the wait): the
-                    // caller waited its whole wait for a held lock.
-                    tracing::debug!(lock = name, error = %e, "the wait ran out during a retry");
-                    return Err(self.timed_out(name, started, holder));
-                }
                 Err(e) => {
-                    if e.is_unavailable() {
-                        metrics::counter!(metric_names::UNAVAILABLE).increment(1);
-                    }
                     if e.is_deadlock() {
                         // The backend dropped the edge in the same step.
-                        edge.iter_mut().for_each(WaitEdge::disarm);
+                        edge.iter_mut().for_each(GiveUp::disarm);
                         metrics::counter!(metric_names::DEADLOCKS).increment(1);
                         tracing::debug!(lock = name, error = %e, "deadlock detected");
                     }
-                    return Err(e);
+                    return Err(self.failed(name, e, contended, deadline, started, holder));
                 }
             }
         }
+    }
+
+    /// [`LockManager::acquire`] (without a session, with a wait) on a
+    /// backend that [queues waiters](LockBackend::queues_waiters): one
+    /// [`WaitTicket`] for the whole wait; the release hands the lock over and
+    /// says to whom ([`Wake::Granted`]), and only that waiter tries again (it
+    /// confirms the handoff). Other waiters keep waiting: no thundering
+    /// herd. Every other event (a release with nobody queued, a missed
+    /// notification) and the holder's expiry make the waiter try again, as
+    /// in the plain loop.
+    async fn acquire_queued(
+        &self,
+        name: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<LockGuard, LockError> {
+        let handle = runtime()?;
+        let started = Instant::now();
+        let deadline = started.checked_add(wait);
+        let ticket = WaitTicket::random();
+        let mut backoff = backoff(ttl);
+        // Created before the first attempt: a watch ready at once (this
+        // client already listens to the lock) sees every handoff made after
+        // that attempt, so nothing needs trying again. Otherwise the waiter
+        // subscribes once it finds the lock held, then tries again.
+        let mut watch = self.backend.watch(name);
+        let mut subscribed = watch.is_ready();
+        // Armed from the first attempt on: an attempt may queue the ticket
+        // even if its answer never arrives.
+        let mut give_up = queued_wait(&self.backend, &handle, name, &ticket);
+        let mut contended = false;
+        let mut holder: Option<String> = None;
+        loop {
+            let attempt_started = Instant::now();
+            if contended && deadline.is_some_and(|d| attempt_started >= d) {
+                return Err(self.timed_out(name, started, holder));
+            }
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(attempt_started)
+            });
+            let attempt = self
+                .bounded(
+                    deadline,
+                    wait,
+                    self.backend.try_acquire_queued(name, ttl, &ticket, left),
+                )
+                .await;
+            let expires_in = match attempt {
+                Ok(Attempt::Acquired(lease)) => {
+                    give_up.disarm();
+                    return Ok(self.guard(lease, handle, started, attempt_started, contended));
+                }
+                Ok(Attempt::Held {
+                    expires_in,
+                    holder: held_by,
+                }) => {
+                    contended = true;
+                    if held_by.is_some() {
+                        holder = held_by;
+                    }
+                    expires_in
+                }
+                Err(e) => return Err(self.failed(name, e, contended, deadline, started, holder)),
+            };
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(self.timed_out(name, started, holder));
+            }
+            if !subscribed {
+                // Subscribe, then try again at once: a handoff made before the
+                // subscription took effect is seen by that attempt.
+                let _ = until(deadline, watch.ready()).await;
+                subscribed = true;
+                continue;
+            }
+            // Try again just after the holder's lease would expire (a crashed
+            // holder never releases), on a handoff to us, or on a release.
+            let at_expiry = expires_in.map(|e| e.saturating_add(Duration::from_millis(1)));
+            let nap = if watch.is_supported() {
+                at_expiry.unwrap_or(Duration::MAX)
+            } else {
+                let step = backoff.next().unwrap_or(Duration::from_millis(250));
+                at_expiry.map_or(step, |e| e.min(step))
+            };
+            let mut retry_at = now.checked_add(nap);
+            loop {
+                let wake = match (retry_at, deadline) {
+                    (Some(t), Some(d)) => Some(t.min(d)),
+                    (t, d) => t.or(d),
+                };
+                tokio::select! {
+                    event = watch.next() => match event {
+                        Wake::Granted { ticket: to, expires_in } if to != ticket.as_str() => {
+                            // Handed to a waiter before us: if it is gone, the
+                            // lock is free again once that handoff expires.
+                            retry_at = Instant::now()
+                                .checked_add(expires_in.saturating_add(Duration::from_millis(1)));
+                        }
+                        _ => break,
+                    },
+                    _ = until(wake, std::future::pending::<()>()) => break,
+                }
+            }
+        }
+    }
+
+    /// The guard of a lease just acquired (with its metrics and log line).
+    fn guard(
+        &self,
+        lease: Lease,
+        handle: Handle,
+        started: Instant,
+        requested_at: Instant,
+        contended: bool,
+    ) -> LockGuard {
+        let waited = started.elapsed();
+        metrics::counter!(metric_names::ACQUISITIONS).increment(1);
+        metrics::histogram!(metric_names::WAIT_SECONDS).record(waited.as_secs_f64());
+        if contended {
+            metrics::counter!(metric_names::CONTENDED).increment(1);
+        }
+        tracing::debug!(lock = lease.name(), token = %lease.token(), ?waited, "lock acquired");
+        LockGuard::start(
+            lease,
+            Arc::clone(&self.backend),
+            handle,
+            requested_at,
+            self.renew,
+        )
+    }
+
+    /// The error an acquire returns for a failed attempt: a `Timeout` when
+    /// the wait ran out during a retry of a lock it saw held (an attempt's
+    /// budget is what is left of the wait: the caller waited its whole wait
+    /// for a held lock), else the error itself.
+    fn failed(
+        &self,
+        name: &str,
+        e: LockError,
+        contended: bool,
+        deadline: Option<Instant>,
+        started: Instant,
+        holder: Option<String>,
+    ) -> LockError {
+        if contended && e.is_unavailable() && deadline.is_some_and(|d| Instant::now() >= d) {
+            tracing::debug!(lock = name, error = %e, "the wait ran out during a retry");
+            return self.timed_out(name, started, holder);
+        }
+        if e.is_unavailable() {
+            metrics::counter!(metric_names::UNAVAILABLE).increment(1);
+        }
+        e
     }
 
     /// The `Timeout` of a waiter that saw the lock held for its whole wait.
@@ -429,6 +548,17 @@ impl LockManager {
     }
 }
 
+/// The retry delays of a waiter whose backend cannot notify: exponential
+/// from 2 ms, with jitter, at most a quarter second (or the TTL).
+fn backoff(ttl: Duration) -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(2))
+        .with_max_delay(ttl.clamp(Duration::from_millis(2), Duration::from_millis(250)))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 /// How long a session's wait-for edge recorded by an attempt at `now` lives:
 /// zero for a try without wait (no edge), else what is left of the wait, at
 /// most [`MAX_WAIT_EDGE_TTL`] and at least 1 ms.
@@ -440,37 +570,68 @@ fn edge_ttl(wait: Duration, deadline: Option<Instant>, now: Instant) -> Duration
     left.clamp(Duration::from_millis(1), MAX_WAIT_EDGE_TTL)
 }
 
-/// The wait-for edge of a session's pending wait: dropping it while
-/// `session` is set removes the edge in the background (best effort; it
-/// expires on its own anyway).
-struct WaitEdge {
-    backend: Arc<dyn LockBackend>,
+/// Backend clean-up for a wait that ends without the lock (timeout, error,
+/// or the acquire future dropped): run in the background when dropped
+/// armed, best effort (what it cleans up also expires on its own). A
+/// runtime shutting down drops the task.
+struct GiveUp {
     handle: Handle,
-    session: Option<SessionId>,
-    name: String,
+    cleanup: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
-impl WaitEdge {
-    /// Forgets the edge (the backend already removed it).
+impl GiveUp {
+    fn new(handle: Handle, cleanup: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self {
+            handle,
+            cleanup: Some(Box::pin(cleanup)),
+        }
+    }
+
+    /// Nothing to clean up any more (the lock was granted, or the backend
+    /// cleaned up itself).
     fn disarm(&mut self) {
-        self.session = None;
+        self.cleanup = None;
     }
 }
 
-impl Drop for WaitEdge {
+impl Drop for GiveUp {
     fn drop(&mut self) {
-        let Some(session) = self.session.take() else {
-            return;
-        };
-        let backend = Arc::clone(&self.backend);
-        let name = std::mem::take(&mut self.name);
-        // A runtime shutting down drops the task: the edge then expires.
-        drop(self.handle.spawn(async move {
-            if let Err(e) = backend.end_wait(&session, &name).await {
-                tracing::debug!(lock = %name, error = %e, "removing a wait-for edge failed; it expires on its own");
-            }
-        }));
+        if let Some(cleanup) = self.cleanup.take() {
+            drop(self.handle.spawn(cleanup));
+        }
     }
+}
+
+/// Removes the wait-for edge "`session` waits for `name`" when dropped
+/// armed.
+fn wait_edge(
+    backend: &Arc<dyn LockBackend>,
+    handle: &Handle,
+    session: &SessionId,
+    name: &str,
+) -> GiveUp {
+    let (backend, session, name) = (Arc::clone(backend), session.clone(), name.to_owned());
+    GiveUp::new(handle.clone(), async move {
+        if let Err(e) = backend.end_wait(&session, &name).await {
+            tracing::debug!(lock = %name, error = %e, "removing a wait-for edge failed; it expires on its own");
+        }
+    })
+}
+
+/// Leaves the queue of `name` (releasing a lock handed over to `ticket`
+/// meanwhile) when dropped armed.
+fn queued_wait(
+    backend: &Arc<dyn LockBackend>,
+    handle: &Handle,
+    name: &str,
+    ticket: &WaitTicket,
+) -> GiveUp {
+    let (backend, name, ticket) = (Arc::clone(backend), name.to_owned(), ticket.clone());
+    GiveUp::new(handle.clone(), async move {
+        if let Err(e) = backend.cancel_wait(&name, &ticket).await {
+            tracing::debug!(lock = %name, error = %e, "leaving a lock's wait queue failed; the entry expires at its deadline");
+        }
+    })
 }
 
 /// A [`LockManager`] seen as one thread of control, for deadlock detection

@@ -27,20 +27,7 @@ impl SessionId {
     /// A new, random session id (unique in practice: 128 bits from the
     /// process's randomly keyed hasher over a counter, the time and the pid).
     pub fn random() -> Self {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let half = |salt: u64| {
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u64(salt);
-            h.write_u64(seq);
-            h.write_u128(nanos);
-            h.write_u32(std::process::id());
-            h.finish()
-        };
-        Self(format!("{:016x}{:016x}", half(1), half(2)))
+        Self(random_hex128())
     }
 
     /// The id as text (hex digits only).
@@ -79,6 +66,26 @@ pub fn session_of_owner(owner: &str) -> Option<&str> {
         .split_once(SESSION_SEPARATOR)
         .map(|(_, s)| s)
         .filter(|s| !s.is_empty())
+}
+
+/// 32 hex digits, unique in practice: 128 bits from the process's randomly
+/// keyed hasher over a counter, the time and the pid (for session ids and
+/// wait tickets).
+pub(crate) fn random_hex128() -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let half = |salt: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(salt);
+        h.write_u64(seq);
+        h.write_u128(nanos);
+        h.write_u32(std::process::id());
+        h.finish()
+    };
+    format!("{:016x}{:016x}", half(1), half(2))
 }
 
 #[cfg(test)]
