@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use manna_lock::{
     async_trait, holder_description, validate_request, Attempt, FencingToken, Lease, LockBackend,
-    LockError, ReleaseNotifier, ReleaseWatch, SessionId, MAX_WAIT_CHAIN,
+    LockError, ReleaseNotifier, ReleaseWatch, SessionId, WaitTicket, MAX_TTL, MAX_WAIT_CHAIN,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::{Client, RedisError};
@@ -76,31 +76,114 @@ pub struct RedisBackend {
     listener: JoinHandle<()>,
 }
 
-/// The per-lock release channels this backend's waiters are subscribed to,
-/// and the sink of the pub/sub connection (`None` while disconnected).
+/// How long a release channel stays subscribed after its last waiter left:
+/// a lock contended again soon finds its channel already subscribed, so a
+/// new waiter needs no `SUBSCRIBE`, no second attempt and no `UNSUBSCRIBE`.
+const CHANNEL_LINGER: Duration = Duration::from_secs(5);
+
+/// The per-lock release channels this backend's waiters use, and the sink
+/// of the pub/sub connection (`None` while disconnected).
 struct Subscriptions {
-    counts: std::sync::Mutex<HashMap<String, usize>>,
+    channels: std::sync::Mutex<HashMap<String, Channel>>,
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
     listening: watch::Sender<bool>,
+}
+
+/// One release channel's state.
+#[derive(Debug)]
+struct Channel {
+    /// Watches on it.
+    watches: usize,
+    /// A `SUBSCRIBE` was sent (it may not have been confirmed).
+    requested: bool,
+    /// Subscribed on the current pub/sub connection: every message from now
+    /// on reaches the notifier.
+    confirmed: bool,
+    /// When the last watch left (meaningful while `watches` is 0).
+    idle_since: tokio::time::Instant,
+    /// A task will unsubscribe it once it has been idle for
+    /// [`CHANNEL_LINGER`].
+    sweeping: bool,
+}
+
+impl Default for Channel {
+    fn default() -> Self {
+        Self {
+            watches: 0,
+            requested: false,
+            confirmed: false,
+            idle_since: tokio::time::Instant::now(),
+            sweeping: false,
+        }
+    }
 }
 
 impl Subscriptions {
     fn new() -> Self {
         Self {
-            counts: std::sync::Mutex::default(),
+            channels: std::sync::Mutex::default(),
             sink: tokio::sync::Mutex::default(),
             listening: watch::Sender::new(false),
         }
     }
 
-    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
-        // Updates are single inserts/removes: a poisoned map is still sound.
-        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<String, Channel>> {
+        // Updates are single field writes: a poisoned map is still sound.
+        self.channels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks every channel subscribed (`true`, after a resubscription) or
+    /// not (`false`, the connection is gone).
+    fn confirm_all(&self, confirmed: bool) {
+        for channel in self.channels().values_mut() {
+            channel.confirmed = confirmed;
+            channel.requested = confirmed;
+        }
+    }
+
+    /// Unsubscribes `channel` unless a watch came back meanwhile; after
+    /// `linger` of idleness first when given.
+    async fn sweep(self: Arc<Self>, channel: String, linger: Option<Duration>, timeout: Duration) {
+        if let Some(linger) = linger {
+            loop {
+                let idle_until = {
+                    let mut channels = self.channels();
+                    let Some(c) = channels.get_mut(&channel) else {
+                        return;
+                    };
+                    if c.watches > 0 {
+                        c.sweeping = false;
+                        return;
+                    }
+                    c.idle_since + linger
+                };
+                if tokio::time::Instant::now() >= idle_until {
+                    break;
+                }
+                tokio::time::sleep_until(idle_until).await;
+            }
+        }
+        let mut sink = self.sink.lock().await;
+        // Re-check under the sink lock: a new watch may have subscribed.
+        {
+            let mut channels = self.channels();
+            if let Some(c) = channels.get_mut(&channel) {
+                if c.watches > 0 {
+                    c.sweeping = false;
+                    return;
+                }
+            }
+            channels.remove(&channel);
+        }
+        if let Some(sink) = sink.as_mut() {
+            let _ = tokio::time::timeout(timeout, sink.unsubscribe(&channel)).await;
+        }
     }
 }
 
-/// Ends a watch's share of a channel subscription; the last one out
-/// unsubscribes.
+/// Ends a watch's share of a channel subscription. When the last one leaves,
+/// a confirmed subscription lingers for [`CHANNEL_LINGER`] before it is
+/// dropped; one never sent is simply forgotten.
 struct SubscriptionShare {
     subs: Arc<Subscriptions>,
     channel: String,
@@ -109,40 +192,36 @@ struct SubscriptionShare {
 
 impl Drop for SubscriptionShare {
     fn drop(&mut self) {
-        let last = {
-            let mut counts = self.subs.counts();
-            match counts.get_mut(&self.channel) {
-                Some(n) if *n > 1 => {
-                    *n -= 1;
-                    false
-                }
-                _ => {
-                    counts.remove(&self.channel);
-                    true
-                }
-            }
-        };
-        if !last {
-            return;
-        }
+        // Without a runtime (shutting down) the subscription ends with the
+        // connection.
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (subs, channel, timeout) = (
-            Arc::clone(&self.subs),
-            std::mem::take(&mut self.channel),
-            self.timeout,
-        );
-        drop(handle.spawn(async move {
-            let mut sink = subs.sink.lock().await;
-            // Re-check under the sink lock: a new watch may have subscribed.
-            if subs.counts().contains_key(&channel) {
+        let linger = {
+            let mut channels = self.subs.channels();
+            let Some(c) = channels.get_mut(&self.channel) else {
+                return;
+            };
+            c.watches = c.watches.saturating_sub(1);
+            if c.watches > 0 {
                 return;
             }
-            if let Some(sink) = sink.as_mut() {
-                let _ = tokio::time::timeout(timeout, sink.unsubscribe(&channel)).await;
+            c.idle_since = tokio::time::Instant::now();
+            if c.confirmed {
+                if c.sweeping {
+                    return;
+                }
+                c.sweeping = true;
+                Some(CHANNEL_LINGER)
+            } else if c.requested {
+                None
+            } else {
+                channels.remove(&self.channel);
+                return;
             }
-        }));
+        };
+        let subs = Arc::clone(&self.subs);
+        drop(handle.spawn(subs.sweep(std::mem::take(&mut self.channel), linger, self.timeout)));
     }
 }
 
@@ -211,6 +290,7 @@ impl RedisBackend {
         let subs = Arc::new(Subscriptions::new());
         let listener = tokio::spawn(listen(
             client,
+            config.namespace.clone(),
             notifier.clone(),
             Arc::clone(&subs),
             config.connect_timeout,
@@ -288,6 +368,19 @@ impl RedisBackend {
         format!("{}{{{name}}}:fence", self.namespace)
     }
 
+    /// The key holding the wait queue of lock `name`: a sorted set of wait
+    /// tickets, oldest first (score: arrival, server time in µs).
+    pub fn queue_key(&self, name: &str) -> String {
+        format!("{}{{{name}}}:queue", self.namespace)
+    }
+
+    /// The key holding the details of the queued waiters of lock `name`: a
+    /// hash from ticket to `DEADLINE_MS TTL_MS OWNER` (the wait deadline in
+    /// server time, the TTL it asked for, its owner value).
+    pub fn waiters_key(&self, name: &str) -> String {
+        format!("{}{{{name}}}:waiters", self.namespace)
+    }
+
     /// The key holding the wait-for edge of a waiting session (its value is
     /// the name of the lock the session waits for).
     pub fn wait_key(&self, session: &SessionId) -> String {
@@ -319,42 +412,53 @@ impl RedisBackend {
         }
     }
 
-    /// One acquire script call: the plain one, or the session-aware one
-    /// with deadlock detection when `session` (id, edge TTL) is given.
+    /// One acquire script call: the plain one, the session-aware one with
+    /// deadlock detection, or the queued one (see [`Mode`]).
     async fn attempt(
         &self,
         name: &str,
         ttl: Duration,
-        session: Option<(&SessionId, Duration)>,
+        mode: Mode<'_>,
     ) -> Result<Attempt, LockError> {
         validate_request(name, ttl)?;
         let handle = tokio::runtime::Handle::try_current().map_err(|_| LockError::Invalid {
             reason: "the Redis lock must be used from within a Tokio runtime".into(),
         })?;
+        let (random, session) = match mode {
+            Mode::Plain => (random_part(), None),
+            Mode::Session { id, .. } => (random_part(), Some(id)),
+            Mode::Queued { ticket, .. } => (ticket.to_string(), None),
+        };
         let call = AcquireCall {
             conn: self.conn.clone(),
             scripts: Arc::clone(&self.scripts),
             lock_key: self.lock_key(name),
             fence_key: self.fence_key(name),
+            queue_key: self.queue_key(name),
+            waiters_key: self.waiters_key(name),
             channel: self.release_channel(name),
             name: name.to_owned(),
-            owner: owner_value(
-                rand::random::<u128>(),
-                session.map(|(id, _)| id),
-                &holder_description(),
-            ),
+            owner: owner_value(&random, session, &holder_description()),
             ttl_ms: Self::ttl_ms(ttl),
-            session: session.map(|(id, edge)| SessionArgs {
-                id: id.to_string(),
-                wait_key: self.wait_key(id),
-                // A non-zero edge stays non-zero in milliseconds.
-                edge_ms: if edge.is_zero() {
-                    0
-                } else {
-                    Self::ttl_ms(edge).max(1)
+            kind: match mode {
+                Mode::Plain => CallKind::Plain,
+                Mode::Session { id, edge } => CallKind::Session(SessionArgs {
+                    id: id.to_string(),
+                    wait_key: self.wait_key(id),
+                    // A non-zero edge stays non-zero in milliseconds.
+                    edge_ms: if edge.is_zero() {
+                        0
+                    } else {
+                        Self::ttl_ms(edge).max(1)
+                    },
+                    namespace: self.namespace.clone(),
+                }),
+                Mode::Queued { ticket, wait } => CallKind::Queued {
+                    ticket: ticket.to_string(),
+                    // What the port accepts as a TTL bounds the wait too.
+                    wait_ms: Self::ttl_ms(wait.min(MAX_TTL)),
                 },
-                namespace: self.namespace.clone(),
-            }),
+            },
         };
         let owner = call.owner.clone();
         // The script runs in a task of its own, so that a caller who gives up
@@ -377,6 +481,9 @@ impl RedisBackend {
                 backend: self.describe.clone(),
                 reason: format!("fencing counter is negative ({value})"),
             })?;
+            // The queued script names the owner value it granted (a lock
+            // handed over keeps the one its waiter queued with).
+            let owner = if held_by.is_empty() { owner } else { held_by };
             Ok(Attempt::Acquired(Lease::new(
                 name,
                 owner,
@@ -408,9 +515,31 @@ const HOLDER_SEPARATOR: char = ';';
 /// (`…;host db-7 pid 4242 since …`). Release and extend compare the whole
 /// value, so the description and the session cost no extra key and no extra
 /// round trip.
-fn owner_value(random: u128, session: Option<&SessionId>, holder: &str) -> String {
-    let owner = manna_lock::owner_value(&format!("{random:032x}"), session);
+fn owner_value(random: &str, session: Option<&SessionId>, holder: &str) -> String {
+    let owner = manna_lock::owner_value(random, session);
     format!("{owner}{HOLDER_SEPARATOR}{holder}")
+}
+
+/// The random part of a new owner value: 32 hex digits. A queued waiter
+/// uses its [`WaitTicket`] instead, the same for its whole wait.
+fn random_part() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Which acquire script an attempt runs.
+#[derive(Clone, Copy)]
+enum Mode<'a> {
+    /// [`LockBackend::try_acquire`].
+    Plain,
+    /// [`LockBackend::try_acquire_in_session`]: the session and the TTL of
+    /// its wait-for edge.
+    Session { id: &'a SessionId, edge: Duration },
+    /// [`LockBackend::try_acquire_queued`]: the waiter's ticket and what is
+    /// left of its wait.
+    Queued {
+        ticket: &'a WaitTicket,
+        wait: Duration,
+    },
 }
 
 /// The holder description in an owner value (`None` for a bare random value,
@@ -434,29 +563,47 @@ struct SessionArgs {
     namespace: String,
 }
 
+/// Which script an [`AcquireCall`] runs, with its extra arguments.
+enum CallKind {
+    Plain,
+    Session(SessionArgs),
+    Queued { ticket: String, wait_ms: u64 },
+}
+
 /// One acquire script call, owning everything it needs to run in a task of
-/// its own (and to release what it acquired when nobody is waiting for it).
+/// its own (and to undo what it did when nobody is waiting for it).
 struct AcquireCall {
     conn: ConnectionManager,
     scripts: Arc<Scripts>,
     lock_key: String,
     fence_key: String,
+    queue_key: String,
+    waiters_key: String,
     channel: String,
     name: String,
     owner: String,
     ttl_ms: u64,
-    session: Option<SessionArgs>,
+    kind: CallKind,
 }
 
 impl AcquireCall {
-    /// Runs the script and hands the answer to `reply`. If the lease was
-    /// acquired but nobody takes the answer (the caller gave up), or the
-    /// answer was lost (a response timeout: Redis may still run the script),
-    /// releases this call's owner value, best effort. Releasing it is always
-    /// safe: nobody else has that owner value.
+    /// Runs the script and hands the answer to `reply`, then cleans up what
+    /// nobody will: no phantom leases.
+    ///
+    /// - Plain and session attempts (a fresh owner value each): if the lease
+    ///   was acquired but nobody takes the answer (the caller gave up), or
+    ///   the answer was lost (a response timeout: Redis may still run the
+    ///   script), releases this call's owner value, best effort. Always
+    ///   safe: nobody else has that owner value.
+    /// - Queued attempts (one ticket for the whole wait): if nobody takes the
+    ///   answer, cancels the ticket's wait (leaving the queue, releasing a
+    ///   lock acquired or handed to it). A lost answer with the caller still
+    ///   there is left to the caller: its next attempt sees the ticket's
+    ///   state, and its give-up cancels. (Cancelling here could release a
+    ///   lock that next attempt has just confirmed.)
     async fn run(mut self, reply: oneshot::Sender<Result<AcquireReply, RedisError>>) {
-        let answer: Result<AcquireReply, RedisError> = match &self.session {
-            None => self
+        let answer: Result<AcquireReply, RedisError> = match &self.kind {
+            CallKind::Plain => self
                 .scripts
                 .acquire
                 .key(&self.lock_key)
@@ -468,7 +615,7 @@ impl AcquireCall {
                 .map(|(acquired, value, owner): (i64, i64, String)| {
                     (acquired, value, owner, Vec::new())
                 }),
-            Some(session) => {
+            CallKind::Session(session) => {
                 self.scripts
                     .acquire_in_session
                     .key(&self.lock_key)
@@ -484,19 +631,43 @@ impl AcquireCall {
                     .invoke_async(&mut self.conn)
                     .await
             }
+            CallKind::Queued { ticket, wait_ms } => self
+                .scripts
+                .acquire_queued
+                .key(&self.lock_key)
+                .key(&self.fence_key)
+                .key(&self.queue_key)
+                .key(&self.waiters_key)
+                .arg(&self.owner)
+                .arg(self.ttl_ms)
+                .arg(*wait_ms)
+                .arg(ticket)
+                .invoke_async(&mut self.conn)
+                .await
+                .map(|(acquired, value, owner): (i64, i64, String)| {
+                    (acquired, value, owner, Vec::new())
+                }),
         };
         // A timeout or a connection dropped after the script was written:
         // Redis may run it later, and the lease would be nobody's.
         let answer_lost = answer
             .as_ref()
             .is_err_and(|e| e.is_timeout() || e.is_connection_dropped());
-        let orphaned = match reply.send(answer) {
-            Ok(()) => answer_lost,
+        let queued = matches!(self.kind, CallKind::Queued { .. });
+        match (reply.send(answer), queued) {
+            (Ok(()), true) => {}
+            (Err(_), true) => self.cancel_orphan().await,
+            (Ok(()), false) => {
+                if answer_lost {
+                    self.release_orphan().await;
+                }
+            }
             // Nobody took the answer: release if it was a grant.
-            Err(answer) => answer_lost || answer.is_ok_and(|(acquired, ..)| acquired == 1),
-        };
-        if orphaned {
-            self.release_orphan().await;
+            (Err(answer), false) => {
+                if answer_lost || answer.is_ok_and(|(acquired, ..)| acquired == 1) {
+                    self.release_orphan().await;
+                }
+            }
         }
     }
 
@@ -505,11 +676,35 @@ impl AcquireCall {
             .scripts
             .release
             .key(&self.lock_key)
+            .key(&self.queue_key)
+            .key(&self.waiters_key)
             .arg(&self.owner)
             .arg(&self.channel)
             .arg(&self.name)
             .invoke_async(&mut self.conn)
             .await;
+        self.log_orphan(released);
+    }
+
+    async fn cancel_orphan(&mut self) {
+        let CallKind::Queued { ticket, .. } = &self.kind else {
+            return;
+        };
+        let released: Result<i64, RedisError> = self
+            .scripts
+            .cancel
+            .key(&self.lock_key)
+            .key(&self.queue_key)
+            .key(&self.waiters_key)
+            .arg(ticket)
+            .arg(&self.channel)
+            .arg(&self.name)
+            .invoke_async(&mut self.conn)
+            .await;
+        self.log_orphan(released);
+    }
+
+    fn log_orphan(&self, released: Result<i64, RedisError>) {
         match released {
             Ok(1) => {
                 tracing::debug!(lock = %self.name, "released a lease acquired for a caller that gave up")
@@ -529,7 +724,38 @@ impl LockBackend for RedisBackend {
     }
 
     async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Attempt, LockError> {
-        self.attempt(name, ttl, None).await
+        self.attempt(name, ttl, Mode::Plain).await
+    }
+
+    fn queues_waiters(&self) -> bool {
+        true
+    }
+
+    async fn try_acquire_queued(
+        &self,
+        name: &str,
+        ttl: Duration,
+        ticket: &WaitTicket,
+        wait: Duration,
+    ) -> Result<Attempt, LockError> {
+        self.attempt(name, ttl, Mode::Queued { ticket, wait }).await
+    }
+
+    async fn cancel_wait(&self, name: &str, ticket: &WaitTicket) -> Result<(), LockError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .scripts
+            .cancel
+            .key(self.lock_key(name))
+            .key(self.queue_key(name))
+            .key(self.waiters_key(name))
+            .arg(ticket.as_str())
+            .arg(self.release_channel(name))
+            .arg(name)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(())
     }
 
     async fn try_acquire_in_session(
@@ -539,7 +765,15 @@ impl LockBackend for RedisBackend {
         session: &SessionId,
         wait_edge: Duration,
     ) -> Result<Attempt, LockError> {
-        self.attempt(name, ttl, Some((session, wait_edge))).await
+        self.attempt(
+            name,
+            ttl,
+            Mode::Session {
+                id: session,
+                edge: wait_edge,
+            },
+        )
+        .await
     }
 
     async fn end_wait(&self, session: &SessionId, name: &str) -> Result<(), LockError> {
@@ -561,6 +795,8 @@ impl LockBackend for RedisBackend {
             .scripts
             .release
             .key(self.lock_key(lease.name()))
+            .key(self.queue_key(lease.name()))
+            .key(self.waiters_key(lease.name()))
             .arg(lease.owner())
             .arg(self.release_channel(lease.name()))
             .arg(lease.name())
@@ -606,37 +842,54 @@ impl LockBackend for RedisBackend {
             return ReleaseWatch::unsupported();
         }
         let channel = self.release_channel(name);
-        *self.subs.counts().entry(channel.clone()).or_insert(0) += 1;
+        let confirmed = {
+            let mut channels = self.subs.channels();
+            let c = channels.entry(channel.clone()).or_default();
+            c.watches += 1;
+            c.confirmed
+        };
         let share = SubscriptionShare {
             subs: Arc::clone(&self.subs),
             channel: channel.clone(),
             timeout: self.response_timeout,
         };
+        let watch = self.notifier.watch(name).on_drop(share);
+        if confirmed {
+            // Already subscribed: ready at once, no round trip.
+            return watch;
+        }
         let subs = Arc::clone(&self.subs);
         let timeout = self.response_timeout;
-        self.notifier
-            .watch(name)
-            .when_ready(async move {
-                let mut sink = subs.sink.lock().await;
-                match sink.as_mut() {
-                    // SUBSCRIBE is idempotent; its confirmation means every
-                    // later release on the channel reaches us.
-                    Some(sink) => matches!(
-                        tokio::time::timeout(timeout, sink.subscribe(&channel)).await,
-                        Ok(Ok(()))
-                    ),
-                    None => false,
+        watch.when_ready(async move {
+            let mut sink = subs.sink.lock().await;
+            let Some(sink) = sink.as_mut() else {
+                return false;
+            };
+            if let Some(c) = subs.channels().get_mut(&channel) {
+                c.requested = true;
+            }
+            // SUBSCRIBE is idempotent; its confirmation means every later
+            // message on the channel reaches us.
+            let subscribed = matches!(
+                tokio::time::timeout(timeout, sink.subscribe(&channel)).await,
+                Ok(Ok(()))
+            );
+            if subscribed {
+                if let Some(c) = subs.channels().get_mut(&channel) {
+                    c.confirmed = true;
                 }
-            })
-            .on_drop(share)
+            }
+            subscribed
+        })
     }
 }
 
 /// Keeps a pub/sub connection open, subscribed to the release channels that
-/// waiters need, forwarding each released name to the notifier; reconnects
-/// with backoff and resubscribes.
+/// waiters need, forwarding each message to the notifier (see
+/// [`Message`]); reconnects with backoff and resubscribes.
 async fn listen(
     client: Client,
+    namespace: String,
     notifier: ReleaseNotifier,
     subs: Arc<Subscriptions>,
     connect_timeout: Duration,
@@ -645,7 +898,7 @@ async fn listen(
     loop {
         let connected = tokio::time::timeout(connect_timeout, async {
             let (mut sink, stream) = client.get_async_pubsub().await?.split();
-            let channels: Vec<String> = subs.counts().keys().cloned().collect();
+            let channels: Vec<String> = subs.channels().keys().cloned().collect();
             if !channels.is_empty() {
                 sink.subscribe(channels).await?;
             }
@@ -656,16 +909,26 @@ async fn listen(
             Ok(Ok((sink, mut messages))) => {
                 delay = Duration::from_millis(20);
                 *subs.sink.lock().await = Some(sink);
+                subs.confirm_all(true);
                 subs.listening.send_replace(true);
                 // Releases may have been missed while we were away.
                 notifier.wake_all();
                 while let Some(msg) = messages.next().await {
-                    if let Ok(name) = msg.get_payload::<String>() {
-                        notifier.notify(&name);
+                    let Ok(payload) = msg.get_payload::<String>() else {
+                        continue;
+                    };
+                    match Message::parse(&namespace, msg.get_channel_name(), &payload) {
+                        Message::Released(name) => notifier.notify(name),
+                        Message::Granted {
+                            name,
+                            ticket,
+                            expires_in,
+                        } => notifier.notify_granted(name, ticket, expires_in),
                     }
                 }
                 subs.listening.send_replace(false);
                 *subs.sink.lock().await = None;
+                subs.confirm_all(false);
                 notifier.wake_all();
                 tracing::warn!("lock release listener disconnected; reconnecting");
             }
@@ -677,13 +940,54 @@ async fn listen(
     }
 }
 
+/// A message on a lock's release channel `NAMESPACE{NAME}:released`.
+#[derive(Debug, PartialEq, Eq)]
+enum Message<'a> {
+    /// The payload is the lock name: released with nobody queued (what
+    /// every version publishes), or anything not understood (waking waiters
+    /// is always safe).
+    Released(&'a str),
+    /// `granted TICKET PX`: the release handed the lock to a queued waiter
+    /// for at most PX ms unless it confirms.
+    Granted {
+        name: &'a str,
+        ticket: &'a str,
+        expires_in: Duration,
+    },
+}
+
+impl<'a> Message<'a> {
+    fn parse(namespace: &str, channel: &'a str, payload: &'a str) -> Self {
+        let name = channel
+            .strip_prefix(namespace)
+            .and_then(|c| c.strip_prefix('{'))
+            .and_then(|c| c.strip_suffix("}:released"));
+        let grant = payload.strip_prefix("granted ").and_then(|rest| {
+            let (ticket, px) = rest.split_once(' ')?;
+            Some((ticket, Duration::from_millis(px.parse().ok()?)))
+        });
+        match (name, grant) {
+            (Some(name), Some((ticket, expires_in))) if name != payload => Self::Granted {
+                name,
+                ticket,
+                expires_in,
+            },
+            _ => Self::Released(payload),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn owner_values_carry_the_holder() {
-        let owner = owner_value(0xab, None, "host db-7 pid 42 since 2026-11-29T20:31:05Z");
+        let owner = owner_value(
+            "000000000000000000000000000000ab",
+            None,
+            "host db-7 pid 42 since 2026-11-29T20:31:05Z",
+        );
         assert_eq!(
             owner,
             "000000000000000000000000000000ab;host db-7 pid 42 since 2026-11-29T20:31:05Z"
@@ -695,7 +999,11 @@ mod tests {
         assert_eq!(holder_of("000000000000000000000000000000ab"), None);
         assert_eq!(holder_of(""), None);
         let session = SessionId::random();
-        let owner = owner_value(0xab, Some(&session), "host h pid 1 since x");
+        let owner = owner_value(
+            "000000000000000000000000000000ab",
+            Some(&session),
+            "host h pid 1 since x",
+        );
         assert_eq!(
             owner,
             format!("000000000000000000000000000000ab@{session};host h pid 1 since x")

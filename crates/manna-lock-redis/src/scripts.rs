@@ -3,7 +3,7 @@
 use redis::Script;
 
 /// The Lua function issuing the next fencing token of KEYS[2] (the rule
-/// below), shared by both acquire scripts so they cannot drift apart.
+/// below), shared by the acquire scripts so they cannot drift apart.
 macro_rules! next_token {
     () => {
         r"
@@ -118,16 +118,148 @@ end
 return 0
 ";
 
-/// KEYS[1] lock key; ARGV[1] owner, ARGV[2] channel, ARGV[3] lock name.
-/// Deletes the key and publishes the name if the owner matches; 1/0.
-const RELEASE: &str = r"
+/// The Lua function `hand_over(lock, queue, waiters, channel, name)`,
+/// called right after the lock key was deleted (release, cancel): pops the
+/// queue (a sorted set of wait tickets, oldest first) until an entry whose
+/// wait deadline has not passed (server time), sets the lock to that
+/// waiter's owner value for `min(its TTL, what is left of its wait)`, and
+/// publishes `granted TICKET PX` on the channel. Entries whose deadline
+/// passed (or without details) are dropped on the way. With nobody to hand
+/// it to, publishes the lock name, as every version does on release.
+macro_rules! hand_over {
+    () => {
+        r"
+local function hand_over(lock, queue, waiters, channel, name)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  while true do
+    local head = redis.call('ZRANGE', queue, 0, 0)
+    if #head == 0 then break end
+    local ticket = head[1]
+    redis.call('ZREM', queue, ticket)
+    local entry = redis.call('HGET', waiters, ticket)
+    redis.call('HDEL', waiters, ticket)
+    local deadline, ttl, owner
+    if entry then deadline, ttl, owner = string.match(entry, '^(%d+) (%d+) (.+)$') end
+    if owner then
+      local px = math.min(tonumber(ttl), tonumber(deadline) - now)
+      if px > 0 then
+        px = string.format('%.0f', px)
+        redis.call('SET', lock, owner, 'PX', px)
+        redis.call('PUBLISH', channel, 'granted ' .. ticket .. ' ' .. px)
+        return
+      end
+    end
+  end
+  redis.call('PUBLISH', channel, name)
+end
+"
+    };
+}
+
+/// The Lua function `of_ticket(owner, ticket)`: whether an owner value
+/// (`false` for no lock) belongs to the waiter with that ticket (the owner
+/// value is the ticket, `;`, the holder description).
+macro_rules! of_ticket {
+    () => {
+        r"
+local function of_ticket(owner, ticket)
+  return owner and string.sub(owner, 1, #ticket + 1) == ticket .. ';'
+end
+"
+    };
+}
+
+/// The queued acquire ([`LockBackend::try_acquire_queued`]).
+///
+/// KEYS[1] lock key, KEYS[2] fence counter, KEYS[3] queue (sorted set of
+/// tickets, scored by arrival in server µs), KEYS[4] waiters (hash: ticket →
+/// `DEADLINE_MS TTL_MS OWNER`); ARGV[1] owner (the ticket, `;`, the holder
+/// description), ARGV[2] TTL (ms), ARGV[3] wait left (ms), ARGV[4] ticket.
+///
+/// If the lock is free or was handed to this ticket: (re)sets it with the
+/// full TTL, removes the ticket from the queue and returns `{1, token,
+/// owner value}` (the token by the rule of [`ACQUIRE`]; a handed-over lock
+/// keeps the owner value its waiter queued). Otherwise queues the ticket
+/// (keeping its place if it is queued already), records its deadline (now +
+/// ARGV[3]), keeps both queue keys at least that long, and returns `{0,
+/// pttl, holder's owner value}`.
+///
+/// [`LockBackend::try_acquire_queued`]: manna_lock::LockBackend::try_acquire_queued
+const ACQUIRE_QUEUED: &str = concat!(
+    r"
+if redis.replicate_commands then redis.replicate_commands() end
+",
+    next_token!(),
+    of_ticket!(),
+    r"
+local held = redis.call('GET', KEYS[1])
+if not held or of_ticket(held, ARGV[4]) then
+  local owner = held or ARGV[1]
+  redis.call('SET', KEYS[1], owner, 'PX', ARGV[2])
+  redis.call('ZREM', KEYS[3], ARGV[4])
+  redis.call('HDEL', KEYS[4], ARGV[4])
+  return {1, next_token(), owner}
+end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZADD', KEYS[3], 'NX', string.format('%.0f', now_us), ARGV[4])
+local deadline = string.format('%.0f', now_ms + tonumber(ARGV[3]))
+redis.call('HSET', KEYS[4], ARGV[4], deadline .. ' ' .. ARGV[2] .. ' ' .. ARGV[1])
+local keep = tonumber(ARGV[3]) + 1000
+for _, key in ipairs({KEYS[3], KEYS[4]}) do
+  if redis.call('PTTL', key) < keep then
+    redis.call('PEXPIRE', key, string.format('%.0f', keep))
+  end
+end
+return {0, redis.call('PTTL', KEYS[1]), held}
+"
+);
+
+/// KEYS[1] lock key, KEYS[2] queue, KEYS[3] waiters; ARGV[1] owner,
+/// ARGV[2] channel, ARGV[3] lock name. If the owner matches: deletes the
+/// lock and hands it to the first live queued waiter (see `hand_over`),
+/// publishing either way; 1/0.
+const RELEASE: &str = concat!(
+    r"
+if redis.replicate_commands then redis.replicate_commands() end
+",
+    hand_over!(),
+    r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  hand_over(KEYS[1], KEYS[2], KEYS[3], ARGV[2], ARGV[3])
   return 1
 end
 return 0
-";
+"
+);
+
+/// KEYS[1] lock key, KEYS[2] queue, KEYS[3] waiters; ARGV[1] ticket,
+/// ARGV[2] channel, ARGV[3] lock name
+/// ([`LockBackend::cancel_wait`]). Removes the ticket from the queue; if
+/// the lock was handed to it, releases it as [`RELEASE`] does (handing it
+/// on); 1 if it released, else 0.
+///
+/// [`LockBackend::cancel_wait`]: manna_lock::LockBackend::cancel_wait
+const CANCEL: &str = concat!(
+    r"
+if redis.replicate_commands then redis.replicate_commands() end
+",
+    hand_over!(),
+    of_ticket!(),
+    r"
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+if of_ticket(redis.call('GET', KEYS[1]), ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  hand_over(KEYS[1], KEYS[2], KEYS[3], ARGV[2], ARGV[3])
+  return 1
+end
+return 0
+"
+);
 
 /// KEYS[1] lock key; ARGV[1] owner, ARGV[2] TTL (ms). 1/0.
 const EXTEND: &str = r"
@@ -140,6 +272,8 @@ return 0
 pub(crate) struct Scripts {
     pub(crate) acquire: Script,
     pub(crate) acquire_in_session: Script,
+    pub(crate) acquire_queued: Script,
+    pub(crate) cancel: Script,
     pub(crate) end_wait: Script,
     pub(crate) release: Script,
     pub(crate) extend: Script,
@@ -150,6 +284,8 @@ impl Scripts {
         Self {
             acquire: Script::new(ACQUIRE),
             acquire_in_session: Script::new(ACQUIRE_IN_SESSION),
+            acquire_queued: Script::new(ACQUIRE_QUEUED),
+            cancel: Script::new(CANCEL),
             end_wait: Script::new(END_WAIT),
             release: Script::new(RELEASE),
             extend: Script::new(EXTEND),

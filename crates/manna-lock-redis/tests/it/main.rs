@@ -8,4 +8,5 @@ mod conformance;
 mod faults;
 mod hardening;
 mod processes;
+mod queue;
 mod support;
