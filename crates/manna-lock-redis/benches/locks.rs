@@ -16,10 +16,13 @@
 //!   made by one task without contention (`manna_uncontended_8_in_a_row`,
 //!   the rate a lock that never idles would reach), and `rslock` with eight
 //!   contenders retrying every 5 ms (with its default retry delay, up to
-//!   200 ms between tries, the group would take far longer; not measured). Before the group, one fixed run of each
-//!   contended variant prints the Redis commands per acquisition (from
-//!   `INFO commandstats`; commands run inside scripts are counted too, and
-//!   anything else using the same Redis meanwhile).
+//!   200 ms between tries, the group would take far longer; not measured).
+//!   Before the group, one fixed run of each contended variant prints the
+//!   Redis commands per acquisition (from `INFO commandstats`: those the
+//!   clients send, and all of them counting the commands scripts run;
+//!   anything else using the same Redis meanwhile counts too), then a 2 s
+//!   run of each prints how many acquisitions each task made (starvation:
+//!   each relative to the mean).
 //!
 //! `cargo bench -p manna-lock-redis --bench locks`
 #![allow(missing_docs, clippy::expect_used)]
@@ -281,6 +284,74 @@ async fn command_calls(
 
 const CONTENDERS: usize = 8;
 
+/// The commands a manna client sends (one round trip each); the others in
+/// `INFO commandstats` are run by the scripts inside Redis. For `rslock`,
+/// its `SET NX` too.
+const SENT: &[&str] = &["evalsha", "eval", "script|load", "subscribe", "unsubscribe"];
+
+/// How long the fairness run lets the contenders compete.
+const FAIRNESS_RUN: Duration = Duration::from_secs(2);
+
+/// Every manager takes and releases lock `name` as often as it can for
+/// `run`; how many times each did.
+async fn manna_timed(managers: Vec<LockManager>, run: Duration, name: &'static str) -> Vec<u64> {
+    let ttl = Duration::from_secs(10);
+    let until = Instant::now() + run;
+    let tasks: Vec<_> = managers
+        .into_iter()
+        .map(|m| {
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < until {
+                    let g = m
+                        .acquire(name, ttl, Duration::from_secs(60))
+                        .await
+                        .expect("acquire");
+                    tokio::task::yield_now().await;
+                    assert!(g.release().await.expect("release"));
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut counts = Vec::new();
+    for t in tasks {
+        counts.push(t.await.expect("contender"));
+    }
+    counts
+}
+
+/// The same with rslock.
+async fn rslock_timed(
+    locks: Vec<Arc<rslock::LockManager>>,
+    run: Duration,
+    name: &'static str,
+) -> Vec<u64> {
+    let ttl = Duration::from_secs(10);
+    let until = Instant::now() + run;
+    let tasks: Vec<_> = locks
+        .into_iter()
+        .map(|m| {
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < until {
+                    let guard = m.acquire(name, ttl).await.expect("rslock acquire");
+                    tokio::task::yield_now().await;
+                    guard.release().await;
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut counts = Vec::new();
+    for t in tasks {
+        counts.push(t.await.expect("contender"));
+    }
+    counts
+}
+
 fn contended_8(c: &mut Criterion) {
     let rt = runtime();
     let managers: Vec<LockManager> = (0..CONTENDERS)
@@ -295,7 +366,8 @@ fn contended_8(c: &mut Criterion) {
         .collect();
     let ttl = Duration::from_secs(10);
 
-    // Redis commands per acquisition, once, outside the measurements.
+    // Redis commands per acquisition and fairness, once, outside the
+    // measurements.
     rt.block_on(async {
         let mut conn = redis::Client::open(url())
             .expect("url")
@@ -313,18 +385,43 @@ fn contended_8(c: &mut Criterion) {
             };
             let after = command_calls(&mut conn).await;
             let mut parts = Vec::new();
-            let mut total = 0u64;
+            let (mut total, mut sent) = (0u64, 0u64);
             for (cmd, n) in &after {
                 let d = n - before.get(cmd).copied().unwrap_or(0);
                 if d > 0 && cmd != "info" {
                     total += d;
+                    if SENT.contains(&cmd.as_str()) || (run == 1 && cmd == "set") {
+                        sent += d;
+                    }
                     parts.push(format!("{cmd} {:.2}", d as f64 / acquisitions as f64));
                 }
             }
             eprintln!(
-                "lock_contended_8/{label}: {acquisitions} acquisitions by {CONTENDERS} tasks in {took:?}; Redis commands per acquisition {:.2} ({})",
+                "lock_contended_8/{label}: {acquisitions} acquisitions by {CONTENDERS} tasks in {took:?}; Redis commands per acquisition: {:.2} sent by clients, {:.2} counting those run inside scripts ({})",
+                sent as f64 / acquisitions as f64,
                 total as f64 / acquisitions as f64,
                 parts.join(", ")
+            );
+        }
+        // Starvation: every task takes the lock as often as it can for the
+        // same time; each task's count relative to the mean.
+        for (label, counts) in [
+            (
+                "manna",
+                manna_timed(managers.clone(), FAIRNESS_RUN, "bench:contended-8-fair").await,
+            ),
+            (
+                "rslock_retry_5ms",
+                rslock_timed(rslocks.clone(), FAIRNESS_RUN, "bench:rslock-contended-8-fair").await,
+            ),
+        ] {
+            let mean = counts.iter().sum::<u64>() as f64 / counts.len() as f64;
+            let min = counts.iter().copied().min().unwrap_or(0) as f64;
+            let max = counts.iter().copied().max().unwrap_or(0) as f64;
+            eprintln!(
+                "lock_contended_8/{label}: acquisitions per task in {FAIRNESS_RUN:?}: {counts:?}; min {:.2}x, max {:.2}x the mean",
+                min / mean,
+                max / mean
             );
         }
     });

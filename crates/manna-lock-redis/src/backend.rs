@@ -30,15 +30,25 @@ use crate::RedisLockConfig;
 ///   TTL and owner value. The script runs in a task of its own, which
 ///   releases a lease whose caller gave up before the answer came. Release and
 ///   extend are compare-and-act scripts on the owner value; release
-///   publishes the lock name so waiters wake at once (no polling).
+///   publishes on the lock's channel so waiters wake at once (no polling).
+/// - Waiters queue ([`LockBackend::try_acquire_queued`]): a waiter's attempt
+///   that finds the lock held queues its ticket in `manna:lock:{NAME}:queue`
+///   (a sorted set, oldest first) with its deadline, TTL and owner value in
+///   `manna:lock:{NAME}:waiters` (a hash). The release script hands the lock
+///   to the first queued waiter whose deadline has not passed (for at most
+///   its TTL and what is left of its wait) and publishes `granted TICKET
+///   PX`; that waiter's next attempt confirms it. With nobody queued it
+///   publishes the lock name, as before. [`LockBackend::cancel_wait`] leaves
+///   the queue, releasing a lock handed over meanwhile.
 /// - The owner value is 128 random bits in hex, `;`, and the holder's
 ///   description ([`manna_lock::holder_description`]), which a refused
 ///   caller gets back in [`Attempt::Held`].
-/// - Keys, with the default namespace: `manna:lock:{NAME}` (the lease) and
-///   `manna:lock:{NAME}:fence` (the fencing counter, no TTL); releases are
-///   published on `manna:lock:{NAME}:released`, to which only waiters
-///   subscribe (an uncontended release is delivered to nobody). The braces
-///   are a Redis Cluster hash tag: both keys of a lock live in the same slot.
+/// - Keys, with the default namespace: `manna:lock:{NAME}` (the lease),
+///   `manna:lock:{NAME}:fence` (the fencing counter, no TTL) and the two queue
+///   keys; releases are published on `manna:lock:{NAME}:released`, to which
+///   only waiters subscribe (an uncontended release is delivered to nobody;
+///   a channel stays subscribed 5 s after its last waiter left). The braces
+///   are a Redis Cluster hash tag: all keys of a lock live in the same slot.
 /// - Deadlock detection ([`manna_lock::LockSession`]): a session's lease
 ///   carries its session id in the owner value (`random@session;holder`),
 ///   and a waiting session records its wait-for edge in
