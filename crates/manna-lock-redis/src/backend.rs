@@ -36,8 +36,9 @@ use crate::RedisLockConfig;
 ///   (a sorted set, oldest first) with its deadline, TTL and owner value in
 ///   `manna:lock:{NAME}:waiters` (a hash). The release script hands the lock
 ///   to the first queued waiter whose deadline has not passed (for at most
-///   its TTL and what is left of its wait) and publishes `granted TICKET
-///   PX`; that waiter's next attempt confirms it. With nobody queued it
+///   its TTL and what is left of its wait) with the next fencing token, and
+///   publishes the lease, `granted TICKET PX TOKEN OWNER`: that waiter takes
+///   it as it is (or confirms it with its next attempt). With nobody queued it
 ///   publishes the lock name, as before. [`LockBackend::cancel_wait`] leaves
 ///   the queue, releasing a lock handed over meanwhile.
 /// - The owner value is 128 random bits in hex, `;`, and the holder's
@@ -686,6 +687,7 @@ impl AcquireCall {
             .scripts
             .release
             .key(&self.lock_key)
+            .key(&self.fence_key)
             .key(&self.queue_key)
             .key(&self.waiters_key)
             .arg(&self.owner)
@@ -704,6 +706,7 @@ impl AcquireCall {
             .scripts
             .cancel
             .key(&self.lock_key)
+            .key(&self.fence_key)
             .key(&self.queue_key)
             .key(&self.waiters_key)
             .arg(ticket)
@@ -757,6 +760,7 @@ impl LockBackend for RedisBackend {
             .scripts
             .cancel
             .key(self.lock_key(name))
+            .key(self.fence_key(name))
             .key(self.queue_key(name))
             .key(self.waiters_key(name))
             .arg(ticket.as_str())
@@ -805,6 +809,7 @@ impl LockBackend for RedisBackend {
             .scripts
             .release
             .key(self.lock_key(lease.name()))
+            .key(self.fence_key(lease.name()))
             .key(self.queue_key(lease.name()))
             .key(self.waiters_key(lease.name()))
             .arg(lease.owner())
@@ -933,7 +938,8 @@ async fn listen(
                             name,
                             ticket,
                             expires_in,
-                        } => notifier.notify_granted(name, ticket, expires_in),
+                            lease,
+                        } => notifier.notify_granted(name, ticket, expires_in, lease),
                     }
                 }
                 subs.listening.send_replace(false);
@@ -957,12 +963,14 @@ enum Message<'a> {
     /// every version publishes), or anything not understood (waking waiters
     /// is always safe).
     Released(&'a str),
-    /// `granted TICKET PX`: the release handed the lock to a queued waiter
-    /// for at most PX ms unless it confirms.
+    /// `granted TICKET PX TOKEN OWNER`: the release handed the lock to a
+    /// queued waiter for PX ms (unless it confirms) with that fencing token
+    /// and owner value: its lease.
     Granted {
         name: &'a str,
         ticket: &'a str,
         expires_in: Duration,
+        lease: Option<Lease>,
     },
 }
 
@@ -973,14 +981,21 @@ impl<'a> Message<'a> {
             .and_then(|c| c.strip_prefix('{'))
             .and_then(|c| c.strip_suffix("}:released"));
         let grant = payload.strip_prefix("granted ").and_then(|rest| {
-            let (ticket, px) = rest.split_once(' ')?;
-            Some((ticket, Duration::from_millis(px.parse().ok()?)))
+            let mut parts = rest.splitn(4, ' ');
+            let ticket = parts.next()?;
+            let expires_in = Duration::from_millis(parts.next()?.parse().ok()?);
+            let lease = match (parts.next().map(str::parse::<u64>), parts.next()) {
+                (Some(Ok(token)), Some(owner)) => Some((FencingToken::new(token), owner)),
+                _ => None,
+            };
+            Some((ticket, expires_in, lease))
         });
         match (name, grant) {
-            (Some(name), Some((ticket, expires_in))) if name != payload => Self::Granted {
+            (Some(name), Some((ticket, expires_in, lease))) if name != payload => Self::Granted {
                 name,
                 ticket,
                 expires_in,
+                lease: lease.map(|(token, owner)| Lease::new(name, owner, token, expires_in)),
             },
             _ => Self::Released(payload),
         }
@@ -990,6 +1005,46 @@ impl<'a> Message<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn release_channel_messages() {
+        let ns = "manna:lock:";
+        let channel = "manna:lock:{a b}:released";
+        assert_eq!(Message::parse(ns, channel, "a b"), Message::Released("a b"));
+        assert_eq!(
+            Message::parse(ns, channel, "granted 0f 250 17 0f;host h pid 1 since x"),
+            Message::Granted {
+                name: "a b",
+                ticket: "0f",
+                expires_in: Duration::from_millis(250),
+                lease: Some(Lease::new(
+                    "a b",
+                    "0f;host h pid 1 since x",
+                    FencingToken::new(17),
+                    Duration::from_millis(250)
+                )),
+            }
+        );
+        assert_eq!(
+            Message::parse(ns, channel, "granted 0f 250"),
+            Message::Granted {
+                name: "a b",
+                ticket: "0f",
+                expires_in: Duration::from_millis(250),
+                lease: None,
+            }
+        );
+        // Not understood, or a lock whose name looks like a grant: a wake-up.
+        assert_eq!(
+            Message::parse(ns, channel, "granted x"),
+            Message::Released("granted x")
+        );
+        let odd = "manna:lock:{granted 0f 250}:released";
+        assert_eq!(
+            Message::parse(ns, odd, "granted 0f 250"),
+            Message::Released("granted 0f 250")
+        );
+    }
 
     #[test]
     fn owner_values_carry_the_holder() {

@@ -2,20 +2,21 @@
 
 use redis::Script;
 
-/// The Lua function issuing the next fencing token of KEYS[2] (the rule
-/// below), shared by the acquire scripts so they cannot drift apart.
+/// The Lua function `next_token(fence)` issuing the next fencing token of
+/// the counter `fence` (the rule below), shared by every script that grants
+/// a lease so they cannot drift apart.
 macro_rules! next_token {
     () => {
         r"
-local function next_token()
+local function next_token(fence)
   local now = redis.call('TIME')
   local floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
-  local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+  local last = tonumber(redis.call('GET', fence) or '0') or 0
   if last < floor then
-    redis.call('SET', KEYS[2], string.format('%.0f', floor))
+    redis.call('SET', fence, string.format('%.0f', floor))
     return floor
   end
-  return redis.call('INCR', KEYS[2])
+  return redis.call('INCR', fence)
 end
 "
     };
@@ -43,7 +44,7 @@ if redis.replicate_commands then redis.replicate_commands() end
     next_token!(),
     r"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, next_token(), ''}
+  return {1, next_token(KEYS[2]), ''}
 end
 return {0, redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[1]) or ''}
 "
@@ -78,7 +79,7 @@ local function end_wait()
   if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local token = next_token()
+  local token = next_token(KEYS[2])
   end_wait()
   return {1, token, '', {}}
 end
@@ -118,18 +119,21 @@ end
 return 0
 ";
 
-/// The Lua function `hand_over(lock, queue, waiters, channel, name)`,
-/// called right after the lock key was deleted (release, cancel): pops the
-/// queue (a sorted set of wait tickets, oldest first) until an entry whose
-/// wait deadline has not passed (server time), sets the lock to that
-/// waiter's owner value for `min(its TTL, what is left of its wait)`, and
-/// publishes `granted TICKET PX` on the channel. Entries whose deadline
-/// passed (or without details) are dropped on the way. With nobody to hand
-/// it to, publishes the lock name, as every version does on release.
+/// The Lua function `hand_over(lock, fence, queue, waiters, channel,
+/// name)`, called right after the lock key was deleted (release, cancel):
+/// pops the queue (a sorted set of wait tickets, oldest first) until an
+/// entry whose wait deadline has not passed (server time), sets the lock to
+/// that waiter's owner value for `PX = min(its TTL, what is left of its
+/// wait)`, issues the next fencing token (`next_token`, which the script
+/// must define) and publishes `granted TICKET PX TOKEN OWNER` on the
+/// channel: the lease itself, which the waiter may take without a round
+/// trip. Entries whose deadline passed (or without details) are dropped on
+/// the way. With nobody to hand it to, publishes the lock name, as every
+/// version does on release.
 macro_rules! hand_over {
     () => {
         r"
-local function hand_over(lock, queue, waiters, channel, name)
+local function hand_over(lock, fence, queue, waiters, channel, name)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   while true do
@@ -146,7 +150,8 @@ local function hand_over(lock, queue, waiters, channel, name)
       if px > 0 then
         px = string.format('%.0f', px)
         redis.call('SET', lock, owner, 'PX', px)
-        redis.call('PUBLISH', channel, 'granted ' .. ticket .. ' ' .. px)
+        local token = string.format('%.0f', next_token(fence))
+        redis.call('PUBLISH', channel, 'granted ' .. ticket .. ' ' .. px .. ' ' .. token .. ' ' .. owner)
         return
       end
     end
@@ -179,8 +184,9 @@ end
 ///
 /// If the lock is free or was handed to this ticket: (re)sets it with the
 /// full TTL, removes the ticket from the queue and returns `{1, token,
-/// owner value}` (the token by the rule of [`ACQUIRE`]; a handed-over lock
-/// keeps the owner value its waiter queued). Otherwise queues the ticket
+/// owner value}` (a new token by the rule of [`ACQUIRE`], also for a lock
+/// handed over, whose token announced by the release is then never used; a
+/// handed-over lock keeps the owner value its waiter queued). Otherwise queues the ticket
 /// (keeping its place if it is queued already), records its deadline (now +
 /// ARGV[3]), keeps both queue keys at least that long, and returns `{0,
 /// pttl, holder's owner value}`.
@@ -199,7 +205,7 @@ if not held or of_ticket(held, ARGV[4]) then
   redis.call('SET', KEYS[1], owner, 'PX', ARGV[2])
   redis.call('ZREM', KEYS[3], ARGV[4])
   redis.call('HDEL', KEYS[4], ARGV[4])
-  return {1, next_token(), owner}
+  return {1, next_token(KEYS[2]), owner}
 end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -217,27 +223,28 @@ return {0, redis.call('PTTL', KEYS[1]), held}
 "
 );
 
-/// KEYS[1] lock key, KEYS[2] queue, KEYS[3] waiters; ARGV[1] owner,
-/// ARGV[2] channel, ARGV[3] lock name. If the owner matches: deletes the
-/// lock and hands it to the first live queued waiter (see `hand_over`),
-/// publishing either way; 1/0.
+/// KEYS[1] lock key, KEYS[2] fence counter, KEYS[3] queue, KEYS[4]
+/// waiters; ARGV[1] owner, ARGV[2] channel, ARGV[3] lock name. If the owner
+/// matches: deletes the lock and hands it to the first live queued waiter
+/// (see `hand_over`), publishing either way; 1/0.
 const RELEASE: &str = concat!(
     r"
 if redis.replicate_commands then redis.replicate_commands() end
 ",
+    next_token!(),
     hand_over!(),
     r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  hand_over(KEYS[1], KEYS[2], KEYS[3], ARGV[2], ARGV[3])
+  hand_over(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3])
   return 1
 end
 return 0
 "
 );
 
-/// KEYS[1] lock key, KEYS[2] queue, KEYS[3] waiters; ARGV[1] ticket,
-/// ARGV[2] channel, ARGV[3] lock name
+/// KEYS[1] lock key, KEYS[2] fence counter, KEYS[3] queue, KEYS[4]
+/// waiters; ARGV[1] ticket, ARGV[2] channel, ARGV[3] lock name
 /// ([`LockBackend::cancel_wait`]). Removes the ticket from the queue; if
 /// the lock was handed to it, releases it as [`RELEASE`] does (handing it
 /// on); 1 if it released, else 0.
@@ -247,14 +254,15 @@ const CANCEL: &str = concat!(
     r"
 if redis.replicate_commands then redis.replicate_commands() end
 ",
+    next_token!(),
     hand_over!(),
     of_ticket!(),
     r"
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
 if of_ticket(redis.call('GET', KEYS[1]), ARGV[1]) then
   redis.call('DEL', KEYS[1])
-  hand_over(KEYS[1], KEYS[2], KEYS[3], ARGV[2], ARGV[3])
+  hand_over(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3])
   return 1
 end
 return 0

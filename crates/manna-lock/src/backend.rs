@@ -179,10 +179,12 @@ impl ReleaseWatch {
                     name,
                     ticket,
                     expires_in,
+                    lease,
                 }) if *name == *self.name => {
                     return Wake::Granted {
                         ticket: ticket.to_string(),
                         expires_in,
+                        lease: lease.map(|l| (*l).clone()),
                     }
                 }
                 Ok(Event::All) => return Wake::Released,
@@ -217,6 +219,10 @@ pub enum Wake {
         ticket: String,
         /// How long the handed-over lock lasts unconfirmed.
         expires_in: Duration,
+        /// The lease itself, when the backend announces it (its owner
+        /// value, fencing token, and `expires_in` as its TTL, counted from
+        /// the handoff): the waiter may take it without another attempt.
+        lease: Option<Lease>,
     },
 }
 
@@ -260,6 +266,7 @@ enum Event {
         name: Arc<str>,
         ticket: Arc<str>,
         expires_in: Duration,
+        lease: Option<Arc<Lease>>,
     },
     All,
 }
@@ -285,13 +292,20 @@ impl ReleaseNotifier {
     }
 
     /// Announces that a release of lock `name` handed it to the queued
-    /// waiter `ticket`, for at most `expires_in` unless confirmed (see
-    /// [`Wake::Granted`]).
-    pub fn notify_granted(&self, name: &str, ticket: &str, expires_in: Duration) {
+    /// waiter `ticket`, for at most `expires_in` unless confirmed, with the
+    /// lease when the backend knows it (see [`Wake::Granted`]).
+    pub fn notify_granted(
+        &self,
+        name: &str,
+        ticket: &str,
+        expires_in: Duration,
+        lease: Option<Lease>,
+    ) {
         let _ = self.tx.send(Event::Granted {
             name: Arc::from(name),
             ticket: Arc::from(ticket),
             expires_in,
+            lease: lease.map(Arc::new),
         });
     }
 
@@ -452,7 +466,9 @@ pub trait LockBackend: Send + Sync {
     /// `wait` from now) and the answer is [`Attempt::Held`]. A release then
     /// hands the lock to the first queued ticket whose deadline has not
     /// passed, for at most its TTL and what is left of its wait, and
-    /// announces it ([`Wake::Granted`]).
+    /// announces it ([`Wake::Granted`], possibly with the lease and its
+    /// token: the waiter may take that lease as it is, counting its TTL
+    /// from before the handoff, e.g. from the start of its last attempt).
     ///
     /// A waiter that stops waiting without the lock must call
     /// [`LockBackend::cancel_wait`]. Errors: as [`LockBackend::try_acquire`].

@@ -272,8 +272,10 @@ impl LockManager {
     /// [`LockManager::acquire`] (without a session, with a wait) on a
     /// backend that [queues waiters](LockBackend::queues_waiters): one
     /// [`WaitTicket`] for the whole wait; the release hands the lock over and
-    /// says to whom ([`Wake::Granted`]), and only that waiter tries again (it
-    /// confirms the handoff). Other waiters keep waiting: no thundering
+    /// says to whom ([`Wake::Granted`]). That waiter takes the announced
+    /// lease (no round trip), or confirms the handoff with an attempt when
+    /// there is no lease in the announcement or less than half its TTL would
+    /// be left counted from its last attempt. Other waiters keep waiting: no thundering
     /// herd. Every other event (a release with nobody queued, a missed
     /// notification) and the holder's expiry make the waiter try again, as
     /// in the plain loop.
@@ -359,7 +361,22 @@ impl LockManager {
                 };
                 tokio::select! {
                     event = watch.next() => match event {
-                        Wake::Granted { ticket: to, expires_in } if to != ticket.as_str() => {
+                        Wake::Granted { ticket: to, lease: Some(lease), .. }
+                            if to == ticket.as_str()
+                                && lease.name() == name
+                                && attempt_started
+                                    .checked_add(lease.ttl() / 2)
+                                    .is_some_and(|t| Instant::now() < t) =>
+                        {
+                            // Handed to us with the lease: take it, counting
+                            // its TTL from the start of our last attempt
+                            // (the handoff came after it). After a long wait
+                            // that would leave too little, so we confirm
+                            // with an attempt instead (a fresh TTL).
+                            give_up.disarm();
+                            return Ok(self.guard(lease, handle, started, attempt_started, contended));
+                        }
+                        Wake::Granted { ticket: to, expires_in, .. } if to != ticket.as_str() => {
                             // Handed to a waiter before us: if it is gone, the
                             // lock is free again once that handoff expires.
                             retry_at = Instant::now()
