@@ -35,7 +35,11 @@ pub const MAX_WAIT_EDGE_TTL: Duration = Duration::from_secs(10);
 /// - [`acquire`](LockManager::acquire) waits up to `wait` for the lock. It is
 ///   woken by the backend's release notification when there is one (no
 ///   polling), otherwise it retries with exponential backoff and jitter; it
-///   also retries when the current holder's lease is due to expire.
+///   also retries when the current holder's lease is due to expire. On a
+///   backend that [queues waiters](LockBackend::queues_waiters) (Redis) it
+///   waits in the lock's FIFO queue with one [`WaitTicket`], and the release
+///   hands the lock to the first waiter; giving up (timeout, error, the
+///   future dropped) leaves the queue ([`LockBackend::cancel_wait`]).
 /// - While a [`LockGuard`] is alive a background task renews the lease every
 ///   third of its TTL. If renewal is refused or the backend stays unreachable
 ///   until the lease would have expired, the guard is marked lost:
@@ -275,10 +279,10 @@ impl LockManager {
     /// says to whom ([`Wake::Granted`]). That waiter takes the announced
     /// lease (no round trip), or confirms the handoff with an attempt when
     /// there is no lease in the announcement or less than half its TTL would
-    /// be left counted from its last attempt. Other waiters keep waiting: no thundering
-    /// herd. Every other event (a release with nobody queued, a missed
-    /// notification) and the holder's expiry make the waiter try again, as
-    /// in the plain loop.
+    /// be left counted from its last attempt. Other waiters keep waiting: no
+    /// thundering herd. Every other event (a release with nobody queued, a
+    /// missed notification) and the holder's expiry make the waiter try
+    /// again, as in the plain loop.
     async fn acquire_queued(
         &self,
         name: &str,
