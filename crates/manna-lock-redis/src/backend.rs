@@ -85,6 +85,9 @@ pub struct RedisBackend {
     notifier: ReleaseNotifier,
     subs: Arc<Subscriptions>,
     listener: JoinHandle<()>,
+    /// This backend's random id (32 hex digits): its queued waiters record
+    /// it, and a release hands the lock over on [`RedisBackend::waiter_channel`].
+    id: String,
 }
 
 /// How long a release channel stays subscribed after its last waiter left:
@@ -299,9 +302,11 @@ impl RedisBackend {
         };
         let notifier = ReleaseNotifier::new();
         let subs = Arc::new(Subscriptions::new());
+        let id = random_part();
         let listener = tokio::spawn(listen(
             client,
             config.namespace.clone(),
+            waiter_channel(&config.namespace, &id),
             notifier.clone(),
             Arc::clone(&subs),
             config.connect_timeout,
@@ -316,6 +321,7 @@ impl RedisBackend {
             notifier,
             subs,
             listener,
+            id,
         };
         if !backend
             .wait_listening(
@@ -398,9 +404,20 @@ impl RedisBackend {
         format!("{}waits:{session}", self.namespace)
     }
 
-    /// The channel on which releases of lock `name` are published.
+    /// The channel on which releases of lock `name` are published when
+    /// nobody live is queued (the lock name; sessions and older clients
+    /// listen to it).
     pub fn release_channel(&self, name: &str) -> String {
         format!("{}{{{name}}}:released", self.namespace)
+    }
+
+    /// This backend's own channel, `NAMESPACE` `waiter:` `ID`, on which a
+    /// release hands a lock over to one of its queued waiters
+    /// (`granted TICKET PX TOKEN NAME_BYTES NAME OWNER`). The listener
+    /// subscribes to it on every (re)connection, before
+    /// [`RedisBackend::is_listening`] turns true.
+    pub fn waiter_channel(&self) -> String {
+        waiter_channel(&self.namespace, &self.id)
     }
 
     fn map_err(&self, e: RedisError) -> LockError {
@@ -448,6 +465,8 @@ impl RedisBackend {
             queue_key: self.queue_key(name),
             waiters_key: self.waiters_key(name),
             channel: self.release_channel(name),
+            waiter_prefix: waiter_prefix(&self.namespace),
+            backend_id: self.id.clone(),
             name: name.to_owned(),
             owner: owner_value(&random, session, &holder_description()),
             ttl_ms: Self::ttl_ms(ttl),
@@ -531,7 +550,21 @@ fn owner_value(random: &str, session: Option<&SessionId>, holder: &str) -> Strin
     format!("{owner}{HOLDER_SEPARATOR}{holder}")
 }
 
-/// The random part of a new owner value: 32 hex digits. A queued waiter
+/// The prefix of the waiter channels (see [`RedisBackend::waiter_channel`]);
+/// the release and cancel scripts append the backend id of the waiter they
+/// hand the lock to.
+fn waiter_prefix(namespace: &str) -> String {
+    format!("{namespace}waiter:")
+}
+
+/// The waiter channel of the backend `id` (see
+/// [`RedisBackend::waiter_channel`]).
+fn waiter_channel(namespace: &str, id: &str) -> String {
+    format!("{}{id}", waiter_prefix(namespace))
+}
+
+/// The random part of a new owner value (also a backend's id): 32 hex
+/// digits. A queued waiter
 /// uses its [`WaitTicket`] instead, the same for its whole wait.
 fn random_part() -> String {
     format!("{:032x}", rand::random::<u128>())
@@ -591,6 +624,8 @@ struct AcquireCall {
     queue_key: String,
     waiters_key: String,
     channel: String,
+    waiter_prefix: String,
+    backend_id: String,
     name: String,
     owner: String,
     ttl_ms: u64,
@@ -653,6 +688,7 @@ impl AcquireCall {
                 .arg(self.ttl_ms)
                 .arg(*wait_ms)
                 .arg(ticket)
+                .arg(&self.backend_id)
                 .invoke_async(&mut self.conn)
                 .await
                 .map(|(acquired, value, owner): (i64, i64, String)| {
@@ -693,6 +729,7 @@ impl AcquireCall {
             .arg(&self.owner)
             .arg(&self.channel)
             .arg(&self.name)
+            .arg(&self.waiter_prefix)
             .invoke_async(&mut self.conn)
             .await;
         self.log_orphan(released);
@@ -712,6 +749,7 @@ impl AcquireCall {
             .arg(ticket)
             .arg(&self.channel)
             .arg(&self.name)
+            .arg(&self.waiter_prefix)
             .invoke_async(&mut self.conn)
             .await;
         self.log_orphan(released);
@@ -766,6 +804,7 @@ impl LockBackend for RedisBackend {
             .arg(ticket.as_str())
             .arg(self.release_channel(name))
             .arg(name)
+            .arg(waiter_prefix(&self.namespace))
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.map_err(e))?;
@@ -815,6 +854,7 @@ impl LockBackend for RedisBackend {
             .arg(lease.owner())
             .arg(self.release_channel(lease.name()))
             .arg(lease.name())
+            .arg(waiter_prefix(&self.namespace))
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.map_err(e))?;
@@ -899,12 +939,16 @@ impl LockBackend for RedisBackend {
     }
 }
 
-/// Keeps a pub/sub connection open, subscribed to the release channels that
-/// waiters need, forwarding each message to the notifier (see
-/// [`Message`]); reconnects with backoff and resubscribes.
+/// Keeps a pub/sub connection open, subscribed to this backend's waiter
+/// channel (always) and to the release channels that waiters need,
+/// forwarding each message to the notifier (see [`Message`]); reconnects
+/// with backoff and resubscribes. It reports listening only once every
+/// channel is subscribed, and then wakes every watch: messages may have
+/// been missed while it was away, so every waiter tries again once.
 async fn listen(
     client: Client,
     namespace: String,
+    waiter_channel: String,
     notifier: ReleaseNotifier,
     subs: Arc<Subscriptions>,
     connect_timeout: Duration,
@@ -913,10 +957,9 @@ async fn listen(
     loop {
         let connected = tokio::time::timeout(connect_timeout, async {
             let (mut sink, stream) = client.get_async_pubsub().await?.split();
-            let channels: Vec<String> = subs.channels().keys().cloned().collect();
-            if !channels.is_empty() {
-                sink.subscribe(channels).await?;
-            }
+            let mut channels: Vec<String> = subs.channels().keys().cloned().collect();
+            channels.push(waiter_channel.clone());
+            sink.subscribe(channels).await?;
             Ok::<_, RedisError>((sink, stream))
         })
         .await;
@@ -932,8 +975,15 @@ async fn listen(
                     let Ok(payload) = msg.get_payload::<String>() else {
                         continue;
                     };
-                    match Message::parse(&namespace, msg.get_channel_name(), &payload) {
+                    let channel = msg.get_channel_name();
+                    let message = if channel == waiter_channel {
+                        Message::parse_handoff(&payload)
+                    } else {
+                        Message::parse(&namespace, channel, &payload)
+                    };
+                    match message {
                         Message::Released(name) => notifier.notify(name),
+                        Message::Unknown => notifier.wake_all(),
                         Message::Granted {
                             name,
                             ticket,
@@ -956,9 +1006,13 @@ async fn listen(
     }
 }
 
-/// A message on a lock's release channel `NAMESPACE{NAME}:released`.
+/// A message on a lock's release channel `NAMESPACE{NAME}:released`, or on
+/// this backend's waiter channel.
 #[derive(Debug, PartialEq, Eq)]
 enum Message<'a> {
+    /// Not understood on the waiter channel (the lock is unknown): wakes
+    /// every watch, which is always safe.
+    Unknown,
     /// The payload is the lock name: released with nobody queued (what
     /// every version publishes), or anything not understood (waking waiters
     /// is always safe).
@@ -975,6 +1029,32 @@ enum Message<'a> {
 }
 
 impl<'a> Message<'a> {
+    /// A message on this backend's waiter channel:
+    /// `granted TICKET PX TOKEN NAME_BYTES NAME OWNER` (the lock name is
+    /// length-prefixed, as names and owner values may contain spaces).
+    fn parse_handoff(payload: &'a str) -> Self {
+        let parsed = (|| {
+            let rest = payload.strip_prefix("granted ")?;
+            let (ticket, rest) = rest.split_once(' ')?;
+            let (px, rest) = rest.split_once(' ')?;
+            let (token, rest) = rest.split_once(' ')?;
+            let (len, rest) = rest.split_once(' ')?;
+            let len: usize = len.parse().ok()?;
+            let name = rest.get(..len)?;
+            let owner = rest.get(len..)?.strip_prefix(' ')?;
+            let expires_in = Duration::from_millis(px.parse().ok()?);
+            let token = FencingToken::new(token.parse().ok()?);
+            Some(Self::Granted {
+                name,
+                ticket,
+                expires_in,
+                lease: Some(Lease::new(name, owner, token, expires_in)),
+            })
+        })();
+        parsed.unwrap_or(Self::Unknown)
+    }
+
+    /// A message on a lock's release channel.
     fn parse(namespace: &str, channel: &'a str, payload: &'a str) -> Self {
         let name = channel
             .strip_prefix(namespace)
@@ -1044,6 +1124,38 @@ mod tests {
             Message::parse(ns, odd, "granted 0f 250"),
             Message::Released("granted 0f 250")
         );
+    }
+
+    #[test]
+    fn waiter_channel_messages() {
+        assert_eq!(
+            Message::parse_handoff("granted 0f 250 17 3 a b 0f;host h pid 1 since x"),
+            Message::Granted {
+                name: "a b",
+                ticket: "0f",
+                expires_in: Duration::from_millis(250),
+                lease: Some(Lease::new(
+                    "a b",
+                    "0f;host h pid 1 since x",
+                    FencingToken::new(17),
+                    Duration::from_millis(250)
+                )),
+            }
+        );
+        // A multi-byte name: the length is in bytes.
+        assert!(matches!(
+            Message::parse_handoff("granted 0f 250 17 2 é 0f;h"),
+            Message::Granted { name: "é", .. }
+        ));
+        for odd in [
+            "granted 0f 250 17",
+            "granted 0f 250 17 9 a 0f;h",
+            "granted 0f 250 17 1 é 0f;h",
+            "granted 0f x 17 1 a 0f;h",
+            "a",
+        ] {
+            assert_eq!(Message::parse_handoff(odd), Message::Unknown, "{odd}");
+        }
     }
 
     #[test]

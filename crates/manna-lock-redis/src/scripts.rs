@@ -120,20 +120,30 @@ return 0
 ";
 
 /// The Lua function `hand_over(lock, fence, queue, waiters, channel,
-/// name)`, called right after the lock key was deleted (release, cancel):
-/// pops the queue (a sorted set of wait tickets, oldest first) until an
-/// entry whose wait deadline has not passed (server time), sets the lock to
-/// that waiter's owner value for `PX = min(its TTL, what is left of its
-/// wait)`, issues the next fencing token (`next_token`, which the script
-/// must define) and publishes `granted TICKET PX TOKEN OWNER` on the
-/// channel: the lease itself, which the waiter may take without a round
-/// trip. Entries whose deadline passed (or without details) are dropped on
-/// the way. With nobody to hand it to, publishes the lock name, as every
-/// version does on release.
+/// name, waiter_prefix)`, called right after the lock key was deleted
+/// (release, cancel): pops the queue (a sorted set of wait tickets, oldest
+/// first) until an entry whose wait deadline has not passed (server time),
+/// sets the lock to that waiter's owner value for `PX = min(its TTL, what
+/// is left of its wait)`, issues the next fencing token (`next_token`,
+/// which the script must define) and publishes the lease on the channel of
+/// the waiter's backend, `waiter_prefix .. BACKEND_ID`, as
+/// `granted TICKET PX TOKEN NAME_BYTES NAME OWNER` (the lock name's length
+/// in bytes, the name, the owner value): only the process of that waiter
+/// is told, and it may take the lease without a round trip. If nobody
+/// receives that message (`PUBLISH` returns 0: the waiter's process is gone
+/// and its pub/sub connection closed, or its listener is reconnecting), the
+/// lock is taken back (the token stays spent) and the next entry is tried:
+/// a killed waiter does not hold up the queue, and a deaf one retries when
+/// its listener is back (and queues again, at the end). An entry of
+/// the previous format (`DEADLINE TTL OWNER`, no backend id) is told on the
+/// lock's release `channel` as before, `granted TICKET PX TOKEN OWNER`.
+/// Entries whose deadline passed (or unreadable ones) are dropped on the
+/// way. With nobody to hand it to, publishes the lock name on the release
+/// `channel`, as every version does on release.
 macro_rules! hand_over {
     () => {
         r"
-local function hand_over(lock, fence, queue, waiters, channel, name)
+local function hand_over(lock, fence, queue, waiters, channel, name, waiter_prefix)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   while true do
@@ -143,16 +153,25 @@ local function hand_over(lock, fence, queue, waiters, channel, name)
     redis.call('ZREM', queue, ticket)
     local entry = redis.call('HGET', waiters, ticket)
     redis.call('HDEL', waiters, ticket)
-    local deadline, ttl, owner
-    if entry then deadline, ttl, owner = string.match(entry, '^(%d+) (%d+) (.+)$') end
+    local deadline, ttl, backend, owner
+    if entry then
+      deadline, ttl, backend, owner = string.match(entry, '^(%d+) (%d+) (%x+) (.+)$')
+      if not owner then deadline, ttl, owner = string.match(entry, '^(%d+) (%d+) (.+)$') end
+    end
     if owner then
       local px = math.min(tonumber(ttl), tonumber(deadline) - now)
       if px > 0 then
         px = string.format('%.0f', px)
         redis.call('SET', lock, owner, 'PX', px)
         local token = string.format('%.0f', next_token(fence))
-        redis.call('PUBLISH', channel, 'granted ' .. ticket .. ' ' .. px .. ' ' .. token .. ' ' .. owner)
-        return
+        local grant = 'granted ' .. ticket .. ' ' .. px .. ' ' .. token .. ' '
+        if not backend then
+          redis.call('PUBLISH', channel, grant .. owner)
+          return
+        end
+        local heard = redis.call('PUBLISH', waiter_prefix .. backend, grant .. #name .. ' ' .. name .. ' ' .. owner)
+        if heard > 0 then return end
+        redis.call('DEL', lock)
       end
     end
   end
@@ -179,8 +198,10 @@ end
 ///
 /// KEYS[1] lock key, KEYS[2] fence counter, KEYS[3] queue (sorted set of
 /// tickets, scored by arrival in server µs), KEYS[4] waiters (hash: ticket →
-/// `DEADLINE_MS TTL_MS OWNER`); ARGV[1] owner (the ticket, `;`, the holder
-/// description), ARGV[2] TTL (ms), ARGV[3] wait left (ms), ARGV[4] ticket.
+/// `DEADLINE_MS TTL_MS BACKEND_ID OWNER`); ARGV[1] owner (the ticket, `;`,
+/// the holder description), ARGV[2] TTL (ms), ARGV[3] wait left (ms),
+/// ARGV[4] ticket, ARGV[5] the waiter's backend id (hex: a release hands
+/// over on that backend's waiter channel, see `hand_over`).
 ///
 /// If the lock is free or was handed to this ticket: (re)sets it with the
 /// full TTL, removes the ticket from the queue and returns `{1, token,
@@ -212,7 +233,7 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 redis.call('ZADD', KEYS[3], 'NX', string.format('%.0f', now_us), ARGV[4])
 local deadline = string.format('%.0f', now_ms + tonumber(ARGV[3]))
-redis.call('HSET', KEYS[4], ARGV[4], deadline .. ' ' .. ARGV[2] .. ' ' .. ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[4], deadline .. ' ' .. ARGV[2] .. ' ' .. ARGV[5] .. ' ' .. ARGV[1])
 local keep = tonumber(ARGV[3]) + 1000
 for _, key in ipairs({KEYS[3], KEYS[4]}) do
   if redis.call('PTTL', key) < keep then
@@ -224,7 +245,8 @@ return {0, redis.call('PTTL', KEYS[1]), held}
 );
 
 /// KEYS[1] lock key, KEYS[2] fence counter, KEYS[3] queue, KEYS[4]
-/// waiters; ARGV[1] owner, ARGV[2] channel, ARGV[3] lock name. If the owner
+/// waiters; ARGV[1] owner, ARGV[2] release channel, ARGV[3] lock name,
+/// ARGV[4] the prefix of the waiter channels. If the owner
 /// matches: deletes the lock and hands it to the first live queued waiter
 /// (see `hand_over`), publishing either way; 1/0.
 const RELEASE: &str = concat!(
@@ -236,7 +258,7 @@ if redis.replicate_commands then redis.replicate_commands() end
     r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  hand_over(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3])
+  hand_over(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3], ARGV[4])
   return 1
 end
 return 0
@@ -244,8 +266,8 @@ return 0
 );
 
 /// KEYS[1] lock key, KEYS[2] fence counter, KEYS[3] queue, KEYS[4]
-/// waiters; ARGV[1] ticket, ARGV[2] channel, ARGV[3] lock name
-/// ([`LockBackend::cancel_wait`]). Removes the ticket from the queue; if
+/// waiters; ARGV[1] ticket, ARGV[2] release channel, ARGV[3] lock name,
+/// ARGV[4] the prefix of the waiter channels ([`LockBackend::cancel_wait`]). Removes the ticket from the queue; if
 /// the lock was handed to it, releases it as [`RELEASE`] does (handing it
 /// on); 1 if it released, else 0.
 ///
@@ -262,7 +284,7 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[4], ARGV[1])
 if of_ticket(redis.call('GET', KEYS[1]), ARGV[1]) then
   redis.call('DEL', KEYS[1])
-  hand_over(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3])
+  hand_over(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3], ARGV[4])
   return 1
 end
 return 0

@@ -211,9 +211,10 @@ pub enum Wake {
     Released,
     /// A release handed the lock to the queued waiter `ticket` (see
     /// [`LockBackend::try_acquire_queued`]); that waiter holds it for at most
-    /// `expires_in` unless it confirms by trying again. Other waiters keep
-    /// waiting (and try again once `expires_in` has passed, in case that
-    /// waiter is gone).
+    /// `expires_in` unless it confirms by trying again. A backend may tell
+    /// only that waiter's process (the Redis backend does); other waiters
+    /// must not rely on hearing of it (they retry at the expiry of the
+    /// holder their last attempt saw).
     Granted {
         /// The [`WaitTicket`] of the waiter the lock was handed to.
         ticket: String,

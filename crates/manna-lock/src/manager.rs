@@ -280,9 +280,11 @@ impl LockManager {
     /// lease (no round trip), or confirms the handoff with an attempt when
     /// there is no lease in the announcement or less than half its TTL would
     /// be left counted from its last attempt. Other waiters keep waiting: no
-    /// thundering herd. Every other event (a release with nobody queued, a
-    /// missed notification) and the holder's expiry make the waiter try
-    /// again, as in the plain loop.
+    /// thundering herd, and a waiter need not hear of handoffs to others:
+    /// it tries again when the holder its last attempt saw would expire
+    /// (that attempt learns the current holder's expiry), at its deadline,
+    /// and on every other event (a release with nobody queued, a missed
+    /// notification), as in the plain loop.
     async fn acquire_queued(
         &self,
         name: &str,
@@ -357,7 +359,7 @@ impl LockManager {
                 let step = backoff.next().unwrap_or(Duration::from_millis(250));
                 at_expiry.map_or(step, |e| e.min(step))
             };
-            let mut retry_at = now.checked_add(nap);
+            let retry_at = now.checked_add(nap);
             loop {
                 let wake = match (retry_at, deadline) {
                     (Some(t), Some(d)) => Some(t.min(d)),
@@ -380,12 +382,14 @@ impl LockManager {
                             give_up.disarm();
                             return Ok(self.guard(lease, handle, started, attempt_started, contended));
                         }
-                        Wake::Granted { ticket: to, expires_in, .. } if to != ticket.as_str() => {
-                            // Handed to a waiter before us: if it is gone, the
-                            // lock is free again once that handoff expires.
-                            retry_at = Instant::now()
-                                .checked_add(expires_in.saturating_add(Duration::from_millis(1)));
-                        }
+                        // Handed to another waiter (a backend may announce
+                        // handoffs to other waiters of this process, or not at
+                        // all): keep waiting. Nothing here depends on being
+                        // told: `retry_at` stays the expiry of the holder our
+                        // last attempt saw, and each retry learns the current
+                        // holder's (a waiter the lock was handed to and that is
+                        // gone holds it at most until its own deadline).
+                        Wake::Granted { ticket: to, .. } if to != ticket.as_str() => {}
                         _ => break,
                     },
                     _ = until(wake, std::future::pending::<()>()) => break,

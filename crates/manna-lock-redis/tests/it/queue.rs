@@ -1,10 +1,12 @@
-//! The wait queue: Redis commands per contended acquisition, waiters of a
-//! crashed process, a restart with waiters queued.
+//! The wait queue: Redis commands per contended acquisition, handoffs
+//! delivered only to the waiter's process, waiters of a crashed or hung
+//! process, a lost handoff message, a restart with waiters queued.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use manna_lock::{Attempt, LockBackend, LockManager, WaitTicket};
 use manna_lock_redis::{RedisBackend, RedisLockConfig};
 
@@ -119,11 +121,11 @@ async fn contended_acquisitions_send_few_commands() {
 }
 
 /// A waiter of a process that died while queued (its ticket queued, never
-/// cancelled): a release hands it the lock for at most what was left of its
-/// wait, and the live waiter behind it gets the lock after that, well within
-/// its own wait.
+/// cancelled): its pub/sub connection is closed, so the release's handoff
+/// message reaches nobody, the release script takes the lock back and hands
+/// it to the live waiter behind it at once (not after the dead one's wait).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_queued_waiter_holds_up_the_queue_only_until_its_deadline() {
+async fn a_dead_queued_waiter_is_skipped_at_once() {
     let server = PrivateRedis::start(&[]);
     bounded(60, async {
         let config = RedisLockConfig::new(server.url());
@@ -153,11 +155,17 @@ async fn a_dead_queued_waiter_holds_up_the_queue_only_until_its_deadline() {
         });
         tokio::time::sleep(Duration::from_millis(200)).await;
         let first = g.token();
+        let released = Instant::now();
         assert!(g.release().await.unwrap());
         let got = waiting
             .await
             .unwrap()
-            .expect("the live waiter gets the lock once the dead one's handoff expires");
+            .expect("the live waiter gets the lock, skipping the dead one");
+        assert!(
+            released.elapsed() < Duration::from_secs(1),
+            "handed over past the dead waiter at once, took {:?} (its wait was 2 s)",
+            released.elapsed()
+        );
         assert!(got.token() > first);
         assert!(got.release().await.unwrap());
     })
@@ -220,6 +228,280 @@ async fn a_restart_with_waiters_queued() {
         let next = next.await.unwrap().expect("handed over after the restart");
         assert!(next.token() > before);
         assert!(next.release().await.unwrap());
+    })
+    .await;
+}
+
+/// Messages on every channel of the default namespace, from now on.
+async fn all_lock_messages(url: &str) -> impl futures_util::Stream<Item = (String, String)> {
+    let mut pubsub = redis::Client::open(url)
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    pubsub.psubscribe("manna:lock:*").await.unwrap();
+    pubsub.into_on_message().map(|m| {
+        (
+            m.get_channel_name().to_owned(),
+            m.get_payload::<String>().unwrap(),
+        )
+    })
+}
+
+/// What arrives on `messages` within 300 ms.
+async fn drain(
+    messages: &mut (impl futures_util::Stream<Item = (String, String)> + Unpin),
+) -> Vec<(String, String)> {
+    let mut got = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), messages.next()).await
+    {
+        got.push(m);
+    }
+    got
+}
+
+/// A handoff is published on the waiter channel of the process whose
+/// waiter got the lock, and nowhere else: the other queued waiters' processes
+/// hear nothing. With nobody queued, the release publishes the lock name on
+/// the lock's release channel, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handoff_is_published_only_to_the_process_of_its_waiter() {
+    let server = PrivateRedis::start(&[]);
+    bounded(60, async {
+        let config = RedisLockConfig::new(server.url());
+        let (h, a, b) = (
+            RedisBackend::connect(config.clone()).await.unwrap(),
+            RedisBackend::connect(config.clone()).await.unwrap(),
+            RedisBackend::connect(config.clone()).await.unwrap(),
+        );
+        assert_ne!(a.waiter_channel(), b.waiter_channel());
+        let mut messages = Box::pin(all_lock_messages(&server.url()).await);
+        let (ttl, wait) = (Duration::from_secs(10), Duration::from_secs(30));
+        let Attempt::Acquired(lease) = h.try_acquire("only", ttl).await.unwrap() else {
+            panic!("free lock");
+        };
+        let (ta, tb) = (WaitTicket::random(), WaitTicket::random());
+        for (backend, ticket) in [(&a, &ta), (&b, &tb)] {
+            assert!(matches!(
+                backend
+                    .try_acquire_queued("only", ttl, ticket, wait)
+                    .await
+                    .unwrap(),
+                Attempt::Held { .. }
+            ));
+        }
+        assert!(h.release(&lease).await.unwrap());
+        let got = drain(&mut messages).await;
+        assert_eq!(got.len(), 1, "one message, to A's process: {got:?}");
+        assert_eq!(got[0].0, a.waiter_channel());
+        assert!(got[0].1.starts_with(&format!("granted {ta} ")), "{got:?}");
+        // `granted TICKET PX TOKEN NAME_BYTES NAME OWNER`, the owner value
+        // starting with the ticket.
+        assert!(got[0].1.contains(&format!(" 4 only {ta};")), "{got:?}");
+
+        let Attempt::Acquired(lease) = a.try_acquire_queued("only", ttl, &ta, wait).await.unwrap()
+        else {
+            panic!("handed to A");
+        };
+        assert!(a.release(&lease).await.unwrap());
+        let got = drain(&mut messages).await;
+        assert_eq!(got.len(), 1, "one message, to B's process: {got:?}");
+        assert_eq!(got[0].0, b.waiter_channel());
+        assert!(got[0].1.starts_with(&format!("granted {tb} ")), "{got:?}");
+
+        let Attempt::Acquired(lease) = b.try_acquire_queued("only", ttl, &tb, wait).await.unwrap()
+        else {
+            panic!("handed to B");
+        };
+        assert!(b.release(&lease).await.unwrap());
+        let got = drain(&mut messages).await;
+        assert_eq!(
+            got,
+            vec![(h.release_channel("only"), "only".to_owned())],
+            "nobody queued: the lock name on the release channel"
+        );
+    })
+    .await;
+}
+
+/// Two waiters of one process (one backend) on one lock: each handoff
+/// reaches that process once and goes to the waiter whose ticket it names,
+/// in queue order. A handoff delivered to the wrong waiter, or to none,
+/// would leave the second waiting past its wait (the holder's lease is
+/// 30 s, the waits 20 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_waiters_of_one_process_each_get_their_own_handoff() {
+    let server = PrivateRedis::start(&[]);
+    bounded(60, async {
+        let config = RedisLockConfig::new(server.url());
+        let holder = LockManager::new(Arc::new(
+            RedisBackend::connect(config.clone()).await.unwrap(),
+        ));
+        let shared = LockManager::new(Arc::new(
+            RedisBackend::connect(config.clone()).await.unwrap(),
+        ));
+        let ttl = Duration::from_secs(30);
+        let g = holder
+            .acquire("same-process", ttl, Duration::from_secs(1))
+            .await
+            .unwrap();
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..2 {
+            let (m, order) = (shared.clone(), Arc::clone(&order));
+            tasks.push(tokio::spawn(async move {
+                let g = m
+                    .acquire("same-process", ttl, Duration::from_secs(20))
+                    .await
+                    .expect("each waiter gets its handoff");
+                order.lock().unwrap().push((i, g.token()));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                assert!(g.release().await.unwrap());
+            }));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let first = g.token();
+        let started = Instant::now();
+        assert!(g.release().await.unwrap());
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "both handoffs delivered, took {:?}",
+            started.elapsed()
+        );
+        let order = order.lock().unwrap().clone();
+        assert_eq!(order.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 1]);
+        assert!(order[0].1 > first && order[1].1 > order[0].1);
+    })
+    .await;
+}
+
+/// A queued waiter whose process hangs but stays connected (its waiter
+/// channel still has a subscriber, so the handoff is "heard"): the lock
+/// stays with it for at most `min(TTL, what was left of its wait)`, and the
+/// live waiter behind it, which is not told of that handoff, tries again
+/// when the lease its last attempt saw would expire (here the holder's, 3 s)
+/// and gets the lock then: bounded, not blocked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_queued_waiter_holds_up_the_queue_at_most_until_the_lease_others_saw() {
+    let server = PrivateRedis::start(&[]);
+    bounded(60, async {
+        let config = RedisLockConfig::new(server.url());
+        let holder = LockManager::new(Arc::new(
+            RedisBackend::connect(config.clone()).await.unwrap(),
+        ));
+        let hung = RedisBackend::connect(config.clone()).await.unwrap();
+        // Something still subscribed to the hung process's channel.
+        let mut deaf = redis::Client::open(server.url())
+            .unwrap()
+            .get_async_pubsub()
+            .await
+            .unwrap();
+        deaf.subscribe(hung.waiter_channel()).await.unwrap();
+        let live = LockManager::new(Arc::new(
+            RedisBackend::connect(config.clone()).await.unwrap(),
+        ));
+        let ttl = Duration::from_secs(3);
+        let g = holder
+            .acquire("hung-waiter", ttl, Duration::from_secs(1))
+            .await
+            .unwrap();
+        let ticket = WaitTicket::random();
+        assert!(matches!(
+            hung.try_acquire_queued(
+                "hung-waiter",
+                Duration::from_secs(30),
+                &ticket,
+                Duration::from_secs(1)
+            )
+            .await
+            .unwrap(),
+            Attempt::Held { .. }
+        ));
+        drop(hung);
+        let waiting = tokio::spawn(async move {
+            live.acquire("hung-waiter", ttl, Duration::from_secs(20))
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let first = g.token();
+        let started = Instant::now();
+        assert!(g.release().await.unwrap());
+        let got = waiting
+            .await
+            .unwrap()
+            .expect("the live waiter gets the lock once the lease it saw expires");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "bounded by the holder's lease the live waiter saw (3 s), took {:?}",
+            started.elapsed()
+        );
+        assert!(got.token() > first);
+        assert!(got.release().await.unwrap());
+        drop(deaf);
+    })
+    .await;
+}
+
+/// The listener's connection is killed around a handoff: a message
+/// published while it was away reaches nobody (the release script then
+/// hands the lock on, or leaves it free), and the listener wakes every
+/// waiter once it is subscribed again, so the waiter tries again and gets
+/// the lock well before the holder's lease (30 s) would have expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handoff_while_the_listener_reconnects_is_not_lost() {
+    let server = PrivateRedis::start(&[]);
+    bounded(60, async {
+        let config = RedisLockConfig::new(server.url());
+        let holder = LockManager::new(Arc::new(
+            RedisBackend::connect(config.clone()).await.unwrap(),
+        ));
+        let waiter = LockManager::new(Arc::new(
+            RedisBackend::connect(config.clone()).await.unwrap(),
+        ));
+        let ttl = Duration::from_secs(30);
+        for round in 0..5 {
+            let g = holder
+                .acquire("reconnect", ttl, Duration::from_secs(1))
+                .await
+                .unwrap();
+            let w = waiter.clone();
+            let waiting =
+                tokio::spawn(
+                    async move { w.acquire("reconnect", ttl, Duration::from_secs(10)).await },
+                );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let mut admin = redis::Client::open(server.url())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let _: i64 = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("pubsub")
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            // Release at varying moments of the reconnection.
+            tokio::time::sleep(Duration::from_millis(10 * round)).await;
+            let first = g.token();
+            let started = Instant::now();
+            assert!(g.release().await.unwrap());
+            let got = waiting
+                .await
+                .unwrap()
+                .expect("the waiter gets the lock after the listener is back");
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "round {round}: took {:?}",
+                started.elapsed()
+            );
+            assert!(got.token() > first);
+            assert!(got.release().await.unwrap());
+        }
     })
     .await;
 }
