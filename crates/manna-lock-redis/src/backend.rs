@@ -21,7 +21,9 @@ use crate::RedisLockConfig;
 ///
 /// - One multiplexed, auto-reconnecting connection (`ConnectionManager`) for
 ///   all commands, shared by every task using this backend, plus one pub/sub
-///   connection on which waiters subscribe to the locks they wait for.
+///   connection, subscribed to this backend's waiter channel
+///   ([`RedisBackend::waiter_channel`]) and to the release channels of the
+///   locks its waiters wait for.
 /// - Acquire is one round trip: a Lua script does `SET key owner NX PX ttl`
 ///   and, if it succeeded, makes the fencing token
 ///   `max(counter + 1, server time in µs)` (so tokens keep increasing when
@@ -34,20 +36,24 @@ use crate::RedisLockConfig;
 /// - Waiters queue ([`LockBackend::try_acquire_queued`]): a waiter's attempt
 ///   that finds the lock held queues its ticket in `manna:lock:{NAME}:queue`
 ///   (a sorted set, oldest first) with its deadline, TTL and owner value in
-///   `manna:lock:{NAME}:waiters` (a hash). The release script hands the lock
-///   to the first queued waiter whose deadline has not passed (for at most
-///   its TTL and what is left of its wait) with the next fencing token, and
-///   publishes the lease, `granted TICKET PX TOKEN OWNER`: that waiter takes
-///   it as it is (or confirms it with its next attempt). With nobody queued it
-///   publishes the lock name, as before. [`LockBackend::cancel_wait`] leaves
-///   the queue, releasing a lock handed over meanwhile.
+///   `manna:lock:{NAME}:waiters` (a hash, with its backend's id). The release
+///   script hands the lock to the first queued waiter whose deadline has not
+///   passed (for at most its TTL and what is left of its wait) with the next
+///   fencing token, and publishes the lease,
+///   `granted TICKET PX TOKEN NAME_BYTES NAME OWNER`, on that waiter's
+///   backend channel only: that waiter takes it as it is (or confirms it with
+///   its next attempt); no other process is told. If nobody receives it (the
+///   waiter's process is gone), the script hands the lock to the next waiter.
+///   With nobody queued it publishes the lock name on the release channel, as
+///   before. [`LockBackend::cancel_wait`] leaves the queue, releasing a lock
+///   handed over meanwhile.
 /// - The owner value is 128 random bits in hex, `;`, and the holder's
 ///   description ([`manna_lock::holder_description`]), which a refused
 ///   caller gets back in [`Attempt::Held`].
 /// - Keys, with the default namespace: `manna:lock:{NAME}` (the lease),
 ///   `manna:lock:{NAME}:fence` (the fencing counter, no TTL) and the two queue
-///   keys; releases are published on `manna:lock:{NAME}:released`, to which
-///   only waiters subscribe (an uncontended release is delivered to nobody;
+///   keys; releases with nobody queued are published on
+///   `manna:lock:{NAME}:released`, to which only waiters subscribe (an uncontended release is delivered to nobody;
 ///   a channel stays subscribed 5 s after its last waiter left). The braces
 ///   are a Redis Cluster hash tag: all keys of a lock live in the same slot.
 /// - Deadlock detection ([`manna_lock::LockSession`]): a session's lease
@@ -257,8 +263,9 @@ impl Drop for RedisBackend {
 
 impl RedisBackend {
     /// Connects to Redis: the command connection, then the release
-    /// listener's pub/sub connection, so that the first waiters are woken by
-    /// release notifications. Must be called within a Tokio runtime.
+    /// listener's pub/sub connection, subscribed to this backend's waiter
+    /// channel, so that the first waiters are handed the lock and woken by
+    /// notifications. Must be called within a Tokio runtime.
     ///
     /// If the listener cannot subscribe within the connect timeout (the
     /// command connection works), `connect` still succeeds, logs a warning
@@ -358,7 +365,8 @@ impl RedisBackend {
             .map_err(|e| self.map_err(e))
     }
 
-    /// Whether the release listener is subscribed (waiters are woken by
+    /// Whether the release listener is subscribed, to this backend's waiter
+    /// channel at least (waiters are handed the lock and woken by
     /// notification rather than backoff).
     pub fn is_listening(&self) -> bool {
         *self.subs.listening.borrow()
@@ -1017,9 +1025,11 @@ enum Message<'a> {
     /// every version publishes), or anything not understood (waking waiters
     /// is always safe).
     Released(&'a str),
-    /// `granted TICKET PX TOKEN OWNER`: the release handed the lock to a
-    /// queued waiter for PX ms (unless it confirms) with that fencing token
-    /// and owner value: its lease.
+    /// The release handed the lock to a queued waiter for PX ms (unless it
+    /// confirms) with that fencing token and owner value: its lease. On this
+    /// backend's waiter channel `granted TICKET PX TOKEN NAME_BYTES NAME
+    /// OWNER`; on a release channel `granted TICKET PX TOKEN OWNER` (from the
+    /// first queue version, or for its entries).
     Granted {
         name: &'a str,
         ticket: &'a str,
