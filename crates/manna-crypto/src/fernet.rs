@@ -1,5 +1,7 @@
-//! Legacy Fernet through the `fernet` crate (pure-Rust backend), with the
-//! token-age checks done here against a supplied clock.
+//! Legacy Fernet: tokens are parsed and checked here and the primitives
+//! (HMAC-SHA256, AES-128-CBC) run on the keyring's crypto provider; the
+//! token-age checks are done here against a supplied clock. Encryption (for
+//! rollback) goes through the `fernet` crate (pure-Rust backend).
 
 use std::time::Duration;
 
@@ -10,29 +12,32 @@ use zeroize::Zeroizing;
 use crate::error::DecryptError;
 use crate::key::FernetKey;
 use crate::plaintext::Plaintext;
+use crate::provider::{self, FernetPrimitives, AES_BLOCK_LEN, HMAC_SHA256_LEN};
 
 /// Largest accepted clock skew for a token from the future, as in the
 /// Fernet specification and Python's `cryptography`.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
 
-/// A "current time" so late that the `fernet` crate's own future-timestamp
-/// check can never fire: without a TTL, Python's `Fernet.decrypt` does not
-/// check timestamps at all, and tokens written by a host whose clock ran
-/// ahead must stay readable. With a clock, we check the window ourselves.
-const NO_CLOCK: u64 = u64::MAX - MAX_CLOCK_SKEW.as_secs();
+/// The Fernet version byte.
+const VERSION: u8 = 0x80;
+/// Version byte and big-endian timestamp, before the IV.
+const IV_AT: usize = 1 + 8;
+/// Where the ciphertext starts.
+const CIPHERTEXT_AT: usize = IV_AT + AES_BLOCK_LEN;
 
-/// Decrypts with one key. `Ok(None)`: not authentic under this key (or not a
-/// Fernet token at all). `Err(FernetTimestamp)`: authentic but outside the
-/// `(ttl, now)` window.
+/// Decrypts with one key's primitives. `Ok(None)`: not authentic under this
+/// key (or not a Fernet token at all). `Err(FernetTimestamp)`: authentic but
+/// outside the `(ttl, now)` window. Without a window, timestamps are not
+/// checked, as Python's `Fernet.decrypt` without a TTL does not: tokens
+/// written by a host whose clock ran ahead stay readable.
 pub(crate) fn decrypt(
-    key: &FernetKey,
+    key: &dyn FernetPrimitives,
     token: &str,
     window: Option<(Option<Duration>, OffsetDateTime)>,
 ) -> Result<Option<Plaintext>, DecryptError> {
-    let Ok(plain) = key.fernet.decrypt_at_time(token, None, NO_CLOCK) else {
+    let Some(plain) = open(key, token) else {
         return Ok(None);
     };
-    let plain = Plaintext::new(Zeroizing::new(plain));
     if let Some((ttl, now)) = window {
         let timestamp = token_timestamp(token).ok_or(DecryptError::FernetTimestamp)?;
         // Before 1970 counts as 0: no Fernet token can be older than that.
@@ -47,6 +52,33 @@ pub(crate) fn decrypt(
         }
     }
     Ok(Some(plain))
+}
+
+/// Authenticates and decrypts a token (`0x80 ‖ timestamp ‖ IV ‖ ciphertext ‖
+/// HMAC`, base64url, padded or not): the HMAC first, in constant time, then
+/// AES-128-CBC in place in the buffer the token was decoded into, which
+/// becomes the plaintext. `None` for anything not authentic, whatever the
+/// reason: there is no padding oracle (the padding is only looked at in
+/// authentic tokens) and nothing else to tell.
+fn open(key: &dyn FernetPrimitives, token: &str) -> Option<Plaintext> {
+    let mut raw = Zeroizing::new(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.trim_end_matches('='))
+            .ok()?,
+    );
+    let mac_at = raw.len().checked_sub(HMAC_SHA256_LEN)?;
+    if mac_at < CIPHERTEXT_AT || raw[0] != VERSION {
+        return None;
+    }
+    let (message, mac) = raw.split_at_mut(mac_at);
+    let mac: &[u8; HMAC_SHA256_LEN] = (&*mac).try_into().ok()?;
+    key.verify_hmac_sha256(message, mac).ok()?;
+    let (head, ciphertext) = message.split_at_mut(CIPHERTEXT_AT);
+    let iv: &[u8; AES_BLOCK_LEN] = head[IV_AT..].try_into().ok()?;
+    let len = key.aes128_cbc_decrypt_in_place(iv, ciphertext).ok()?;
+    raw.copy_within(CIPHERTEXT_AT..CIPHERTEXT_AT + len, 0);
+    raw.truncate(len);
+    Some(Plaintext::new(raw))
 }
 
 /// The timestamp field (seconds since the Unix epoch, big-endian u64 after
@@ -75,9 +107,11 @@ impl FernetKey {
     }
 
     /// Decrypts a Fernet token with this key, without a TTL (like Python's
-    /// `Fernet(key).decrypt(token)`).
+    /// `Fernet(key).decrypt(token)`), on the default crypto provider (a
+    /// [`Keyring`](crate::Keyring) prepares its keys once and is faster).
     pub fn decrypt(&self, token: &str) -> Result<Plaintext, DecryptError> {
-        decrypt(self, token, None)?.ok_or(DecryptError::Authentication)
+        let key = self.primitives(provider::default_provider());
+        decrypt(&*key, token, None)?.ok_or(DecryptError::Authentication)
     }
 
     /// Decrypts a Fernet token with this key, checking its age against
@@ -89,7 +123,8 @@ impl FernetKey {
         ttl: Option<Duration>,
         now: OffsetDateTime,
     ) -> Result<Plaintext, DecryptError> {
-        decrypt(self, token, Some((ttl, now)))?.ok_or(DecryptError::Authentication)
+        let key = self.primitives(provider::default_provider());
+        decrypt(&*key, token, Some((ttl, now)))?.ok_or(DecryptError::Authentication)
     }
 }
 

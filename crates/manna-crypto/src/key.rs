@@ -327,6 +327,19 @@ impl FernetKey {
         Zeroizing::new(base64::engine::general_purpose::URL_SAFE.encode(*self.bytes))
     }
 
+    /// The key's primitives (HMAC-SHA256 under the first half, AES-128-CBC
+    /// under the second) on `provider`.
+    pub(crate) fn primitives(
+        &self,
+        provider: &dyn crate::provider::Provider,
+    ) -> Box<dyn crate::provider::FernetPrimitives> {
+        let (signing, encryption) = self.bytes.split_at(KEY_LEN / 2);
+        provider.fernet(
+            signing.try_into().expect("16 bytes"),
+            encryption.try_into().expect("16 bytes"),
+        )
+    }
+
     pub(crate) fn same_material_as(&self, aes: &AesKey) -> bool {
         self.bytes.ct_eq(aes.material()).into()
     }

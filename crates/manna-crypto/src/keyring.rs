@@ -4,8 +4,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use aes_gcm::aead::AeadInPlace as _;
-use aes_gcm::{Aes256Gcm, KeyInit as _};
 use rand::RngCore as _;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
@@ -15,6 +13,7 @@ use crate::error::{CryptoError, DecryptError, KeyError};
 use crate::key::{AesKey, FernetKey, KeyId};
 use crate::metrics::{self, KeyCounters};
 use crate::plaintext::Plaintext;
+use crate::provider::{self, Aes256GcmKey, FernetPrimitives, Provider};
 use crate::status::{KeyRole, KeyStatus, Status};
 
 /// NIST SP 800-38D §8.3: at most 2^32 invocations of GCM with random 96-bit
@@ -43,13 +42,13 @@ struct AesEntry {
     counters: KeyCounters,
     header: [u8; HEADER_LEN],
     header_binary: [u8; HEADER_LEN],
-    cipher: Aes256Gcm,
+    cipher: Box<dyn Aes256GcmKey>,
     encryptions: AtomicU64,
     metadata: KeyMetadata,
 }
 
 impl AesEntry {
-    fn new(key: &AesKey, metadata: KeyMetadata) -> Self {
+    fn new(key: &AesKey, metadata: KeyMetadata, provider: &dyn Provider) -> Self {
         let id = key.id();
         let header = envelope::header_v1(id);
         let mut header_binary = header;
@@ -59,7 +58,7 @@ impl AesEntry {
             counters: KeyCounters::new(&id.to_string(), "aes256gcm"),
             header,
             header_binary,
-            cipher: Aes256Gcm::new(key.material().into()),
+            cipher: provider.aes256gcm(key.material()),
             encryptions: AtomicU64::new(0),
             metadata,
         }
@@ -68,6 +67,8 @@ impl AesEntry {
 
 struct FernetEntry {
     key: FernetKey,
+    /// The key's primitives on the keyring's provider, prepared once.
+    primitives: Box<dyn FernetPrimitives>,
     counters: KeyCounters,
     encryptions: AtomicU64,
 }
@@ -79,6 +80,7 @@ struct Inner {
     /// From this instant on, Fernet tokens are refused (and not written).
     fernet_until: Option<OffsetDateTime>,
     accept_plaintext: bool,
+    provider: &'static dyn Provider,
 }
 
 /// One primary AES-256-GCM key that encrypts, decrypt-only previous keys,
@@ -108,6 +110,7 @@ impl std::fmt::Debug for Keyring {
             .field("fernet", &self.fernet_key_ids())
             .field("fernet_until", &self.inner.fernet_until)
             .field("accept_plaintext", &self.inner.accept_plaintext)
+            .field("provider", &self.inner.provider.name())
             .finish()
     }
 }
@@ -121,9 +124,30 @@ pub struct KeyringBuilder {
     fernet: Vec<FernetKey>,
     fernet_until: Option<OffsetDateTime>,
     accept_plaintext: bool,
+    provider: Option<&'static dyn Provider>,
 }
 
 impl KeyringBuilder {
+    /// The crypto provider this keyring's keys run on (see
+    /// [`provider`](crate::provider)); without it, the process default
+    /// ([`provider::default_provider`]). Tokens are the same bytes whichever
+    /// provider makes them.
+    ///
+    /// ```
+    /// use manna_crypto::provider::RustCrypto;
+    /// use manna_crypto::{AesKey, Keyring};
+    /// let keyring = Keyring::builder()
+    ///     .provider(&RustCrypto)
+    ///     .primary(AesKey::generate())
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(keyring.provider().name(), "rustcrypto");
+    /// ```
+    pub fn provider(mut self, provider: &'static dyn Provider) -> Self {
+        self.provider = Some(provider);
+        self
+    }
+
     /// Sets the primary key (the one that encrypts).
     pub fn primary(self, key: AesKey) -> Self {
         self.primary_with_metadata(key, KeyMetadata::default())
@@ -210,6 +234,7 @@ impl KeyringBuilder {
     /// configured as an AES key and as a Fernet key.
     pub fn build(self) -> Result<Keyring, KeyError> {
         let (primary, primary_meta) = self.primary.ok_or(KeyError::NoPrimaryKey)?;
+        let provider = self.provider.unwrap_or_else(provider::default_provider);
         let mut aes = Vec::with_capacity(1 + self.previous.len());
         for (key, meta) in std::iter::once((&primary, primary_meta))
             .chain(self.previous.iter().map(|(k, m)| (k, *m)))
@@ -222,7 +247,7 @@ impl KeyringBuilder {
                     aes_key_id: key.id(),
                 });
             }
-            aes.push(AesEntry::new(key, meta));
+            aes.push(AesEntry::new(key, meta, provider));
         }
         let mut fernet: Vec<FernetEntry> = Vec::with_capacity(self.fernet.len());
         for key in self.fernet {
@@ -231,6 +256,7 @@ impl KeyringBuilder {
             }
             fernet.push(FernetEntry {
                 counters: KeyCounters::new(&key.id().to_string(), "fernet"),
+                primitives: key.primitives(provider),
                 key,
                 encryptions: AtomicU64::new(0),
             });
@@ -241,8 +267,27 @@ impl KeyringBuilder {
                 fernet,
                 fernet_until: self.fernet_until,
                 accept_plaintext: self.accept_plaintext,
+                provider,
             }),
         })
+    }
+}
+
+/// The `ciphertext ‖ tag` of a v1 envelope, as the decoder found it.
+enum Sealed<'a> {
+    /// Decoded from the text form into a buffer of ours: opened in place,
+    /// and that buffer becomes the plaintext.
+    Decoded(Zeroizing<Vec<u8>>),
+    /// The caller's bytes (binary form): opened into a new buffer.
+    Borrowed(&'a [u8]),
+}
+
+impl Sealed<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Sealed::Decoded(buf) => buf.len(),
+            Sealed::Borrowed(input) => input.len(),
+        }
     }
 }
 
@@ -408,9 +453,7 @@ impl Keyring {
         nonce_out.copy_from_slice(&nonce);
         ct.copy_from_slice(plaintext);
         let tag = with_full_aad(header, aad, |full_aad| {
-            entry
-                .cipher
-                .encrypt_in_place_detached((&nonce).into(), full_aad, ct)
+            entry.cipher.seal_in_place(&nonce, full_aad, ct)
         })
         .map_err(|_| too_large())?;
         tag_out.copy_from_slice(&tag);
@@ -512,10 +555,18 @@ impl Keyring {
                 BODY_B64
                     .decode(nonce_b64, base64_simd::Out::from_slice(&mut nonce))
                     .map_err(|_| DecryptError::UnknownFormat)?;
+                // Decoded straight into the buffer that is decrypted in
+                // place and returned: no other copy of the plaintext.
                 let ct_tag = BODY_B64
                     .decode_to_vec(rest_b64)
                     .map_err(|_| DecryptError::UnknownFormat)?;
-                self.open_v1(header, key_id, nonce, Zeroizing::new(ct_tag), aad)
+                self.open_v1(
+                    header,
+                    key_id,
+                    nonce,
+                    Sealed::Decoded(Zeroizing::new(ct_tag)),
+                    aad,
+                )
             }
             Prefix::V1 { binary: true, .. } | Prefix::BrokenV1 => Err(DecryptError::UnknownFormat),
             Prefix::OtherVersion(version) => Err(DecryptError::UnsupportedVersion {
@@ -556,7 +607,7 @@ impl Keyring {
                 binary: true,
             } => match body.split_first_chunk::<NONCE_LEN>() {
                 Some((nonce, ct_tag)) => {
-                    self.open_v1(header, key_id, *nonce, Zeroizing::new(ct_tag.to_vec()), aad)
+                    self.open_v1(header, key_id, *nonce, Sealed::Borrowed(ct_tag), aad)
                 }
                 None => Err(DecryptError::UnknownFormat),
             },
@@ -585,33 +636,38 @@ impl Keyring {
         }
     }
 
-    /// Opens a v1 body given its nonce and `ciphertext ‖ tag` (decoded).
+    /// Opens a v1 body given its nonce and `ciphertext ‖ tag`.
     fn open_v1(
         &self,
         header: &[u8],
         key_id: KeyId,
         nonce: [u8; NONCE_LEN],
-        mut ct_tag: Zeroizing<Vec<u8>>,
+        sealed: Sealed<'_>,
         aad: &[u8],
     ) -> Result<Plaintext, DecryptError> {
-        let Some(ct_len) = ct_tag.len().checked_sub(TAG_LEN) else {
+        let Some(ct_len) = sealed.len().checked_sub(TAG_LEN) else {
             return Err(DecryptError::UnknownFormat);
         };
         let entry = self.entry(key_id).ok_or_else(|| DecryptError::UnknownKey {
             key_id,
             configured: self.inner.aes.iter().map(|e| e.id).collect(),
         })?;
-        let (ct, tag) = ct_tag.split_at_mut(ct_len);
-        let tag: &[u8] = tag;
-        with_full_aad(header, aad, |full_aad| {
-            entry
-                .cipher
-                .decrypt_in_place_detached((&nonce).into(), full_aad, ct, tag.into())
+        let plain = with_full_aad(header, aad, |full_aad| match sealed {
+            Sealed::Decoded(mut buf) => {
+                entry.cipher.open_in_place(&nonce, full_aad, &mut buf)?;
+                buf.truncate(ct_len);
+                Ok(buf)
+            }
+            Sealed::Borrowed(input) => {
+                let mut out = Zeroizing::new(vec![0u8; ct_len]);
+                entry.cipher.open_to(&nonce, full_aad, input, &mut out)?;
+                Ok(out)
+            }
         })
-        .map_err(|_| DecryptError::Authentication)?;
-        ct_tag.truncate(ct_len);
+        // Whatever the provider says, one opaque error.
+        .map_err(|_: provider::Unspecified| DecryptError::Authentication)?;
         entry.counters.decrypted();
-        Ok(Plaintext::new(ct_tag))
+        Ok(Plaintext::new(plain))
     }
 
     /// Decrypts a Fernet token, trying the keys in order. `window` is an
@@ -626,7 +682,7 @@ impl Keyring {
         }
         self.check_fernet_not_ended()?;
         for entry in &self.inner.fernet {
-            if let Some(plain) = crate::fernet::decrypt(&entry.key, token, window)? {
+            if let Some(plain) = crate::fernet::decrypt(&*entry.primitives, token, window)? {
                 entry.counters.decrypted();
                 return Ok(plain);
             }
@@ -708,6 +764,11 @@ impl Keyring {
         }
     }
 
+    /// The crypto provider the keyring's keys run on.
+    pub fn provider(&self) -> &'static dyn Provider {
+        self.inner.provider
+    }
+
     /// Id of the primary (encrypting) key.
     pub fn primary_key_id(&self) -> KeyId {
         self.primary_entry().id
@@ -749,7 +810,7 @@ impl Keyring {
     /// ```
     pub fn fernet_key_of(&self, token: &str) -> Option<KeyId> {
         self.inner.fernet.iter().find_map(|entry| {
-            crate::fernet::decrypt(&entry.key, token, None)
+            crate::fernet::decrypt(&*entry.primitives, token, None)
                 .ok()
                 .flatten()
                 .map(|_| entry.key.id())

@@ -13,6 +13,7 @@ mod key_file_writer;
 mod keyring;
 pub mod metrics;
 mod plaintext;
+pub mod provider;
 mod source;
 mod status;
 #[cfg(feature = "testing")]

@@ -1,6 +1,7 @@
 //! Test support (feature `testing`): proptest strategies for keys,
-//! keyrings, plaintexts and stored values, helpers, and [`AuditLog`] to
-//! capture audit events. Enable it from `[dev-dependencies]` only.
+//! keyrings, plaintexts and stored values, helpers, [`AuditLog`] to
+//! capture audit events, and [`provider_conformance`], the suite every
+//! crypto provider passes. Enable it from `[dev-dependencies]` only.
 //!
 //! ```
 //! use manna_crypto::testing::{keyring, plaintext};
@@ -15,7 +16,8 @@
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-use crate::{AesKey, FernetKey, Keyring};
+use crate::provider::{Provider, Unspecified};
+use crate::{AesKey, DecryptError, FernetKey, Keyring};
 
 /// Any AES-256 key.
 pub fn aes_key() -> impl Strategy<Value = AesKey> {
@@ -225,4 +227,262 @@ impl std::io::Write for LogWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Decodes hex test data (panics on bad input: for fixed test vectors).
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("test vectors are hex"))
+        .collect()
+}
+
+/// Known answers for the primitives, computed independently with Python's
+/// `cryptography` 48 (AESGCM, HMAC, Cipher(AES, CBC) with PKCS7 padding).
+mod vectors {
+    /// AES-256-GCM: key 00..1f, nonce 64..6f, AAD "header || aad",
+    /// plaintext `(i * 7 + 3) % 256` for i in 0..67.
+    pub(super) const GCM_67: &str = "4b11cf7e66cf7baa052016b88d3b0f9131b8878204fa6ed60c6315883c6d70947703b138b3149610e6d1510fca7c8f834801f98f4f3c3cac71633576482f1036cb460a602f8c68764ebf21b935692882a7a937";
+    /// AES-256-GCM, same key and nonce, empty plaintext and AAD: the tag.
+    pub(super) const GCM_EMPTY: &str = "609bd50f6ad76df665f048ba8c5fd706";
+    /// HMAC-SHA256 under key 00..0f of `80 || 00..27`.
+    pub(super) const HMAC: &str =
+        "0bf0eccbb0c389107f18455ff24ceaa5c7ccc761dcca079e2d4cde72a88cd0e9";
+    /// AES-128-CBC, key 10..1f, IV c8..d7, PKCS#7-padded 67-byte plaintext
+    /// above.
+    pub(super) const CBC_67: &str = "579b6d48f6a9bf57b48c594e1c33146f2646c8ad8107fad2b584d2c65ab9374c0bd71e8f2d49b94ccc763edbbde88a7866cafbedd5e9728728b18ff2dc9a95ddd5283d1c770067d72cdb4aebc6742e0e";
+    /// One block ending in 0x00 (invalid padding), and one ending in
+    /// `01 02` (invalid), encrypted without padding under the same key/IV.
+    pub(super) const CBC_BAD_PADDING: [&str; 2] = [
+        "2903f3e55692697a3b10bbaeaab20ac1",
+        "dfd112ceb3c46f4cdf63fb64c075767e",
+    ];
+    /// docs/format.md vector 2: key 00..1f, nonce 01..0c, AAD
+    /// "plaid_items.access_token", plaintext "access-sandbox-123".
+    pub(super) const ENVELOPE_TEXT: &str =
+        "mn1:db4daed658e3313c:AQIDBAUGBwgJCgsMZIk5sJ_n3fUtzAclf2vHGXBwBdlNmHGGsohVk_NjDXXsbQ";
+    /// docs/format.md vector 1: empty plaintext and AAD, nonce 00..0b.
+    pub(super) const ENVELOPE_EMPTY: &str =
+        "mn1:db4daed658e3313c:AAECAwQFBgcICQoLAryBOaYyk8BYazDsgnkwsw";
+}
+
+/// The conformance suite of a crypto [`Provider`]: known answers for
+/// AES-256-GCM (seal, open in place, open into another buffer), rejection
+/// of every tampered input with the one opaque error, HMAC-SHA256 and
+/// AES-128-CBC (Fernet's primitives) including bad padding, and the
+/// envelope test vectors of docs/format.md through a keyring built on the
+/// provider. Panics on the first failure, naming the check (never a key or
+/// plaintext of a user: the data are fixed test vectors).
+///
+/// ```
+/// manna_crypto::testing::provider_conformance(&manna_crypto::provider::RustCrypto);
+/// ```
+pub fn provider_conformance(provider: &'static dyn Provider) {
+    let name = provider.name();
+    let key: [u8; 32] = core::array::from_fn(|i| i as u8);
+    let nonce: [u8; 12] = core::array::from_fn(|i| 100 + i as u8);
+    let aad = b"header || aad";
+    let plain: Vec<u8> = (0..67u32).map(|i| ((i * 7 + 3) % 256) as u8).collect();
+    let expected = unhex(vectors::GCM_67);
+    let gcm = provider.aes256gcm(&key);
+
+    // Seal: ciphertext and tag as the independent implementation's.
+    let mut buf = plain.clone();
+    let tag = gcm
+        .seal_in_place(&nonce, aad, &mut buf)
+        .expect("seal succeeds");
+    assert_eq!(buf, expected[..67], "{name}: AES-256-GCM ciphertext");
+    assert_eq!(tag[..], expected[67..], "{name}: AES-256-GCM tag");
+    let mut empty: [u8; 0] = [];
+    let tag = gcm
+        .seal_in_place(&nonce, b"", &mut empty)
+        .expect("seal succeeds");
+    assert_eq!(tag[..], unhex(vectors::GCM_EMPTY), "{name}: empty tag");
+
+    // Open, in place and into another buffer.
+    let mut in_out = expected.clone();
+    assert_eq!(
+        gcm.open_in_place(&nonce, aad, &mut in_out),
+        Ok(67),
+        "{name}: open_in_place"
+    );
+    assert_eq!(in_out[..67], plain[..], "{name}: open_in_place plaintext");
+    let mut out = vec![0u8; 67];
+    assert_eq!(
+        gcm.open_to(&nonce, aad, &expected, &mut out),
+        Ok(()),
+        "{name}: open_to"
+    );
+    assert_eq!(out, plain, "{name}: open_to plaintext");
+    let mut tag_only = unhex(vectors::GCM_EMPTY);
+    assert_eq!(
+        gcm.open_in_place(&nonce, b"", &mut tag_only),
+        Ok(0),
+        "{name}: empty open"
+    );
+
+    // Every tampering is the same opaque failure.
+    let other_nonce: [u8; 12] = core::array::from_fn(|i| 101 + i as u8);
+    for bit in (0..expected.len() * 8).step_by(37) {
+        let mut bad = expected.clone();
+        bad[bit / 8] ^= 1 << (bit % 8);
+        let mut copy = bad.clone();
+        assert_eq!(
+            gcm.open_in_place(&nonce, aad, &mut copy),
+            Err(Unspecified),
+            "{name}: bit {bit}"
+        );
+        let mut out = vec![0u8; 67];
+        assert_eq!(
+            gcm.open_to(&nonce, aad, &bad, &mut out),
+            Err(Unspecified),
+            "{name}: bit {bit}"
+        );
+    }
+    let mut copy = expected.clone();
+    assert_eq!(
+        gcm.open_in_place(&nonce, b"header || aaD", &mut copy),
+        Err(Unspecified),
+        "{name}: aad"
+    );
+    let mut copy = expected.clone();
+    assert_eq!(
+        gcm.open_in_place(&other_nonce, aad, &mut copy),
+        Err(Unspecified),
+        "{name}: nonce"
+    );
+    let other = provider.aes256gcm(&[1; 32]);
+    let mut copy = expected.clone();
+    assert_eq!(
+        other.open_in_place(&nonce, aad, &mut copy),
+        Err(Unspecified),
+        "{name}: key"
+    );
+    assert_eq!(
+        gcm.open_in_place(&nonce, aad, &mut [0u8; 15]),
+        Err(Unspecified),
+        "{name}: short"
+    );
+    assert_eq!(
+        gcm.open_to(&nonce, aad, &expected, &mut [0u8; 66]),
+        Err(Unspecified),
+        "{name}: out len"
+    );
+
+    // Round trips across block boundaries.
+    for len in (0..=70).chain([1023, 4099]) {
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let mut buf = data.clone();
+        let tag = gcm
+            .seal_in_place(&nonce, aad, &mut buf)
+            .expect("seal succeeds");
+        buf.extend_from_slice(&tag);
+        let mut out = vec![0u8; len];
+        assert_eq!(
+            gcm.open_to(&nonce, aad, &buf, &mut out),
+            Ok(()),
+            "{name}: {len} bytes"
+        );
+        assert_eq!(
+            gcm.open_in_place(&nonce, aad, &mut buf),
+            Ok(len),
+            "{name}: {len} bytes"
+        );
+        assert_eq!(buf[..len], data[..], "{name}: {len} bytes");
+        assert_eq!(out, data, "{name}: {len} bytes");
+    }
+
+    // Fernet's primitives.
+    let signing: [u8; 16] = core::array::from_fn(|i| i as u8);
+    let encryption: [u8; 16] = core::array::from_fn(|i| 16 + i as u8);
+    let fernet = provider.fernet(&signing, &encryption);
+    let data: Vec<u8> = std::iter::once(0x80).chain(0..40).collect();
+    let mac: [u8; 32] = unhex(vectors::HMAC).try_into().expect("32 bytes");
+    assert_eq!(
+        fernet.verify_hmac_sha256(&data, &mac),
+        Ok(()),
+        "{name}: HMAC-SHA256"
+    );
+    for i in [0, 17, 31] {
+        let mut bad = mac;
+        bad[i] ^= 0x40;
+        assert_eq!(
+            fernet.verify_hmac_sha256(&data, &bad),
+            Err(Unspecified),
+            "{name}: HMAC byte {i}"
+        );
+    }
+    assert_eq!(
+        fernet.verify_hmac_sha256(&data[1..], &mac),
+        Err(Unspecified),
+        "{name}: HMAC data"
+    );
+    let iv: [u8; 16] = core::array::from_fn(|i| 200 + i as u8);
+    let mut cbc = unhex(vectors::CBC_67);
+    assert_eq!(
+        fernet.aes128_cbc_decrypt_in_place(&iv, &mut cbc),
+        Ok(67),
+        "{name}: AES-128-CBC"
+    );
+    assert_eq!(cbc[..67], plain[..], "{name}: AES-128-CBC plaintext");
+    for bad in vectors::CBC_BAD_PADDING {
+        let mut block = unhex(bad);
+        assert_eq!(
+            fernet.aes128_cbc_decrypt_in_place(&iv, &mut block),
+            Err(Unspecified),
+            "{name}: padding"
+        );
+    }
+    for len in [0, 15, 17] {
+        let mut odd = vec![0u8; len];
+        assert_eq!(
+            fernet.aes128_cbc_decrypt_in_place(&iv, &mut odd),
+            Err(Unspecified),
+            "{name}: {len}-byte CBC input"
+        );
+    }
+
+    // The envelope on this provider: the test vectors of docs/format.md.
+    let keyring = Keyring::builder()
+        .provider(provider)
+        .primary(AesKey::from_bytes(key))
+        .build()
+        .expect("a one-key keyring");
+    assert_eq!(keyring.provider().name(), name);
+    let nonce2: [u8; 12] = core::array::from_fn(|i| 1 + i as u8);
+    let token = keyring
+        .encrypt_with_nonce(b"access-sandbox-123", b"plaid_items.access_token", nonce2)
+        .expect("encrypt");
+    assert_eq!(
+        token,
+        vectors::ENVELOPE_TEXT,
+        "{name}: docs/format.md vector 2"
+    );
+    let empty = keyring
+        .encrypt_with_nonce(b"", b"", core::array::from_fn(|i| i as u8))
+        .expect("encrypt");
+    assert_eq!(
+        empty,
+        vectors::ENVELOPE_EMPTY,
+        "{name}: docs/format.md vector 1"
+    );
+    let opened = keyring
+        .decrypt(vectors::ENVELOPE_TEXT, b"plaid_items.access_token")
+        .expect("vector 2 decrypts");
+    assert_eq!(
+        &*opened, b"access-sandbox-123",
+        "{name}: vector 2 plaintext"
+    );
+    assert_eq!(
+        keyring.decrypt(vectors::ENVELOPE_TEXT, b"users.email"),
+        Err(DecryptError::Authentication),
+        "{name}: wrong AAD"
+    );
+    let binary = keyring
+        .encrypt_to_bytes_with_nonce(b"access-sandbox-123", b"plaid_items.access_token", nonce2)
+        .expect("encrypt");
+    let opened = keyring
+        .decrypt_bytes(&binary, b"plaid_items.access_token")
+        .expect("binary form decrypts");
+    assert_eq!(&*opened, b"access-sandbox-123", "{name}: binary form");
 }

@@ -8,5 +8,6 @@ mod format_vectors;
 mod keyring;
 mod metrics;
 mod props;
+mod providers;
 mod python_tokens;
 mod sources;
