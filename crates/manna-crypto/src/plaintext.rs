@@ -3,16 +3,16 @@
 use std::fmt;
 use std::ops::Deref;
 
-use zeroize::Zeroizing;
+use zeroize::{Zeroize as _, Zeroizing};
 
-/// A decrypted value. Zeroized on drop; `Debug` shows only the length and
-/// there is deliberately no `Display`.
+/// A decrypted value. Zeroized on drop (its whole allocation); `Debug` shows
+/// only the length and there is deliberately no `Display`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Plaintext(Zeroizing<Vec<u8>>);
+pub struct Plaintext(Vec<u8>);
 
 impl Plaintext {
-    pub(crate) fn new(bytes: Zeroizing<Vec<u8>>) -> Self {
-        Plaintext(bytes)
+    pub(crate) fn new(mut bytes: Zeroizing<Vec<u8>>) -> Self {
+        Plaintext(std::mem::take(&mut *bytes))
     }
 
     /// The plaintext bytes.
@@ -26,8 +26,21 @@ impl Plaintext {
     }
 
     /// Takes the bytes out, still in a zeroizing wrapper.
-    pub fn into_inner(self) -> Zeroizing<Vec<u8>> {
-        self.0
+    pub fn into_inner(mut self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(std::mem::take(&mut self.0))
+    }
+}
+
+impl Drop for Plaintext {
+    /// Wipes the bytes and the spare capacity behind them (a decrypted
+    /// buffer may keep ciphertext or a moved copy of the plaintext there)
+    /// with `zeroize`'s slice wipe: a `memset` the optimiser must keep.
+    /// (`Zeroizing<Vec<u8>>` wipes byte by byte with volatile stores, which
+    /// costs more than AES-GCM itself on large values.)
+    fn drop(&mut self) {
+        self.0.as_mut_slice().zeroize();
+        self.0.spare_capacity_mut().zeroize();
+        self.0.clear();
     }
 }
 
