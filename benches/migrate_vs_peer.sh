@@ -4,13 +4,17 @@
 #   2. `cargo xtask migrate` (the command users run),
 #   3. one server-side UPDATE touching the same rows (the floor),
 # all on the same data, machine and run. Usage:
-#   bash benches/migrate_vs_peer.sh [ROWS=200000] [BATCH=1000]
+#   bash benches/migrate_vs_peer.sh [ROWS=200000] [BATCH=1000] [VALUE_BYTES]
+# VALUE_BYTES (optional): plaintext size of each seeded value, e.g. 16384. Without it the peer's own
+# seed is used (~50-byte `access-sandbox-<uuid>` values); with it the same table is seeded here with
+# the peer's Fernet key and random text values of that many bytes.
 # Needs PostgreSQL on 127.0.0.1:5432 (database `test`) and python3 with cryptography + psycopg2
 # (`pip install cryptography psycopg2-binary`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${1:-200000}
 BATCH=${2:-1000}
+VALUE_BYTES=${3:-}
 PEER=${PEER:-../shared/peers/migrate_peer.py}
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGDATABASE=${PGDATABASE:-test} PGUSER=${PGUSER:-postgres}
 DB_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$PGDATABASE"
@@ -20,12 +24,32 @@ export MANNA_ENCRYPTION_KEY_AES256="AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=
 unset REDIS_URL
 
 now() { date +%s.%N; }
-seed() { python3 "$PEER" seed "$ROWS" >/dev/null; psql -qAt -c "VACUUM ANALYZE plaid_items" >/dev/null; }
+seed_sized() {
+    python3 - "$ROWS" "$VALUE_BYTES" <<'PY'
+import base64, os, sys
+import psycopg2, psycopg2.extras
+from cryptography.fernet import Fernet
+rows, size = int(sys.argv[1]), int(sys.argv[2])
+f = Fernet(os.environ["MANNA_ENCRYPTION_KEY"].encode())
+c = psycopg2.connect(""); cur = c.cursor()
+cur.execute("DROP TABLE IF EXISTS plaid_items")
+cur.execute("CREATE TABLE plaid_items (id BIGSERIAL PRIMARY KEY, access_token TEXT NOT NULL, version INT NOT NULL DEFAULT 1)")
+for start in range(0, rows, 1000):
+    vals = [(f.encrypt(base64.urlsafe_b64encode(os.urandom(size))[:size]).decode(),)
+            for _ in range(min(1000, rows - start))]
+    psycopg2.extras.execute_values(cur, "INSERT INTO plaid_items (access_token) VALUES %s", vals, page_size=1000)
+c.commit()
+PY
+}
+seed() {
+    if [ -n "$VALUE_BYTES" ]; then seed_sized; else python3 "$PEER" seed "$ROWS" >/dev/null; fi
+    psql -qAt -c "VACUUM ANALYZE plaid_items" >/dev/null
+}
 
 cargo build --quiet --release -p xtask
 XTASK=target/release/xtask
 
-echo "rows=$ROWS batch=$BATCH"
+echo "rows=$ROWS batch=$BATCH value_bytes=${VALUE_BYTES:-peer default (~50)}"
 seed
 peer_out=$(python3 "$PEER" migrate "$BATCH")
 echo "python peer:   $peer_out"
