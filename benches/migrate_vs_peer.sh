@@ -47,7 +47,7 @@ seed() {
 }
 
 cargo build --quiet --release -p xtask
-XTASK=target/release/xtask
+XTASK=${CARGO_TARGET_DIR:-target}/release/xtask
 
 echo "rows=$ROWS batch=$BATCH value_bytes=${VALUE_BYTES:-peer default (~50)}"
 seed
