@@ -23,7 +23,8 @@ use crate::status::KeyRole;
 /// The `tracing` target of every audit event.
 pub const TARGET: &str = "manna::audit";
 
-/// A keyring was loaded or installed: its key ids, roles and ages.
+/// A keyring was loaded or installed: its key ids, roles and ages, and the
+/// crypto provider it runs on.
 /// `source` says from where (`environment`, `key file <path>`, ...).
 pub fn keyring_loaded(keyring: &Keyring, source: &str) {
     let status = keyring.status();
@@ -47,6 +48,7 @@ pub fn keyring_loaded(keyring: &Keyring, source: &str) {
         decrypt_only = %describe(KeyRole::DecryptOnly),
         fernet = %describe(KeyRole::Fernet),
         accept_plaintext = status.accept_plaintext,
+        provider = keyring.provider().name(),
         "keyring loaded"
     );
 }

@@ -114,3 +114,21 @@ mod cross {
         }
     }
 }
+
+#[test]
+fn the_audit_event_names_the_provider() {
+    use manna_crypto::testing::AuditLog;
+    use manna_crypto::{audit, AesKey, Keyring};
+    let log = AuditLog::capture();
+    let keyring = Keyring::builder()
+        .provider(&RustCrypto)
+        .primary(AesKey::generate())
+        .build()
+        .unwrap();
+    audit::keyring_loaded(&keyring, "a test");
+    assert!(
+        log.text().contains("provider=\"rustcrypto\""),
+        "{}",
+        log.text()
+    );
+}
