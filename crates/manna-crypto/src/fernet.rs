@@ -146,6 +146,27 @@ mod tests {
     }
 
     #[test]
+    fn non_canonical_base64_is_rejected() {
+        // 73 bytes (one block): the last base64 character carries 4 unused
+        // bits; setting one gives another text for the same bytes, which
+        // must not open (no malleable tokens).
+        let key = FernetKey::generate();
+        let token = key.encrypt(b"hello");
+        let unpadded = token.trim_end_matches('=');
+        assert_eq!(unpadded.len() % 4, 2);
+        let last = unpadded.as_bytes()[unpadded.len() - 1];
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let index = alphabet.iter().position(|&c| c == last).unwrap();
+        let tweaked_last = char::from(alphabet[index | 1]);
+        let tweaked = format!("{}{tweaked_last}==", &unpadded[..unpadded.len() - 1]);
+        assert_ne!(tweaked, token);
+        assert_eq!(&*key.decrypt(&token).unwrap(), b"hello");
+        assert!(key.decrypt(&tweaked).is_err());
+        let now = OffsetDateTime::now_utc();
+        assert!(key.decrypt_at(&tweaked, None, now).is_err());
+    }
+
+    #[test]
     fn future_tokens_readable_without_clock_rejected_with_clock() {
         let key = FernetKey::generate();
         let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
