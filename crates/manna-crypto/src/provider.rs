@@ -12,14 +12,14 @@
 //!
 //! - [`RustCrypto`]: the RustCrypto crates (`aes-gcm`, `aes`, `cbc`, `hmac`,
 //!   `sha2`). Pure Rust, builds anywhere `rustc` does. Always compiled in.
-//! - [`AwsLcRs`] (feature `aws-lc-rs`): AWS-LC through `aws-lc-rs`, C and
+//! - `AwsLcRs` (feature `aws-lc-rs`): AWS-LC through `aws-lc-rs`, C and
 //!   assembly. Several times faster on large values; needs a C compiler
 //!   to build.
 //!
 //! A keyring uses the provider given to
 //! [`KeyringBuilder::provider`](crate::KeyringBuilder::provider), or else the
 //! process default: the one [`install_default`] installed, or else the
-//! built-in default — [`AwsLcRs`] when the `aws-lc-rs` feature is compiled in,
+//! built-in default — `AwsLcRs` when the `aws-lc-rs` feature is compiled in,
 //! [`RustCrypto`] otherwise. Since both write the same bytes, the choice is
 //! about speed and build requirements, never about compatibility.
 //!
@@ -185,7 +185,7 @@ pub fn install_default(provider: &'static dyn Provider) -> Result<(), &'static d
 }
 
 /// The process default: the installed provider, or else the built-in one
-/// ([`AwsLcRs`] when the `aws-lc-rs` feature is compiled in,
+/// (`AwsLcRs` when the `aws-lc-rs` feature is compiled in,
 /// [`RustCrypto`] otherwise), which is then fixed for the process.
 pub fn default_provider() -> &'static dyn Provider {
     *DEFAULT.get_or_init(built_in_default)
