@@ -2,8 +2,6 @@
 
 use std::fmt;
 
-use base64::Engine as _;
-
 use crate::key::KeyId;
 
 /// The four bytes every v1 envelope starts with.
@@ -133,15 +131,22 @@ pub(crate) fn parse_prefix(value: &[u8]) -> Prefix<'_> {
 /// Length of a text body that decodes to at least nonce + tag.
 const MIN_TEXT_BODY: usize = ((NONCE_LEN + TAG_LEN) * 4).div_ceil(3);
 
+/// The decoded length of `text` if it is canonical unpadded base64url (the
+/// alphabet only, a possible length, zero unused bits in the last
+/// character). Decodes nothing.
+fn base64url_len(text: &[u8]) -> Option<usize> {
+    (text.len() % 4 != 1
+        && text
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+        && last_char_canonical(text))
+    .then_some(text.len() * 3 / 4)
+}
+
 /// Whether a text envelope body is structurally valid (canonical base64url
 /// of at least nonce + tag bytes). Decodes nothing.
 fn text_body_ok(body: &[u8]) -> bool {
-    body.len() >= MIN_TEXT_BODY
-        && body.len() % 4 != 1
-        && body
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
-        && last_char_canonical(body)
+    body.len() >= MIN_TEXT_BODY && base64url_len(body).is_some()
 }
 
 /// In canonical unpadded base64 the last character's unused low bits are zero.
@@ -169,21 +174,13 @@ fn last_char_canonical(body: &[u8]) -> bool {
 const FERNET_MIN_LEN: usize = 1 + 8 + 16 + 16 + 32;
 
 /// Whether `value` has the structure of a Fernet token (version byte 0x80,
-/// a whole number of AES blocks, HMAC). Verifies nothing cryptographic.
+/// a whole number of AES blocks, HMAC; any number of trailing `=`).
+/// Verifies nothing cryptographic, and decodes nothing: `gAAAA` is the
+/// version byte 0x80 (with a timestamp below 2^42 s, centuries away), and
+/// the rest is the length and the alphabet.
 pub(crate) fn is_fernet_token(value: &str) -> bool {
-    if !value.starts_with("gAAAA") {
-        // Version 0x80 followed by a timestamp < 2^32 always encodes as
-        // "gAAAA"; later timestamps are centuries away.
-        return false;
-    }
-    let Ok(raw) =
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value.trim_end_matches('='))
-    else {
-        return false;
-    };
-    raw.len() >= FERNET_MIN_LEN
-        && raw[0] == 0x80
-        && (raw.len() - (1 + 8 + 16 + 32)).is_multiple_of(16)
+    value.starts_with("gAAAA")
+        && base64url_len(value.trim_end_matches('=').as_bytes()).is_some_and(fernet_decoded_len)
 }
 
 /// A v1 envelope with a damaged `mn1:` prefix: key-id-shaped bytes 4–19

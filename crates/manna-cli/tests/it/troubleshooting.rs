@@ -30,6 +30,10 @@ const NOT_PRINTED: &[(&str, &str)] = &[
     ),
     ("cannot reload the keyring", "application key reloads"),
     (
+        "cryptographic operation failed",
+        "a provider's error: the keyring turns it into the one opaque decryption error",
+    ),
+    (
         "a migration worker panicked",
         "a bug: the panic message comes first",
     ),
