@@ -237,13 +237,7 @@ impl LockManager {
                     };
                     // Retry just after the holder's lease would expire (a
                     // crashed holder never releases), or on a release event.
-                    let at_expiry = expires_in.map(|e| e.saturating_add(Duration::from_millis(1)));
-                    let nap = if w.is_supported() {
-                        at_expiry.unwrap_or(Duration::MAX)
-                    } else {
-                        let step = backoff.next().unwrap_or(Duration::from_millis(250));
-                        at_expiry.map_or(step, |e| e.min(step))
-                    };
+                    let nap = nap(expires_in, w.is_supported(), &mut backoff);
                     // A session refreshes its wait-for edge before it
                     // expires.
                     let nap = if edge.is_some() {
@@ -352,13 +346,7 @@ impl LockManager {
             }
             // Try again just after the holder's lease would expire (a crashed
             // holder never releases), on a handoff to us, or on a release.
-            let at_expiry = expires_in.map(|e| e.saturating_add(Duration::from_millis(1)));
-            let nap = if watch.is_supported() {
-                at_expiry.unwrap_or(Duration::MAX)
-            } else {
-                let step = backoff.next().unwrap_or(Duration::from_millis(250));
-                at_expiry.map_or(step, |e| e.min(step))
-            };
+            let nap = nap(expires_in, watch.is_supported(), &mut backoff);
             let retry_at = now.checked_add(nap);
             loop {
                 let wake = match (retry_at, deadline) {
@@ -1025,6 +1013,24 @@ async fn watchdog(
     tracing::warn!(target: crate::AUDIT_TARGET, event = "lock_lost", lock = lease.name(),
         token = %lease.token(), "a lock's lease was lost while held");
     state.lost.send_replace(true);
+}
+
+/// How long a waiter sleeps before trying again: until just after the
+/// holder's lease would expire (a crashed holder never releases) — woken
+/// earlier by a release event where the backend has them, or by the next
+/// backoff step where it has not.
+fn nap(
+    expires_in: Option<Duration>,
+    woken_by_events: bool,
+    backoff: &mut impl Iterator<Item = Duration>,
+) -> Duration {
+    let at_expiry = expires_in.map(|e| e.saturating_add(Duration::from_millis(1)));
+    if woken_by_events {
+        at_expiry.unwrap_or(Duration::MAX)
+    } else {
+        let step = backoff.next().unwrap_or(Duration::from_millis(250));
+        at_expiry.map_or(step, |e| e.min(step))
+    }
 }
 
 /// A one-attempt acquire's answer: refused (a zero wait timed out) is `None`.

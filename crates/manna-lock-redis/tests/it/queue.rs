@@ -14,6 +14,14 @@ use crate::support::{acquire_when_back, bounded, PrivateRedis};
 
 /// `calls=` per command in `INFO commandstats` (commands run inside scripts
 /// included).
+/// A lock manager on its own backend (its own connections, as another
+/// process would have).
+async fn manager(config: &RedisLockConfig) -> LockManager {
+    LockManager::new(Arc::new(
+        RedisBackend::connect(config.clone()).await.unwrap(),
+    ))
+}
+
 async fn command_calls(conn: &mut redis::aio::MultiplexedConnection) -> BTreeMap<String, u64> {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
@@ -129,13 +137,9 @@ async fn a_dead_queued_waiter_is_skipped_at_once() {
     let server = PrivateRedis::start(&[]);
     bounded(60, async {
         let config = RedisLockConfig::new(server.url());
-        let holder = LockManager::new(Arc::new(
-            RedisBackend::connect(config.clone()).await.unwrap(),
-        ));
+        let holder = manager(&config).await;
         let dead = RedisBackend::connect(config.clone()).await.unwrap();
-        let live = LockManager::new(Arc::new(
-            RedisBackend::connect(config.clone()).await.unwrap(),
-        ));
+        let live = manager(&config).await;
         let ttl = Duration::from_secs(30);
         let g = holder
             .acquire("dead-waiter", ttl, Duration::from_secs(1))
@@ -182,13 +186,8 @@ async fn a_restart_with_waiters_queued() {
     bounded(90, async {
         let config =
             RedisLockConfig::new(server.url()).response_timeout(Duration::from_millis(500));
-        let holder = LockManager::new(Arc::new(
-            RedisBackend::connect(config.clone()).await.unwrap(),
-        ))
-        .with_renewal(false);
-        let waiter = LockManager::new(Arc::new(
-            RedisBackend::connect(config.clone()).await.unwrap(),
-        ));
+        let holder = manager(&config).await.with_renewal(false);
+        let waiter = manager(&config).await;
         let ttl = Duration::from_secs(30);
         let g = holder
             .acquire("restart-queue", ttl, Duration::from_secs(1))
@@ -334,12 +333,8 @@ async fn two_waiters_of_one_process_each_get_their_own_handoff() {
     let server = PrivateRedis::start(&[]);
     bounded(60, async {
         let config = RedisLockConfig::new(server.url());
-        let holder = LockManager::new(Arc::new(
-            RedisBackend::connect(config.clone()).await.unwrap(),
-        ));
-        let shared = LockManager::new(Arc::new(
-            RedisBackend::connect(config.clone()).await.unwrap(),
-        ));
+        let holder = manager(&config).await;
+        let shared = manager(&config).await;
         let ttl = Duration::from_secs(30);
         let g = holder
             .acquire("same-process", ttl, Duration::from_secs(1))
@@ -389,9 +384,7 @@ async fn a_hung_queued_waiter_holds_up_the_queue_at_most_until_the_lease_others_
     let server = PrivateRedis::start(&[]);
     bounded(60, async {
         let config = RedisLockConfig::new(server.url());
-        let holder = LockManager::new(Arc::new(
-            RedisBackend::connect(config.clone()).await.unwrap(),
-        ));
+        let holder = manager(&config).await;
         let hung = RedisBackend::connect(config.clone()).await.unwrap();
         // Something still subscribed to the hung process's channel.
         let mut deaf = redis::Client::open(server.url())
@@ -400,9 +393,7 @@ async fn a_hung_queued_waiter_holds_up_the_queue_at_most_until_the_lease_others_
             .await
             .unwrap();
         deaf.subscribe(hung.waiter_channel()).await.unwrap();
-        let live = LockManager::new(Arc::new(
-            RedisBackend::connect(config.clone()).await.unwrap(),
-        ));
+        let live = manager(&config).await;
         let ttl = Duration::from_secs(3);
         let g = holder
             .acquire("hung-waiter", ttl, Duration::from_secs(1))
@@ -455,12 +446,8 @@ async fn a_handoff_while_the_listener_reconnects_is_not_lost() {
     let server = PrivateRedis::start(&[]);
     bounded(60, async {
         let config = RedisLockConfig::new(server.url());
-        let holder = LockManager::new(Arc::new(
-            RedisBackend::connect(config.clone()).await.unwrap(),
-        ));
-        let waiter = LockManager::new(Arc::new(
-            RedisBackend::connect(config.clone()).await.unwrap(),
-        ));
+        let holder = manager(&config).await;
+        let waiter = manager(&config).await;
         let ttl = Duration::from_secs(30);
         for round in 0..5 {
             let g = holder
