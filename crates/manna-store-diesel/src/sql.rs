@@ -242,19 +242,20 @@ impl<DB: Backend, Conn> RunQueryDsl<Conn> for DynQuery<DB> {}
 
 /// Binds primary-key value `id` as a key of `kind` — the one place a key is
 /// bound, for the migrator's store and the application's versioned writes
-/// alike. UUIDs are bound as lowercase canonical text (`CAST(… AS uuid)` on
-/// PostgreSQL, text on SQLite, as the store returns them).
+/// alike. A UUID is `CAST(… AS uuid)` on PostgreSQL (which reads any case)
+/// and text exactly as given on SQLite, where it must match the stored
+/// spelling byte for byte (the scan hands back ids as stored).
 pub(crate) fn push_key(q: &mut Sql, kind: IdKind, id: &RowId) -> Result<(), crate::Error> {
     match (kind, id) {
         (IdKind::Int, RowId::Int(i)) => {
             q.bind(Bind::Int(*i));
         }
         (IdKind::Uuid, RowId::Text(s)) => {
-            let canonical = Bind::Text(s.to_ascii_lowercase());
+            let text = Bind::Text(s.clone());
             if q.dialect() == Dialect::Postgres {
-                q.push("CAST(").bind(canonical).push(" AS uuid)");
+                q.push("CAST(").bind(text).push(" AS uuid)");
             } else {
-                q.bind(canonical);
+                q.bind(text);
             }
         }
         (IdKind::Text, RowId::Text(s)) => {

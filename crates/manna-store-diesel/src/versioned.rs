@@ -182,6 +182,18 @@ impl VersionedTable {
         })
     }
 
+    /// Binds the application's `id`: a UUID given as text in any case is
+    /// bound in the lowercase canonical form (as `uuid::Uuid` writes it).
+    fn push_id(&self, q: &mut Sql, id: &RowId) -> Result<(), Error> {
+        let kind = self.kind_of(id);
+        match (kind, id) {
+            (IdKind::Uuid, RowId::Text(s)) => {
+                push_key(q, kind, &RowId::Text(s.to_ascii_lowercase()))
+            }
+            _ => push_key(q, kind, id),
+        }
+    }
+
     /// Uses another version column.
     pub fn with_version_column(mut self, column: &str) -> Result<Self, Error> {
         self.version_column = Ident::new(column)?;
@@ -239,7 +251,7 @@ impl VersionedTable {
             .push(" + 1 WHERE ")
             .ident(&self.id_column)
             .push(" = ");
-        push_key(&mut q, self.kind_of(id), id)?;
+        self.push_id(&mut q, id)?;
         q.push(" AND ")
             .ident(&self.version_column)
             .push(" = ")
@@ -268,7 +280,7 @@ impl VersionedTable {
             .push(" WHERE ")
             .ident(&self.id_column)
             .push(" = ");
-        push_key(&mut q, self.kind_of(&id), &id)?;
+        self.push_id(&mut q, &id)?;
         q.push(" AND ")
             .ident(&self.version_column)
             .push(" = ")
@@ -302,7 +314,7 @@ impl VersionedTable {
             .push(" WHERE ")
             .ident(&self.id_column)
             .push(" = ");
-        push_key(&mut q, self.kind_of(id), id)?;
+        self.push_id(&mut q, id)?;
         let rows: Vec<VersionRow> = q.load(conn).map_err(|e| self.map_err(e.into()))?;
         Ok(rows.first().map(|r| r.version))
     }

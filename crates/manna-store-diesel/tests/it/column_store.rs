@@ -156,6 +156,50 @@ both_backends! {
     }
 }
 
+/// SQLite keeps a UUID key as the text it was given: rows stored in upper
+/// case are scanned in byte order as stored and written back by that exact
+/// spelling (the store binds an id as it returned it).
+#[test]
+fn sqlite_uuid_keys_stored_in_upper_case() {
+    let db = TestDb::sqlite();
+    db.exec("CREATE TABLE devices (id UUID PRIMARY KEY, token TEXT)");
+    let mut ids: Vec<String> = (0..20)
+        .map(|i| {
+            let id = uuid::Uuid::new_v4().to_string();
+            if i % 2 == 0 {
+                id.to_ascii_uppercase()
+            } else {
+                id
+            }
+        })
+        .collect();
+    for id in &ids {
+        db.exec(&format!("INSERT INTO devices VALUES ('{id}', 'old')"));
+    }
+    ids.sort();
+    let col = ColumnRef::parse("devices.token", "id").unwrap();
+    let s = store(&db);
+    let rows = scan_all(&s, &col, &IdRange::all(), 3);
+    let got: Vec<String> = rows.iter().map(|r| r.id.to_string()).collect();
+    assert_eq!(got, ids, "every row scanned, none skipped by the cursor");
+    let rw: Vec<Rewrite> = rows
+        .iter()
+        .map(|r| Rewrite {
+            id: r.id.clone(),
+            old: "old".into(),
+            new: "new".into(),
+        })
+        .collect();
+    let written = s
+        .write_batch(&col, &rw, WriteOptions::default(), None, None)
+        .unwrap();
+    assert_eq!(
+        written.len(),
+        ids.len(),
+        "every row written, none a false conflict"
+    );
+}
+
 both_backends! {
     fn batch_cas_reports_exactly_the_rows_changed_underneath(db: &TestDb) {
         let col = int_table(db, 50);
