@@ -164,6 +164,20 @@ impl ReleaseWatch {
         self.ready.is_none() && self.is_supported()
     }
 
+    /// Drops the events received so far: a waiter whose attempt just found
+    /// the lock held discards the announcements made before that attempt
+    /// (a handoff to it that has expired since). One made after the attempt
+    /// and dropped here is not lost for good: the waiter's retry at the
+    /// holder's expiry finds the lock handed to it.
+    pub fn discard_pending(&mut self) {
+        if let Some(rx) = self.rx.as_mut() {
+            while !matches!(
+                rx.try_recv(),
+                Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)
+            ) {}
+        }
+    }
+
     /// Waits for the next event on the lock (forever for an unsupported
     /// watch): a release, or a handoff to a queued waiter. Waits for
     /// [`ReleaseWatch::ready`] first.

@@ -337,6 +337,10 @@ impl LockManager {
             if deadline.is_some_and(|d| now >= d) {
                 return Err(self.timed_out(name, started, holder));
             }
+            // The lock was not ours at this attempt: a handoff announced
+            // before it (to this ticket, since expired) is stale, and must not
+            // be taken for the next one.
+            watch.discard_pending();
             if !subscribed {
                 // Subscribe, then try again at once: a handoff made before the
                 // subscription took effect is seen by that attempt.
@@ -358,6 +362,7 @@ impl LockManager {
                         Wake::Granted { ticket: to, lease: Some(lease), .. }
                             if to == ticket.as_str()
                                 && lease.name() == name
+                                && lease.ttl() >= ttl
                                 && attempt_started
                                     .checked_add(lease.ttl() / 2)
                                     .is_some_and(|t| Instant::now() < t) =>
@@ -365,8 +370,9 @@ impl LockManager {
                             // Handed to us with the lease: take it, counting
                             // its TTL from the start of our last attempt
                             // (the handoff came after it). After a long wait
-                            // that would leave too little, so we confirm
-                            // with an attempt instead (a fresh TTL).
+                            // that would leave too little, or when the lease
+                            // was cut short to our wait's end, we confirm
+                            // with an attempt instead (a fresh, full TTL).
                             give_up.disarm();
                             return Ok(self.guard(lease, handle, started, attempt_started, contended));
                         }
