@@ -122,11 +122,14 @@ impl Keyring {
         token: &Bound<'_, PyAny>,
         aad: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Plaintext> {
-        let token = token_text(token)?;
         let aad = aad_bytes(aad)?;
-        self.inner
-            .decrypt(&token, &aad)
-            .map_err(|e| decryption_error(py, e))
+        // Bytes as they are (a binary envelope, or non-UTF-8 bytes the
+        // keyring calls unknown), never through a lossy text conversion.
+        let result = match token.cast::<PyBytes>() {
+            Ok(bytes) => self.inner.decrypt_bytes(bytes.as_bytes(), &aad),
+            Err(_) => self.inner.decrypt(&token_text(token)?, &aad),
+        };
+        result.map_err(|e| decryption_error(py, e))
     }
 }
 

@@ -78,3 +78,18 @@ def test_binding_and_spec_agree_on_damaged_values(spec, page):
         assert manna.inspect(value) == spec.inspect(value), repr(value)
         checked += 1
     assert checked == 20000
+
+
+def test_bytes_are_decrypted_as_bytes_never_through_lossy_text(spec, page):
+    binary = [v for v in spec.parse_vectors(page) if v["form"] == "binary"]
+    assert binary
+    for v in binary:
+        keyring = manna.Keyring(v["key_base64"])
+        value = bytes.fromhex(v["value_hex"])
+        aad = bytes.fromhex(v["aad_hex"])
+        assert keyring.decrypt_bytes(value, aad) == bytes.fromhex(v["plaintext_hex"])
+    # Non-UTF-8 bytes are `unknown` (§4), not plaintext, even where plaintext is accepted.
+    lenient = manna.Keyring(manna.generate_key(), accept_plaintext=True)
+    with pytest.raises(manna.DecryptionError) as err:
+        lenient.decrypt_bytes(b"caf\xe9")
+    assert err.value.kind == "unknown_format"
