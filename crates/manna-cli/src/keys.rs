@@ -203,16 +203,17 @@ pub(crate) fn decrypt(keys: &KeyConfig, aad: Option<&str>) -> Result<()> {
         .read_to_string(&mut input)
         .context("cannot read stdin: expected one token as text")?;
     // The ASCII whitespace around the token (echo's newline), no more.
-    let token = input.trim_matches(|c: char| c.is_ascii_whitespace());
+    let token = input.trim_ascii();
     if token.is_empty() {
         bail!("no token on stdin: pipe in one stored value");
     }
-    if aad.is_some() && manna_crypto::inspect(token) == manna_crypto::Format::Fernet {
+    let format = manna_crypto::inspect(token);
+    if aad.is_some() && format == manna_crypto::Format::Fernet {
         eprintln!("warning: a Fernet token binds no AAD: --aad was not checked");
     }
     let plaintext = keyring
         .decrypt(token, aad.unwrap_or_default().as_bytes())
-        .map_err(|e| match (e, manna_crypto::inspect(token)) {
+        .map_err(|e| match (e, format) {
             // Fernet binds no AAD: the key is what is missing, not the AAD.
             (manna_crypto::DecryptError::Authentication, manna_crypto::Format::Fernet) => {
                 anyhow::Error::new(crate::hints::FernetUnopened)

@@ -230,7 +230,7 @@ fn looks_damaged(value: &str) -> bool {
     if damaged(value) {
         return true;
     }
-    let trimmed = value.trim_matches(|c: char| c.is_ascii_whitespace());
+    let trimmed = value.trim_ascii();
     trimmed.len() != value.len()
         && (version_digits(trimmed.as_bytes()).is_some()
             || is_fernet_token(trimmed)

@@ -166,7 +166,7 @@ impl<'de> Deserialize<'de> for KeyId {
 /// 32 bytes, canonical (unused low bits of the last character zero). Every
 /// intermediate copy is zeroized.
 pub(crate) fn decode_key_base64(input: &str, kind: KeyKind) -> Result<[u8; KEY_LEN], KeyError> {
-    let trimmed = input.trim_matches(|c: char| c.is_ascii_whitespace());
+    let trimmed = input.trim_ascii();
     if trimmed.is_empty() {
         return Err(KeyError::Empty { kind });
     }

@@ -156,7 +156,7 @@ impl EnvKeySource {
     fn get(&self, name: &str) -> Option<Zeroizing<String>> {
         (self.lookup)(name)
             .map(Zeroizing::new)
-            .filter(|v| !v.trim_matches(|c: char| c.is_ascii_whitespace()).is_empty())
+            .filter(|v| !v.trim_ascii().is_empty())
     }
 
     /// The comma-separated entries of a variable, each parsed as
@@ -173,7 +173,7 @@ impl EnvKeySource {
         value
             .split(',')
             .enumerate()
-            .filter(|(_, s)| !s.trim_matches(|c: char| c.is_ascii_whitespace()).is_empty())
+            .filter(|(_, s)| !s.trim_ascii().is_empty())
             .map(|(i, s)| {
                 parse(s).map_err(|source| KeySourceError::InvalidKey {
                     location: format!("{variable} (entry {})", i + 1),

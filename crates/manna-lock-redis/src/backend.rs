@@ -400,8 +400,9 @@ impl RedisBackend {
     }
 
     /// The key holding the details of the queued waiters of lock `name`: a
-    /// hash from ticket to `DEADLINE_MS TTL_MS OWNER` (the wait deadline in
-    /// server time, the TTL it asked for, its owner value).
+    /// hash from ticket to `DEADLINE_MS TTL_MS BACKEND_ID OWNER` (the wait
+    /// deadline in server time, the TTL it asked for, the id of the backend
+    /// whose channel hears its handoff, its owner value).
     pub fn waiters_key(&self, name: &str) -> String {
         format!("{}{{{name}}}:waiters", self.namespace)
     }

@@ -116,8 +116,8 @@ impl State {
         // a store fence keeps the highest token across processes, so a new
         // process must not start again from 1 below an earlier one's.
         let counter = self.counters.entry(name.to_owned()).or_insert(0);
-        *counter = (*counter + 1).max(unix_micros());
-        let token = FencingToken::new(*counter);
+        let token = FencingToken::next_after(*counter);
+        *counter = token.get();
         self.held.insert(
             name.to_owned(),
             Held {
@@ -150,13 +150,6 @@ impl MemoryBackend {
         // still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// Microseconds since the Unix epoch (0 if the clock is before it).
-fn unix_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// `now + ttl`, or `Invalid` when the clock cannot represent it (never a

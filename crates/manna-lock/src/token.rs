@@ -28,6 +28,22 @@ impl FencingToken {
         Self(value)
     }
 
+    /// The token after `last` by the rule every backend follows:
+    /// `max(last + 1, the Unix clock in µs)`, so tokens keep increasing even
+    /// when a counter starts again from zero (a restart, a deleted row).
+    ///
+    /// ```
+    /// use manna_lock::FencingToken;
+    /// assert!(FencingToken::next_after(0).get() > 1_700_000_000_000_000);
+    /// assert_eq!(FencingToken::next_after(u64::MAX - 1).get(), u64::MAX);
+    /// ```
+    pub fn next_after(last: u64) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        Self(last.saturating_add(1).max(now))
+    }
+
     /// The raw value.
     pub const fn get(self) -> u64 {
         self.0

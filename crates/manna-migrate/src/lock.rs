@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use manna_lock::{FencingToken, LockError, LockGuard, LockManager};
 use tokio::runtime::{Handle, Runtime};
@@ -303,7 +303,7 @@ impl MigrationLocks for ProcessLocks {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        let token = (table.last_token + 1).max(unix_micros());
+        let token = FencingToken::next_after(table.last_token).get();
         table.last_token = token;
         table.held.insert(
             name.to_owned(),
@@ -322,13 +322,6 @@ impl MigrationLocks for ProcessLocks {
     fn describe(&self) -> String {
         "in-process".to_owned()
     }
-}
-
-fn unix_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// How long ago `since` was, for the holder description.
