@@ -104,14 +104,29 @@ fn keys_rotate_in_a_running_process() {
         })
         .collect();
 
-    // Rotate: K2 becomes primary, K1 stays to decrypt; reload from the file.
+    // Rotate while the workers run: K2 becomes primary, K1 stays to decrypt;
+    // reload from the file. The workers must have run before the swap and
+    // must go on after it (waited for, not assumed: threads start late on a
+    // busy machine).
+    let wait_past = |mark: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while done.load(Ordering::Relaxed) < mark + 50 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the workers stopped making progress"
+            );
+            std::thread::yield_now();
+        }
+        done.load(Ordering::Relaxed)
+    };
+    let before = wait_past(0);
     key_file(&keys, &k2, Some(&k1));
     reload_default_keyring(&source).unwrap();
+    wait_past(before);
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.join().unwrap();
     }
-    assert!(done.load(Ordering::Relaxed) > 0);
 
     write(&mut conn, 2);
     assert!(stored(&mut conn, 2).starts_with(&format!("mn1:{}:", k2.id())));
