@@ -193,7 +193,9 @@ pub struct Options {
     pub target_batch_time: Duration,
     /// Crypto-and-write workers fed by one scanner. Default 1.
     pub workers: usize,
-    /// Upper bound on rows scanned per second; `None`: unbounded.
+    /// Upper bound on rows scanned per second; `None`: unbounded. A ceiling
+    /// at every moment: a batch (at most one second's worth of rows) is read
+    /// when its rows are due, so its rows do not age while the run waits.
     pub max_rows_per_sec: Option<u64>,
     /// Which part of the key space this process handles (`--shard i/n`).
     pub shard: Shard,

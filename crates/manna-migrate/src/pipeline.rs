@@ -361,6 +361,16 @@ impl Migrator {
                         .min(usize::try_from(rate).unwrap_or(usize::MAX))
                         .max(1);
                 }
+                // A batch is read when its rows are due, not before: the
+                // run never gets ahead of the rate, even by one batch, and
+                // a throttled batch's rows are as fresh as an unthrottled
+                // one's when their compare-and-set runs.
+                if let Some(rate) = o.max_rows_per_sec {
+                    if !self.throttle(dispatched + limit as u64, rate, run_started) {
+                        status = Status::Cancelled;
+                        break;
+                    }
+                }
                 let range = p.range.resumed_after(after.clone());
                 let scanned = match &p.source {
                     Source::All => self.store().scan(column, &range, limit),
@@ -376,14 +386,6 @@ impl Migrator {
                     }
                 };
                 let Some(last) = rows.last() else { break };
-                // A batch is handed on when its rows are due, not before:
-                // the run never gets ahead of the rate, even by one batch.
-                if let Some(rate) = o.max_rows_per_sec {
-                    if !self.throttle(dispatched + rows.len() as u64, rate, run_started) {
-                        status = Status::Cancelled;
-                        break;
-                    }
-                }
                 after = Some(last.id.clone());
                 dispatched += rows.len() as u64;
                 if work_tx.send(Batch { seq, rows }).is_err() {

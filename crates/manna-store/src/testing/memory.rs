@@ -89,6 +89,10 @@ pub struct Stats {
 /// the store (to make "concurrent" application writes) and the rewrites.
 pub type WriteHook = Arc<dyn Fn(&MemoryStore, &ColumnRef, &[Rewrite]) + Send + Sync>;
 
+/// Called by [`MemoryStore::scan`] and [`MemoryStore::scan_unprefixed`]
+/// with the rows a scan returns (to observe when rows were read).
+pub type ScanHook = Arc<dyn Fn(&ColumnRef, &[Row]) + Send + Sync>;
+
 #[derive(Debug, Clone)]
 struct MemRow {
     values: BTreeMap<String, Value>,
@@ -136,6 +140,7 @@ pub struct MemoryStore {
     identity: Arc<str>,
     inner: Arc<Mutex<Inner>>,
     hook: Arc<Mutex<Option<WriteHook>>>,
+    scan_hook: Arc<Mutex<Option<ScanHook>>>,
 }
 
 impl Default for MemoryStore {
@@ -186,6 +191,7 @@ impl MemoryStore {
             identity: Arc::from(format!("memory:{}:{n}", std::process::id())),
             inner: Arc::default(),
             hook: Arc::default(),
+            scan_hook: Arc::default(),
         }
     }
 
@@ -359,6 +365,28 @@ impl MemoryStore {
         *self.hook.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
+    /// Installs `hook`, called with the rows of every scan once it has
+    /// read them (outside the store's lock).
+    pub fn on_scan(&self, hook: impl Fn(&ColumnRef, &[Row]) + Send + Sync + 'static) {
+        *self
+            .scan_hook
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(hook));
+    }
+
+    /// Hands the rows of a scan to the scan hook, if any.
+    fn scanned(&self, column: &ColumnRef, rows: Vec<Row>) -> Vec<Row> {
+        let hook = self
+            .scan_hook
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(hook) = hook {
+            hook(column, &rows);
+        }
+        rows
+    }
+
     /// Counts a call of `op`; `Some(failure)` if an injected failure fires.
     fn call(inner: &mut Inner, op: Op) -> Option<Failure> {
         let n = {
@@ -522,11 +550,14 @@ impl ColumnStore for MemoryStore {
         range: &IdRange,
         limit: usize,
     ) -> Result<Vec<Row>, StoreError> {
-        let mut inner = self.lock();
-        Self::check(&mut inner, Op::Scan)?;
-        inner.stats.scans += 1;
-        let t = Self::table(&inner, column)?;
-        Ok(Self::rows_in(t, column, range).take(limit).collect())
+        let rows = {
+            let mut inner = self.lock();
+            Self::check(&mut inner, Op::Scan)?;
+            inner.stats.scans += 1;
+            let t = Self::table(&inner, column)?;
+            Self::rows_in(t, column, range).take(limit).collect()
+        };
+        Ok(self.scanned(column, rows))
     }
 
     fn scan_unprefixed(
@@ -536,18 +567,21 @@ impl ColumnStore for MemoryStore {
         limit: usize,
         prefix: &str,
     ) -> Result<Vec<Row>, StoreError> {
-        let mut inner = self.lock();
-        Self::check(&mut inner, Op::Scan)?;
-        inner.stats.scans += 1;
-        let t = Self::table(&inner, column)?;
-        Ok(Self::rows_in(t, column, range)
-            .filter(|r| match &r.value {
-                Value::Null => false,
-                Value::Text(v) => !v.as_bytes().starts_with(prefix.as_bytes()),
-                Value::NotText => true,
-            })
-            .take(limit)
-            .collect())
+        let rows = {
+            let mut inner = self.lock();
+            Self::check(&mut inner, Op::Scan)?;
+            inner.stats.scans += 1;
+            let t = Self::table(&inner, column)?;
+            Self::rows_in(t, column, range)
+                .filter(|r| match &r.value {
+                    Value::Null => false,
+                    Value::Text(v) => !v.as_bytes().starts_with(prefix.as_bytes()),
+                    Value::NotText => true,
+                })
+                .take(limit)
+                .collect()
+        };
+        Ok(self.scanned(column, rows))
     }
 
     fn read(&self, column: &ColumnRef, ids: &[RowId]) -> Result<Vec<Row>, StoreError> {

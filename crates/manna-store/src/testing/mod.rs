@@ -12,5 +12,5 @@ mod memory;
 mod mock;
 
 pub use conformance::MemoryHarness;
-pub use memory::{Failure, MemoryStore, Op, Stats, WriteHook};
+pub use memory::{Failure, MemoryStore, Op, ScanHook, Stats, WriteHook};
 pub use mock::MockColumnStore;
