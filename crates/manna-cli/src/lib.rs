@@ -54,7 +54,8 @@ Exit status:
 
 /// The exit statuses of `lock`, for its `--help`.
 const LOCK_EXIT_STATUS: &str = "\
-The command gets the fencing token in MANNA_FENCING_TOKEN and the lock name in
+The command gets the fencing token in MANNA_FENCING_TOKEN, the lease's holder id
+in MANNA_FENCE_HOLDER (fenced writes carry both) and the lock name in
 MANNA_LOCK_NAME. Ctrl-C reaches the command; the lock is released when it exits.
 
 Exit status:

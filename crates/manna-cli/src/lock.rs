@@ -16,6 +16,9 @@ use manna_store_diesel::{DbLockBackend, DbPool, PoolOptions};
 
 /// The variable the command finds the fencing token in.
 pub(crate) const ENV_FENCING_TOKEN: &str = "MANNA_FENCING_TOKEN";
+/// The variable the command finds the lease's holder id in (fenced writes
+/// carry it with the token, see `manna_lock::Fencing`).
+pub(crate) const ENV_FENCE_HOLDER: &str = "MANNA_FENCE_HOLDER";
 /// The variable the command finds the lock name in.
 pub(crate) const ENV_LOCK_NAME: &str = "MANNA_LOCK_NAME";
 
@@ -77,7 +80,8 @@ pub(crate) fn locks(
 }
 
 /// `manna lock NAME -- COMMAND…`: takes the lock, runs the command with
-/// `MANNA_FENCING_TOKEN` and `MANNA_LOCK_NAME` set, releases the lock when
+/// `MANNA_FENCING_TOKEN`, `MANNA_FENCE_HOLDER` and `MANNA_LOCK_NAME` set,
+/// releases the lock when
 /// it exits and returns its exit status (128 + N when signal N ended it).
 /// 3 when the lock stayed held for the whole `--wait`, or when the lease was
 /// lost while the command ran (the command is then stopped: SIGTERM, and
@@ -118,9 +122,11 @@ pub(crate) fn lock(args: &LockArgs) -> Result<ExitCode> {
         tracing::warn!("Ctrl-C handler not installed: {err}");
     }
     let program = command.to_string_lossy().into_owned();
+    let fencing = held.fencing();
     let spawned = Command::new(command)
         .args(command_args)
-        .env(ENV_FENCING_TOKEN, held.token().get().to_string())
+        .env(ENV_FENCING_TOKEN, fencing.token().get().to_string())
+        .env(ENV_FENCE_HOLDER, fencing.holder())
         .env(ENV_LOCK_NAME, held.name())
         .spawn();
     let child = match spawned {
@@ -132,7 +138,7 @@ pub(crate) fn lock(args: &LockArgs) -> Result<ExitCode> {
     };
     let (status, lost) = supervise(child, held.as_ref())?;
     let name = held.name().to_owned();
-    let token = held.token();
+    let token = fencing.token();
     let lost = lost || !give_back(held, args.ttl);
     if lost {
         eprintln!(

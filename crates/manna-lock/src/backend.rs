@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use crate::session::{random_hex128, session_of_owner};
-use crate::{FencingToken, LockError, SessionId};
+use crate::{Fencing, FencingToken, LockError, SessionId};
 
 /// A lease on a named lock, as granted by a [`LockBackend`].
 ///
@@ -53,6 +53,12 @@ impl Lease {
     /// The fencing token of this lease.
     pub fn token(&self) -> FencingToken {
         self.token
+    }
+
+    /// What a fenced write under this lease carries: its token and its
+    /// holder id (see [`Fencing`]).
+    pub fn fencing(&self) -> Fencing {
+        Fencing::of_owner(self.token, &self.owner)
     }
 
     /// The TTL the lease was granted with.

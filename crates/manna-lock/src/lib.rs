@@ -33,7 +33,7 @@ pub use manager::{
 pub use memory::MemoryBackend;
 pub use retry::RetryPolicy;
 pub use session::{owner_value, session_of_owner, SessionId, MAX_WAIT_CHAIN, SESSION_SEPARATOR};
-pub use token::FencingToken;
+pub use token::{Fencing, FencingToken};
 
 /// Re-exported so backends can implement [`LockBackend`] with the same macro
 /// version.

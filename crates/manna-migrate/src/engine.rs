@@ -406,7 +406,7 @@ impl Migrator {
         let planner = Planner::new(&self.keyring, o.target, o.aad, column);
         let fence = held.map(|h| Fence {
             name: h.name().to_owned(),
-            token: h.token(),
+            fencing: h.fencing(),
         });
         if let Some(fence) = &fence {
             // Raise the fence before anything else: from now on a migrator

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use manna_lock::{FencingToken, LockError, LockGuard, LockManager};
+use manna_lock::{Fencing, FencingToken, LockError, LockGuard, LockManager};
 use tokio::runtime::{Handle, Runtime};
 
 use crate::shard::Shard;
@@ -53,8 +53,9 @@ pub trait MigrationLocks: Send + Sync {
 pub trait HeldLock: Send + Sync {
     /// The lock's name.
     fn name(&self) -> &str;
-    /// The lease's fencing token.
-    fn token(&self) -> FencingToken;
+    /// The lease's fencing token and holder id, which every write under
+    /// the lock carries ([`Lease::fencing`](manna_lock::Lease::fencing)).
+    fn fencing(&self) -> Fencing;
     /// Whether the lease is known (or must be assumed) lost; checked at every
     /// batch boundary.
     fn is_lost(&self) -> bool;
@@ -196,8 +197,8 @@ impl HeldLock for BlockingGuard {
         self.guard.name()
     }
 
-    fn token(&self) -> FencingToken {
-        self.guard.token()
+    fn fencing(&self) -> Fencing {
+        self.guard.lease().fencing()
     }
 
     fn is_lost(&self) -> bool {
@@ -361,8 +362,13 @@ impl HeldLock for ProcessGuard {
         &self.name
     }
 
-    fn token(&self) -> FencingToken {
-        self.token
+    fn fencing(&self) -> Fencing {
+        // Tokens are unique in the process (the clock rule over the last
+        // one), so the pid and the token name the holder.
+        Fencing::of_owner(
+            self.token,
+            &format!("process:{}:{}", std::process::id(), self.token),
+        )
     }
 
     fn is_lost(&self) -> bool {

@@ -103,6 +103,7 @@ fn seconds(value: f64, what: &str) -> PyResult<Duration> {
 pub(crate) struct Lock {
     name: String,
     token: u64,
+    fence_holder: String,
     guard: Mutex<Option<LockGuard>>,
 }
 
@@ -118,6 +119,14 @@ impl Lock {
     #[getter]
     fn token(&self) -> u64 {
         self.token
+    }
+
+    /// The lease's holder id (16 hex digits): a fence records it with the
+    /// token and refuses the same token from another holder (what
+    /// `manna_lock::Fencing` is in Rust, `MANNA_FENCE_HOLDER` for `manna lock`).
+    #[getter]
+    fn fence_holder(&self) -> &str {
+        &self.fence_holder
     }
 
     /// True once the lease is known (or must be assumed) lost; stop working.
@@ -190,6 +199,7 @@ pub(crate) fn lock_resource(
     Ok(Lock {
         name: guard.name().to_owned(),
         token: guard.token().get(),
+        fence_holder: guard.lease().fencing().holder().to_owned(),
         guard: Mutex::new(Some(guard)),
     })
 }

@@ -46,6 +46,19 @@ pub enum Error {
         /// The highest token recorded for the resource.
         highest: u64,
     },
+    /// A fenced write carried the token the fence recorded for another lock
+    /// holder: two leases were given one token (the lock backend's counter
+    /// went back, e.g. Redis restarted from an older snapshot). The writer
+    /// cannot prove it is the holder that wrote, so it is refused.
+    #[error(
+        "fencing token {token} for resource {resource} was recorded for another lock holder: two leases got one token (the lock's counter went back); this write is refused"
+    )]
+    TokenOfAnotherHolder {
+        /// The fenced resource.
+        resource: String,
+        /// The token this write carried.
+        token: u64,
+    },
     /// A versioned write targeted a table without its version column.
     #[error(
         "table {table} has no version column {column:?}: add it first (manna_store_diesel::schema::add_version_column, `{column} INTEGER NOT NULL DEFAULT 1`)"
@@ -120,7 +133,7 @@ impl Error {
         match self {
             Error::Unavailable { .. } => StoreErrorKind::Unavailable,
             Error::Conflict(_) => StoreErrorKind::Conflict,
-            Error::StaleToken { .. } => StoreErrorKind::Fenced,
+            Error::StaleToken { .. } | Error::TokenOfAnotherHolder { .. } => StoreErrorKind::Fenced,
             Error::NoVersionColumn { .. } => StoreErrorKind::Unsupported,
             Error::OperationReused { .. } => StoreErrorKind::Constraint,
             Error::Database { kind, .. } => *kind,

@@ -1,7 +1,7 @@
 //! Writes fenced by a distributed lock's token.
 
-use diesel::sql_types::BigInt;
-use manna_lock::FencingToken;
+use diesel::sql_types::{BigInt, Nullable, Text};
+use manna_lock::Fencing;
 use manna_store::Ident;
 
 use crate::conn::{AnyConn, Dialect, StoreConnection};
@@ -10,24 +10,31 @@ use crate::schema::{ensure_fence_table, FENCE_TABLE};
 use crate::sql::{Bind, Sql};
 
 /// A fence table: one row per resource holding the highest fencing token
-/// that has written to it.
+/// that has written to it, and the holder id of the lease that wrote it.
 ///
 /// A lock holder paused past its lease (GC pause, stopped VM) may wake up and
 /// write after a newer holder has; its token is lower, so the fence refuses
-/// the write. The check and the bump are a single upsert statement, inside
-/// the same transaction as the guarded write.
+/// the write. Two leases given one token (a lock backend whose counter went
+/// back) are told apart by their holder ids: the second is refused too. The
+/// check and the bump are a single upsert statement, inside the same
+/// transaction as the guarded write. The rule is
+/// [`Fencing::may_follow`](manna_lock::Fencing::may_follow).
 ///
 /// ```
 /// # use diesel::{Connection, SqliteConnection};
-/// use manna_lock::FencingToken;
+/// use manna_lock::{Fencing, FencingToken};
 /// use manna_store_diesel::{Error, Fence};
+/// // In a program: `guard.lease().fencing()`.
+/// let lease = |token, holder: &str| Fencing::new(FencingToken::from(token), holder);
 /// let mut conn = SqliteConnection::establish(":memory:").unwrap();
 /// let fence = Fence::new();
 /// fence.create_schema(&mut conn).unwrap();
-/// let ok: Result<(), Error> = fence.write(&mut conn, "items:7", FencingToken::from(5), |_conn| Ok(()));
+/// let ok: Result<(), Error> = fence.write(&mut conn, "items:7", &lease(5, "a"), |_conn| Ok(()));
 /// assert!(ok.is_ok());
-/// let stale: Result<(), Error> = fence.write(&mut conn, "items:7", FencingToken::from(4), |_conn| Ok(()));
+/// let stale: Result<(), Error> = fence.write(&mut conn, "items:7", &lease(4, "b"), |_conn| Ok(()));
 /// assert!(matches!(stale, Err(Error::StaleToken { token: 4, highest: 5, .. })));
+/// let twin: Result<(), Error> = fence.write(&mut conn, "items:7", &lease(5, "c"), |_conn| Ok(()));
+/// assert!(matches!(twin, Err(Error::TokenOfAnotherHolder { token: 5, .. })));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
@@ -44,6 +51,15 @@ impl Default for Fence {
 struct TokenRow {
     #[diesel(sql_type = BigInt)]
     token: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    holder: Option<String>,
+}
+
+impl TokenRow {
+    /// Whether this is what `token` of `holder` recorded.
+    fn is(&self, token: i64, holder: &str) -> bool {
+        self.token == token && self.holder.as_deref() == Some(holder)
+    }
 }
 
 impl Fence {
@@ -66,17 +82,18 @@ impl Fence {
         ensure_fence_table(&mut conn.any(), &self.table)
     }
 
-    /// Runs `write` in a transaction that first records `token` for
-    /// `resource`, refusing it with [`Error::StaleToken`] (and running
-    /// nothing) when a higher token was already recorded. An equal token is
-    /// accepted: the same holder may write several times.
+    /// Runs `write` in a transaction that first records `fencing` for
+    /// `resource`, refusing it (and running nothing) with
+    /// [`Error::StaleToken`] when a higher token was already recorded, or
+    /// with [`Error::TokenOfAnotherHolder`] when the same token was recorded
+    /// for another holder. The same holder may write several times.
     ///
     /// If `write` fails, the transaction — token included — rolls back.
     pub fn write<C, T, E, F>(
         &self,
         conn: &mut C,
         resource: &str,
-        token: FencingToken,
+        fencing: &Fencing,
         write: F,
     ) -> Result<T, E>
     where
@@ -84,9 +101,9 @@ impl Fence {
         F: FnOnce(&mut C) -> Result<T, E>,
         E: From<Error>,
     {
-        let t = i64::try_from(token.get()).map_err(|_| Error::TokenOutOfRange(token.get()))?;
+        let token = sql_token(fencing)?;
         conn.write_transaction(|conn| {
-            self.check_and_bump(&mut conn.any(), resource, t)?;
+            self.check_and_bump(&mut conn.any(), resource, token, fencing.holder())?;
             write(conn)
         })
     }
@@ -96,6 +113,7 @@ impl Fence {
         conn: &mut AnyConn<'_>,
         resource: &str,
         token: i64,
+        holder: &str,
     ) -> Result<(), Error> {
         // The holder writing again (the common case): on PostgreSQL a shared
         // lock on the fence row is enough, so one holder's concurrent writes
@@ -104,51 +122,62 @@ impl Fence {
         // first keeps a writer from holding a shared lock it then needs to
         // upgrade (two such writers would deadlock).
         if conn.dialect() == Dialect::Postgres
-            && self.read_token(conn, resource, false)? == Some(token)
+            && self
+                .read_token(conn, resource, false)?
+                .is_some_and(|r| r.is(token, holder))
         {
             match self.read_token(conn, resource, true)? {
-                Some(t) if t == token => return Ok(()),
-                Some(t) if t > token => return Err(stale(resource, token, t)),
+                Some(r) if r.is(token, holder) => return Ok(()),
+                Some(r) if r.token >= token => return Err(refused(resource, token, &r)),
                 _ => {}
             }
         }
-        // One statement: insert the resource, or raise its token if ours is
-        // at least as high. On PostgreSQL the upsert locks the fence row, so
-        // a newer holder waits for the writes in flight under the older token.
+        // One statement: insert the resource, or record our token if it is
+        // higher, or the same one of the same holder. On PostgreSQL the
+        // upsert locks the fence row, so a newer holder waits for the writes
+        // in flight under the older token.
         let mut q = Sql::new(conn.dialect());
         q.push("INSERT INTO ")
             .ident(&self.table)
-            .push(" (resource, token) VALUES (")
+            .push(" (resource, token, holder) VALUES (")
             .bind(Bind::Text(resource.to_owned()))
             .push(", ")
             .bind(Bind::Int(token))
-            .push(") ON CONFLICT (resource) DO UPDATE SET token = excluded.token, updated_at = CURRENT_TIMESTAMP WHERE ")
+            .push(", ")
+            .bind(Bind::Text(holder.to_owned()))
+            .push(") ON CONFLICT (resource) DO UPDATE SET token = excluded.token, holder = excluded.holder, updated_at = CURRENT_TIMESTAMP WHERE ")
             .ident(&self.table)
-            .push(".token <= excluded.token");
+            .push(".token < excluded.token OR (")
+            .ident(&self.table)
+            .push(".token = excluded.token AND ")
+            .ident(&self.table)
+            .push(".holder = excluded.holder)");
         if q.execute(conn)? == 1 {
             return Ok(());
         }
-        let highest = self.read_token(conn, resource, false)?.unwrap_or(0);
-        Err(stale(resource, token, highest))
+        match self.read_token(conn, resource, false)? {
+            Some(r) => Err(refused(resource, token, &r)),
+            None => Err(stale(resource, token, 0)),
+        }
     }
 
-    /// The token recorded for `resource`, under a shared row lock if `share`.
+    /// What is recorded for `resource`, under a shared row lock if `share`.
     fn read_token(
         &self,
         conn: &mut AnyConn<'_>,
         resource: &str,
         share: bool,
-    ) -> Result<Option<i64>, Error> {
+    ) -> Result<Option<TokenRow>, Error> {
         let mut q = Sql::new(conn.dialect());
-        q.push("SELECT token FROM ")
+        q.push("SELECT token, holder FROM ")
             .ident(&self.table)
             .push(" WHERE resource = ")
             .bind(Bind::Text(resource.to_owned()));
         if share {
             q.push(" FOR SHARE");
         }
-        let rows: Vec<TokenRow> = q.load(conn)?;
-        Ok(rows.first().map(|r| r.token))
+        let mut rows: Vec<TokenRow> = q.load(conn)?;
+        Ok((!rows.is_empty()).then(|| rows.swap_remove(0)))
     }
 
     /// The highest token recorded for `resource`.
@@ -163,12 +192,30 @@ impl Fence {
     fn highest_any(&self, conn: &mut AnyConn<'_>, resource: &str) -> Result<Option<u64>, Error> {
         Ok(self
             .read_token(conn, resource, false)?
-            .map(|t| u64::try_from(t).unwrap_or(0)))
+            .map(|r| u64::try_from(r.token).unwrap_or(0)))
     }
 
     /// Creates the fence table if needed, through any connection.
     pub(crate) fn ensure_table(&self, conn: &mut AnyConn<'_>) -> Result<(), Error> {
         ensure_fence_table(conn, &self.table)
+    }
+}
+
+/// A fencing token as the fence tables store it (`BIGINT`).
+pub(crate) fn sql_token(fencing: &Fencing) -> Result<i64, Error> {
+    let token = fencing.token().get();
+    i64::try_from(token).map_err(|_| Error::TokenOutOfRange(token))
+}
+
+/// Why `token` was refused, given what the fence recorded.
+fn refused(resource: &str, token: i64, recorded: &TokenRow) -> Error {
+    if recorded.token == token {
+        Error::TokenOfAnotherHolder {
+            resource: resource.to_owned(),
+            token: u64::try_from(token).unwrap_or(0),
+        }
+    } else {
+        stale(resource, token, recorded.token)
     }
 }
 

@@ -157,7 +157,9 @@ pub(crate) fn ensure_operations_table(conn: &mut AnyConn<'_>, name: &Ident) -> R
 }
 
 /// Creates the fence table used by fenced writes ([`crate::Fence`]) if it
-/// does not exist: one row per resource with the highest token seen.
+/// does not exist: one row per resource with the highest token seen and the
+/// holder id of the lease that wrote it (a table made before holders were
+/// recorded gets the `holder` column added).
 pub fn create_fence_table<C: StoreConnection>(conn: &mut C, name: &str) -> Result<(), Error> {
     let name = Ident::new(name)?;
     ensure_fence_table(&mut conn.any(), &name)
@@ -168,10 +170,26 @@ pub(crate) fn ensure_fence_table(conn: &mut AnyConn<'_>, name: &Ident) -> Result
         "CREATE TABLE IF NOT EXISTS {} (\
            resource TEXT PRIMARY KEY, \
            token BIGINT NOT NULL, \
+           holder TEXT, \
            updated_at TIMESTAMPTZ NOT NULL DEFAULT CURRENT_TIMESTAMP)",
         name.quoted()
     );
-    run_ddl(conn, &ddl)
+    ddl_transaction(conn, |conn| {
+        let mut q = Sql::new(conn.dialect());
+        q.push(&ddl);
+        q.execute(conn)?;
+        let has_holder = columns_of(conn, name)?
+            .iter()
+            .any(|c| c.name.eq_ignore_ascii_case("holder"));
+        if !has_holder {
+            let mut q = Sql::new(conn.dialect());
+            q.push("ALTER TABLE ")
+                .ident(name)
+                .push(" ADD COLUMN holder TEXT");
+            q.execute(conn)?;
+        }
+        Ok(())
+    })
 }
 
 /// Creates `manna_locks`, the lease table of [`crate::DbLockBackend`], if it

@@ -408,16 +408,18 @@ pub struct LayoutKey {
     pub shards: u32,
 }
 
-/// A fencing token a write must carry: the store refuses the write, in the
-/// same transaction, when a higher token was already seen under `name`
-/// (a newer holder of the migration lock has written). Equal tokens pass:
-/// one holder writes many batches.
+/// The fence a write must pass: the store refuses the write, in the same
+/// transaction, when under `name` it has recorded a higher token (a newer
+/// holder of the migration lock has written) or the same token from another
+/// holder (two leases given one token: a lock backend's counter went back).
+/// The same holder passes again with its token: one holder writes many
+/// batches. The rule is [`manna_lock::Fencing::may_follow`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
     /// The fence's name (the migration lock's name).
     pub name: String,
-    /// The lease's fencing token.
-    pub token: manna_lock::FencingToken,
+    /// The lease's token and holder id ([`manna_lock::Lease::fencing`]).
+    pub fencing: manna_lock::Fencing,
 }
 
 /// Counts of a column's values by their envelope header, from one aggregate

@@ -62,7 +62,7 @@ fn name() -> String {
 }
 
 #[test]
-fn the_command_runs_with_the_fencing_token_and_the_lock_name() {
+fn the_command_runs_with_the_fencing_token_its_holder_and_the_lock_name() {
     let redis = redis_url();
     let name = name();
     let o = manna(
@@ -72,16 +72,23 @@ fn the_command_runs_with_the_fencing_token_and_the_lock_name() {
             "--",
             "sh",
             "-c",
-            "echo \"$MANNA_LOCK_NAME $MANNA_FENCING_TOKEN\"",
+            "echo \"$MANNA_LOCK_NAME $MANNA_FENCING_TOKEN $MANNA_FENCE_HOLDER\"",
         ],
         &[("REDIS_URL", &redis)],
         b"",
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
-    let (got_name, token) = out.trim().split_once(' ').unwrap();
+    let [got_name, token, holder] = out.split_whitespace().collect::<Vec<_>>()[..] else {
+        panic!("{out}");
+    };
     assert_eq!(got_name, name);
     assert!(token.parse::<u64>().unwrap() > 0);
+    // The lease's holder id, which fenced writes carry with the token.
+    assert!(
+        holder.len() == 16 && holder.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{holder}"
+    );
     assert!(stderr(&o).is_empty(), "{}", stderr(&o));
     // Released when the command ended: taken at once again, with a larger token.
     let again = manna(

@@ -1,7 +1,7 @@
 //! mockall mocks of the migrator's ports.
 #![allow(missing_docs)]
 
-use manna_lock::{FencingToken, LockError};
+use manna_lock::{Fencing, LockError};
 use manna_store::ColumnRef;
 
 use crate::lock::{HeldLock, MigrationLocks};
@@ -35,7 +35,7 @@ mockall::mock! {
 
     impl HeldLock for HeldLock {
         fn name(&self) -> &str;
-        fn token(&self) -> FencingToken;
+        fn fencing(&self) -> Fencing;
         fn is_lost(&self) -> bool;
         fn release(self: Box<Self>) -> Result<bool, LockError>;
     }

@@ -157,8 +157,8 @@ impl HeldLock for FlakyGuard {
     fn name(&self) -> &str {
         "flaky"
     }
-    fn token(&self) -> FencingToken {
-        FencingToken::new(1)
+    fn fencing(&self) -> manna_lock::Fencing {
+        manna_lock::Fencing::new(FencingToken::new(1), "flaky")
     }
     fn is_lost(&self) -> bool {
         self.checks_left
@@ -274,7 +274,7 @@ fn an_expired_manna_lock_lease_stops_the_run() {
     // (On a very slow machine the lease may expire before the first write,
     // and nobody needed to take it over.)
     if let Some(usurper) = usurper.lock().unwrap().take() {
-        assert!(usurper.token() > FencingToken::new(0));
+        assert!(usurper.fencing().token() > FencingToken::new(0));
         assert!(usurper.release().unwrap());
     }
     // (A renewing lock this time: the one above never renews.)
@@ -427,7 +427,7 @@ fn process_locks_wait_for_a_release_then_time_out() {
 
     let name = "manna:migrate:process-locks-wait:t.c:0/1";
     let first = ProcessLocks::new().acquire(name).unwrap();
-    let token = first.token();
+    let token = first.fencing().token();
     let releaser = thread::spawn(move || {
         thread::sleep(Duration::from_millis(100));
         assert!(first.release().unwrap());
@@ -438,7 +438,7 @@ fn process_locks_wait_for_a_release_then_time_out() {
         .acquire(name)
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(second.token() > token, "tokens increase");
+    assert!(second.fencing().token() > token, "tokens increase");
     releaser.join().unwrap();
 
     let err = match ProcessLocks::new()

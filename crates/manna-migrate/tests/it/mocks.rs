@@ -123,8 +123,10 @@ fn the_lock_is_released_once_even_when_the_store_fails() {
         assert_eq!(name, "manna:migrate:mock:db:plaid_items.access_token:0/1");
         let mut held = MockHeldLock::new();
         held.expect_is_lost().returning(|| false);
-        held.expect_token()
-            .return_const(manna_lock::FencingToken::new(1));
+        held.expect_fencing().return_const(manna_lock::Fencing::new(
+            manna_lock::FencingToken::new(1),
+            "mock",
+        ));
         held.expect_name().return_const("held".to_owned());
         held.expect_release().times(1).returning(|| Ok(true));
         Ok(Box::new(held))

@@ -245,7 +245,7 @@ fn a_superseded_migrator_is_fenced_off() {
             // raised the fence while this one was between batches.
             let newer = Fence {
                 name: fence_name.clone(),
-                token: FencingToken::new(u64::MAX / 2),
+                fencing: manna_lock::Fencing::new(FencingToken::new(u64::MAX / 2), "newer"),
             };
             s.raise_fence(c, &newer).unwrap();
         }

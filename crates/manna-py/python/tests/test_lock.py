@@ -105,3 +105,12 @@ def test_a_dropped_lock_is_released_in_the_background(redis_env):
     del lock
     gc.collect()
     manna.lock_resource(k, 1, timeout=2).release()
+
+
+def test_each_lease_has_its_own_fence_holder(redis_env):
+    k = kind()
+    with manna.lock_resource(k, 7, timeout=5) as first:
+        holder = first.fence_holder
+        assert len(holder) == 16 and all(c in "0123456789abcdef" for c in holder)
+    with manna.lock_resource(k, 7, timeout=5) as second:
+        assert second.fence_holder != holder

@@ -47,9 +47,8 @@ impl DieselStore {
             let fence = match fence {
                 Some(f) => {
                     self.ensure_fences(conn)?;
-                    let token = f.token.get();
-                    let token = i64::try_from(token).map_err(|_| Error::TokenOutOfRange(token))?;
-                    Some((f.name.as_str(), token))
+                    let token = crate::fence::sql_token(&f.fencing)?;
+                    Some((f.name.as_str(), token, f.fencing.holder()))
                 }
                 None => None,
             };
@@ -65,8 +64,8 @@ impl DieselStore {
                     q.execute(conn)?;
                 }
                 // First: a stale holder is refused before it writes anything.
-                if let Some((name, token)) = fence {
-                    self.fence.check_and_bump(conn, name, token)?;
+                if let Some((name, token, holder)) = fence {
+                    self.fence.check_and_bump(conn, name, token, holder)?;
                 }
                 let mut written = if rewrites.is_empty() {
                     Vec::new()

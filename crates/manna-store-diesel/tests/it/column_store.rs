@@ -558,7 +558,7 @@ both_backends! {
         use manna_migrate::Fence;
         let col = int_table(db, 40);
         let s = store(db);
-        let fence = |t: u64| Fence { name: "manna-migrate:items.token".into(), token: manna_lock::FencingToken::from(t) };
+        let fence = |t: u64| Fence { name: "manna-migrate:items.token".into(), fencing: manna_lock::Fencing::new(manna_lock::FencingToken::from(t), format!("holder-{t}")) };
         let rw = |i: i64| Rewrite { id: RowId::Int(i), old: format!("old-{i}"), new: format!("new-{i}") };
         // One holder (token 3), four workers writing batches at once.
         std::thread::scope(|scope| {
@@ -596,7 +596,7 @@ both_backends! {
         // The newer holder goes on.
         assert_eq!(s.write_batch(&col, &[rw(1)], WriteOptions::default(), None, Some(&fence(4))).unwrap(), vec![RowId::Int(1)]);
         // Tokens beyond BIGINT are refused, not wrapped.
-        let huge = Fence { name: "x".into(), token: manna_lock::FencingToken::from(u64::MAX) };
+        let huge = Fence { name: "x".into(), fencing: manna_lock::Fencing::new(manna_lock::FencingToken::from(u64::MAX), "h") };
         assert!(s.write_batch(&col, &[], WriteOptions::default(), None, Some(&huge)).is_err());
     }
 }

@@ -23,25 +23,33 @@ fn db() -> SqliteConnection {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// The fence accepts a token iff it is at least the highest seen, and
-    /// the recorded token never decreases.
+    /// The fence accepts a token iff it is higher than the one recorded,
+    /// or the same one of the same holder; the recorded token never
+    /// decreases, and a refusal says which rule refused it.
     #[test]
-    fn fencing_is_monotonic(tokens in proptest::collection::vec(0u64..40, 1..40)) {
+    fn fencing_is_monotonic(writes in proptest::collection::vec((0u64..40, 0u8..2), 1..40)) {
         let mut c = db();
         let fence = Fence::new();
         fence.create_schema(&mut c).unwrap();
-        let mut highest: Option<u64> = None;
-        for t in tokens {
-            let r: Result<(), Error> = fence.write(&mut c, "r", FencingToken::from(t), |_| Ok(()));
-            let should_pass = highest.is_none_or(|h| t >= h);
-            prop_assert_eq!(r.is_ok(), should_pass, "token {} after {:?}", t, highest);
-            if should_pass {
-                highest = Some(t);
-            } else {
-                let stale = matches!(r, Err(Error::StaleToken { token, highest: h, .. }) if token == t && Some(h) == highest);
-                prop_assert!(stale);
+        let mut recorded: Option<(u64, u8)> = None;
+        for (t, h) in writes {
+            let fencing = manna_lock::Fencing::new(FencingToken::from(t), format!("holder-{h}"));
+            let r: Result<(), Error> = fence.write(&mut c, "r", &fencing, |_| Ok(()));
+            let should_pass = recorded.is_none_or(|(rt, rh)| t > rt || (t == rt && h == rh));
+            prop_assert_eq!(r.is_ok(), should_pass, "token {} of {} after {:?}", t, h, recorded);
+            match recorded {
+                _ if should_pass => recorded = Some((t, h)),
+                Some((rt, _)) if t == rt => {
+                    let twin = matches!(r, Err(Error::TokenOfAnotherHolder { token, .. }) if token == t);
+                    prop_assert!(twin, "{:?}", r);
+                }
+                Some((rt, _)) => {
+                    let stale = matches!(r, Err(Error::StaleToken { token, highest, .. }) if token == t && highest == rt);
+                    prop_assert!(stale, "{:?}", r);
+                }
+                None => unreachable!("the first write passes"),
             }
-            prop_assert_eq!(fence.highest(&mut c, "r").unwrap(), highest);
+            prop_assert_eq!(fence.highest(&mut c, "r").unwrap(), recorded.map(|(t, _)| t));
         }
     }
 

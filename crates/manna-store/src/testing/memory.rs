@@ -113,7 +113,7 @@ struct Inner {
     tables: BTreeMap<String, MemTable>,
     checkpoints: HashMap<CheckpointKey, Checkpoint>,
     layouts: HashMap<LayoutKey, Vec<RowId>>,
-    fences: HashMap<String, manna_lock::FencingToken>,
+    fences: HashMap<String, manna_lock::Fencing>,
     failures: Vec<(Failure, u64)>,
     calls: HashMap<Op, u64>,
     stats: Stats,
@@ -336,7 +336,7 @@ impl MemoryStore {
 
     /// The highest fencing token a write carried under `name`.
     pub fn fence(&self, name: &str) -> Option<manna_lock::FencingToken> {
-        self.lock().fences.get(name).copied()
+        self.lock().fences.get(name).map(manna_lock::Fencing::token)
     }
 
     /// Injects a failure (see [`Failure`]).
@@ -414,15 +414,19 @@ impl MemoryStore {
 
     fn pass_fence(inner: &mut Inner, f: &Fence) -> Result<(), StoreError> {
         match inner.fences.get(&f.name) {
-            Some(seen) if *seen > f.token => Err(StoreError::new(
+            Some(seen) if !f.fencing.may_follow(seen) => Err(StoreError::new(
                 StoreErrorKind::Fenced,
                 format!(
-                    "write fenced off: `{}` has seen token {seen}, this writer holds {}",
-                    f.name, f.token
+                    "write fenced off: `{}` has seen token {} of holder {}, this writer holds {} of holder {}",
+                    f.name,
+                    seen.token(),
+                    seen.holder(),
+                    f.fencing.token(),
+                    f.fencing.holder()
                 ),
             )),
             _ => {
-                inner.fences.insert(f.name.clone(), f.token);
+                inner.fences.insert(f.name.clone(), f.fencing.clone());
                 Ok(())
             }
         }

@@ -7,10 +7,16 @@ use crate::port::{
     StoreErrorKind, WriteOptions,
 };
 
+/// Token `token` of `name`, held by the lease `holder-TOKEN` (every lease
+/// its own token, as backends grant them).
 fn fence(name: &str, token: u64) -> Fence {
+    held_fence(name, token, &format!("holder-{token}"))
+}
+
+fn held_fence(name: &str, token: u64, holder: &str) -> Fence {
     Fence {
         name: name.to_owned(),
-        token: manna_lock::FencingToken::from(token),
+        fencing: manna_lock::Fencing::new(manna_lock::FencingToken::from(token), holder),
     }
 }
 
@@ -130,4 +136,69 @@ pub fn fence_refuses_lower_tokens(h: &mut dyn Harness) {
     }
     st.clear_checkpoint(&k)
         .unwrap_or_else(|e| panic!("{C}: {e}"));
+}
+
+/// Two leases given one token (a lock backend's counter went back: Redis
+/// restarted from an older snapshot) are told apart by their holder ids:
+/// the fence takes the first holder's token, passes it again for that
+/// holder, and refuses it from the other — in `write_batch` (writing
+/// nothing) and in `raise_fence`.
+pub fn fence_refuses_an_equal_token_from_another_holder(h: &mut dyn Harness) {
+    const C: &str = "fence_refuses_an_equal_token_from_another_holder";
+    let s = spec(
+        "manna_conf_fence_holder",
+        IdKind::Int,
+        false,
+        int_rows(1..=2),
+    );
+    let c = h.create_table(&s);
+    let name = format!("manna-conf-fence-holder:{c}");
+    let st = h.store();
+    let rw = |i: i64, new: &str| Rewrite {
+        id: RowId::Int(i),
+        old: format!("v-{i}"),
+        new: new.to_owned(),
+    };
+    let write = |rewrites: &[Rewrite], holder: &str| {
+        st.write_batch(
+            &c,
+            rewrites,
+            WriteOptions::default(),
+            None,
+            Some(&held_fence(&name, 9, holder)),
+        )
+    };
+    let w = write(&[rw(1, "first-1")], "first").unwrap_or_else(|e| panic!("{C}: first: {e}"));
+    ensure!(C, w == vec![RowId::Int(1)], "the first holder wrote {w:?}");
+    match write(&[rw(2, "second-2")], "second") {
+        Err(e) => ensure!(
+            C,
+            e.kind() == StoreErrorKind::Fenced,
+            "equal token, other holder: kind {:?} ({e})",
+            e.kind()
+        ),
+        Ok(w) => panic!("conformance check {C} failed: another holder's equal token wrote {w:?}"),
+    }
+    let row2 = st
+        .read(&c, &[RowId::Int(2)])
+        .unwrap_or_else(|e| panic!("{C}: {e}"));
+    ensure!(
+        C,
+        row2.first().and_then(|r| r.value.text()) == Some("v-2"),
+        "a fenced batch wrote its row"
+    );
+    match st.raise_fence(&c, &held_fence(&name, 9, "second")) {
+        Err(e) => ensure!(
+            C,
+            e.kind() == StoreErrorKind::Fenced,
+            "raise_fence: kind {:?}",
+            e.kind()
+        ),
+        Ok(()) => {
+            panic!("conformance check {C} failed: raise_fence took another holder's equal token")
+        }
+    }
+    let w = write(&[rw(2, "first-2")], "first")
+        .unwrap_or_else(|e| panic!("{C}: the first holder again: {e}"));
+    ensure!(C, w == vec![RowId::Int(2)], "the first holder wrote {w:?}");
 }

@@ -44,7 +44,7 @@ pub use census::{
 pub use checkpoint::{
     checkpoint_commits_with_batch, checkpoints, checkpoints_listing, layouts_first_wins,
 };
-pub use fence::fence_refuses_lower_tokens;
+pub use fence::{fence_refuses_an_equal_token_from_another_holder, fence_refuses_lower_tokens};
 pub use identity::{check_column_exact_spelling, check_column_info, identity_names_the_database};
 pub use scan::{
     count_ranges, non_text_values, read_by_ids, scan_int_keyset, scan_text_byte_order,
@@ -177,6 +177,7 @@ pub fn run_all(h: &mut dyn Harness) {
     bytewise_under_case_insensitive_collation(h);
     non_text_values(h);
     fence_refuses_lower_tokens(h);
+    fence_refuses_an_equal_token_from_another_holder(h);
     checkpoints_listing(h);
     layouts_first_wins(h);
 }
