@@ -213,6 +213,20 @@ pub trait EncryptedColumn: Send + Sync + 'static {
 /// manna_store_diesel::encrypted_column!(Ambiguous = "a.b"."c");
 /// ```
 ///
+/// ```compile_fail,E0080
+/// manna_store_diesel::encrypted_column!(Ambiguous = "a"."b.c");
+/// ```
+///
+/// A column named like a row AAD (`t.c:1` is the row AAD of row 1 of `t.c`):
+///
+/// ```compile_fail,E0080
+/// manna_store_diesel::encrypted_column!(LooksLikeARow = "t"."c:1");
+/// ```
+///
+/// ```
+/// manna_store_diesel::encrypted_column!(Fine = "t"."c_1");
+/// ```
+///
 /// A schema-qualified `table!` (`#[sql_name]` with a schema, `schema.table`)
 /// does not compile either: columns are named by table and column only.
 #[macro_export]
