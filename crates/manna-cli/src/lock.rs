@@ -139,11 +139,23 @@ pub(crate) fn lock(args: &LockArgs) -> Result<ExitCode> {
     let (status, lost) = supervise(child, held.as_ref())?;
     let name = held.name().to_owned();
     let token = fencing.token();
-    let lost = lost || !give_back(held, args.ttl);
+    let released = give_back(held, args.ttl);
     if lost {
         eprintln!(
             "lost: the lease on lock `{name}` (token {token}) was lost before {program} ended \
              (another holder may have taken the lock since); run it again"
+        );
+        return Ok(ExitCode::from(Verdict::Incomplete.exit_code()));
+    }
+    if !released {
+        // Renewal never reported the lease lost, yet the backend no longer
+        // had it: when it went (the key deleted, a Redis restart without its
+        // data) is unknown, so the run may have overlapped another holder's.
+        eprintln!(
+            "lost: the lease on lock `{name}` (token {token}) was gone when it was released, \
+             after {program} exited with status {}: another holder may have taken the lock while \
+             it ran; check what it did, or run it again",
+            exit_code(status)
         );
         return Ok(ExitCode::from(Verdict::Incomplete.exit_code()));
     }

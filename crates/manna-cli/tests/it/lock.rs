@@ -186,6 +186,35 @@ fn the_command_exit_status_is_passed_through() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 
+/// A lease gone by the time the command ends (its key deleted under it),
+/// which renewal had not reported: when it went is unknown, so the run is
+/// not claimed exclusive (exit 3), and the message says what is known — it
+/// used to say the lease was lost "before the command ended".
+#[test]
+fn a_lease_found_gone_at_release_says_when_it_is_known_to_be_gone() {
+    let redis = redis_url();
+    let name = name();
+    let env = [("REDIS_URL", redis.as_str())];
+    let o = manna(
+        &[
+            "lock",
+            &name,
+            "--",
+            "sh",
+            "-c",
+            "redis-cli -u \"$REDIS_URL\" DEL \"manna:lock:{$MANNA_LOCK_NAME}\" >/dev/null && exit 5",
+        ],
+        &env,
+        b"",
+    );
+    let last = assert_verdict(&o, 3, "lost: ");
+    assert!(
+        last.contains("was gone when it was released, after sh exited with status 5"),
+        "{last}"
+    );
+    assert!(!last.contains("before sh ended"), "{last}");
+}
+
 #[test]
 fn a_command_that_cannot_start_is_an_error_and_releases_the_lock() {
     let redis = redis_url();
