@@ -357,12 +357,24 @@ impl Report {
     }
 
     /// The report as the documented JSON (one line).
+    ///
+    /// Infallible: a report holds only strings, numbers, lists and maps keyed
+    /// by strings or unit variants, which JSON always represents. Should a
+    /// future field break that, this returns `{"error":"…"}` rather than
+    /// panicking.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("a report always serializes")
+        json_or_error(serde_json::to_string(self))
     }
 
-    /// The report as indented JSON.
+    /// The report as indented JSON. Infallible, like [`Report::to_json`].
     pub fn to_json_pretty(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a report always serializes")
+        json_or_error(serde_json::to_string_pretty(self))
     }
+}
+
+/// The serialized report, or — should serialization ever fail, which the
+/// report's plain fields rule out — a JSON object naming the error, so the
+/// library never panics on this path.
+fn json_or_error(json: serde_json::Result<String>) -> String {
+    json.unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
 }
