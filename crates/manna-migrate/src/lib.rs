@@ -18,6 +18,7 @@ mod sizer;
 mod tally;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod watermark;
 
 pub use engine::{metric_names, Migrator};
 pub use error::MigrateError;
