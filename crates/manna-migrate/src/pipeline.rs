@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -208,11 +208,59 @@ impl Shared {
     }
 }
 
+/// The coordinator's side of a pass: the finished batches added up, the
+/// batch size they adapt, and what each one reports (metrics, progress).
+struct Collector<'a, 'p> {
+    migrator: &'a Migrator,
+    p: &'a Pass<'p>,
+    /// The checkpoint's counts when the pass started.
+    base: Counts,
+    started: Instant,
+    /// The `column` metric label.
+    label: String,
+    sizer: Sizer,
+    agg: PassResult,
+}
+
+impl Collector<'_, '_> {
+    /// Adds a finished batch: adapts the batch size, sets the gauges and,
+    /// outside sweeps, reports progress.
+    fn absorb(&mut self, r: BatchResult) {
+        let p = self.p;
+        let column = p.column;
+        self.sizer.adapt(r.counts.scanned, r.elapsed);
+        let batch = r.counts;
+        self.agg.absorb(r);
+        let rate = self.agg.counts.scanned as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+        let done = p.done_before + self.agg.counts.scanned;
+        metrics::gauge!(metric_names::BATCH_SIZE, "column" => self.label.clone())
+            .set(self.sizer.size() as f64);
+        metrics::gauge!(metric_names::ROWS_PER_SECOND, "column" => self.label.clone()).set(rate);
+        metrics::gauge!(metric_names::ROWS_REMAINING, "column" => self.label.clone())
+            .set(p.total.saturating_sub(done) as f64);
+        if p.sweep {
+            return;
+        }
+        let mut so_far = self.base;
+        so_far += self.agg.counts;
+        self.migrator.progress_sink().on_batch(
+            column,
+            &BatchProgress {
+                batch,
+                so_far,
+                done,
+                total: p.total,
+                rows_per_s: rate,
+                batch_size: self.sizer.size(),
+            },
+        );
+    }
+}
+
 impl Migrator {
     /// Runs one pass; returns how it ended (completed, cancelled, lease lost).
     pub(crate) fn pass(&self, p: &Pass<'_>) -> Result<PassResult, MigrateError> {
         let o = self.current_options();
-        let column = p.column;
         let (key, base) = match &p.checkpoint {
             Some((key, base)) => (Some(key.clone()), *base),
             None => (None, Counts::default()),
@@ -224,16 +272,21 @@ impl Migrator {
             error: Mutex::new(None),
             watermark: Mutex::new(Watermark::new(key, p.range.after.clone(), base)),
         };
-        let mut sizer = Sizer::new(o);
-        let run_started = Instant::now();
-        let mut agg = PassResult {
-            counts: Counts::default(),
-            tally: Tally::default(),
-            status: Status::Completed,
-            batch_size: o.batch_size,
-            watermark: None,
+        let mut c = Collector {
+            migrator: self,
+            p,
+            base,
+            started: Instant::now(),
+            label: p.column.to_string(),
+            sizer: Sizer::new(o),
+            agg: PassResult {
+                counts: Counts::default(),
+                tally: Tally::default(),
+                status: Status::Completed,
+                batch_size: o.batch_size,
+                watermark: None,
+            },
         };
-        let column_label = column.to_string();
         let (work_tx, work_rx) = mpsc::sync_channel::<Batch>(o.workers);
         let work_rx = Mutex::new(work_rx);
         let (done_tx, done_rx) = mpsc::channel::<BatchResult>();
@@ -258,7 +311,7 @@ impl Migrator {
                     Ok(h) => handles.push(h),
                     Err(e) => {
                         shared.fail(MigrateError::Spawn {
-                            column: column.to_string(),
+                            column: p.column.to_string(),
                             reason: e.to_string(),
                         });
                         break;
@@ -266,93 +319,7 @@ impl Migrator {
                 }
             }
             drop(done_tx);
-            let mut after = p.range.after.clone();
-            let mut seq = 0u64;
-            let mut dispatched = 0u64;
-            let mut absorb = |r: BatchResult, sizer: &mut Sizer| {
-                sizer.adapt(r.counts.scanned, r.elapsed);
-                let batch = r.counts;
-                agg.absorb(r);
-                let rate =
-                    agg.counts.scanned as f64 / run_started.elapsed().as_secs_f64().max(1e-9);
-                let done = p.done_before + agg.counts.scanned;
-                metrics::gauge!(metric_names::BATCH_SIZE, "column" => column_label.clone())
-                    .set(sizer.size() as f64);
-                metrics::gauge!(metric_names::ROWS_PER_SECOND, "column" => column_label.clone())
-                    .set(rate);
-                metrics::gauge!(metric_names::ROWS_REMAINING, "column" => column_label.clone())
-                    .set(p.total.saturating_sub(done) as f64);
-                if p.sweep {
-                    return;
-                }
-                let mut so_far = base;
-                so_far += agg.counts;
-                self.progress_sink().on_batch(
-                    column,
-                    &BatchProgress {
-                        batch,
-                        so_far,
-                        done,
-                        total: p.total,
-                        rows_per_s: rate,
-                        batch_size: sizer.size(),
-                    },
-                );
-            };
-            loop {
-                while let Ok(r) = done_rx.try_recv() {
-                    absorb(r, &mut sizer);
-                }
-                if shared.stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                if self.cancel_handle().is_cancelled() {
-                    status = Status::Cancelled;
-                    break;
-                }
-                if p.held.is_some_and(|h| h.is_lost()) {
-                    shared.lose_lease();
-                    break;
-                }
-                let mut limit = sizer.size();
-                if let Some(rate) = o.max_rows_per_sec {
-                    // At most one second's worth of rows a batch.
-                    limit = limit
-                        .min(usize::try_from(rate).unwrap_or(usize::MAX))
-                        .max(1);
-                }
-                // A batch is read when its rows are due, not before: the
-                // run never gets ahead of the rate, even by one batch, and
-                // a throttled batch's rows are as fresh as an unthrottled
-                // one's when their compare-and-set runs.
-                if let Some(rate) = o.max_rows_per_sec {
-                    if !self.throttle(dispatched + limit as u64, rate, run_started) {
-                        status = Status::Cancelled;
-                        break;
-                    }
-                }
-                let range = p.range.resumed_after(after.clone());
-                let scanned = match &p.source {
-                    Source::All => self.store().scan(column, &range, limit),
-                    Source::Unprefixed(prefix) => {
-                        self.store().scan_unprefixed(column, &range, limit, prefix)
-                    }
-                };
-                let rows = match scanned {
-                    Ok(rows) => rows,
-                    Err(e) => {
-                        shared.fail(MigrateError::store(column, e));
-                        break;
-                    }
-                };
-                let Some(last) = rows.last() else { break };
-                after = Some(last.id.clone());
-                dispatched += rows.len() as u64;
-                if work_tx.send(Batch { seq, rows }).is_err() {
-                    break;
-                }
-                seq += 1;
-            }
+            status = self.dispatch(p, &shared, &work_tx, &done_rx, &mut c);
             if status != Status::Completed || shared.lease_lost.load(Ordering::SeqCst) {
                 // Batches queued but not started are dropped: they are past
                 // the checkpoint and the next run does them.
@@ -360,7 +327,7 @@ impl Migrator {
             }
             drop(work_tx);
             for r in done_rx.iter() {
-                absorb(r, &mut sizer);
+                c.absorb(r);
             }
             for h in handles {
                 if h.join().is_err() {
@@ -370,9 +337,96 @@ impl Migrator {
         });
         if panicked {
             return Err(MigrateError::WorkerPanicked {
-                column: column.to_string(),
+                column: p.column.to_string(),
             });
         }
+        self.conclude(p, &shared, c, status)
+    }
+
+    /// The scan: reads the range batch by batch (each when its rows are due
+    /// under the rate limit) and hands the batches to the workers, adding up
+    /// the finished ones meanwhile, until the range is done or the pass
+    /// stops (an error, the cancel token, a lost lease). Returns
+    /// [`Status::Cancelled`] when cancelled, else [`Status::Completed`].
+    fn dispatch(
+        &self,
+        p: &Pass<'_>,
+        shared: &Shared,
+        work_tx: &SyncSender<Batch>,
+        done_rx: &Receiver<BatchResult>,
+        c: &mut Collector<'_, '_>,
+    ) -> Status {
+        let o = self.current_options();
+        let column = p.column;
+        let mut after = p.range.after.clone();
+        let mut seq = 0u64;
+        let mut dispatched = 0u64;
+        loop {
+            while let Ok(r) = done_rx.try_recv() {
+                c.absorb(r);
+            }
+            if shared.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            if self.cancel_handle().is_cancelled() {
+                return Status::Cancelled;
+            }
+            if p.held.is_some_and(|h| h.is_lost()) {
+                shared.lose_lease();
+                break;
+            }
+            let mut limit = c.sizer.size();
+            if let Some(rate) = o.max_rows_per_sec {
+                // At most one second's worth of rows a batch.
+                limit = limit
+                    .min(usize::try_from(rate).unwrap_or(usize::MAX))
+                    .max(1);
+            }
+            // A batch is read when its rows are due, not before: the
+            // run never gets ahead of the rate, even by one batch, and
+            // a throttled batch's rows are as fresh as an unthrottled
+            // one's when their compare-and-set runs.
+            if let Some(rate) = o.max_rows_per_sec {
+                if !self.throttle(dispatched + limit as u64, rate, c.started) {
+                    return Status::Cancelled;
+                }
+            }
+            let range = p.range.resumed_after(after.clone());
+            let scanned = match &p.source {
+                Source::All => self.store().scan(column, &range, limit),
+                Source::Unprefixed(prefix) => {
+                    self.store().scan_unprefixed(column, &range, limit, prefix)
+                }
+            };
+            let rows = match scanned {
+                Ok(rows) => rows,
+                Err(e) => {
+                    shared.fail(MigrateError::store(column, e));
+                    break;
+                }
+            };
+            let Some(last) = rows.last() else { break };
+            after = Some(last.id.clone());
+            dispatched += rows.len() as u64;
+            if work_tx.send(Batch { seq, rows }).is_err() {
+                break;
+            }
+            seq += 1;
+        }
+        Status::Completed
+    }
+
+    /// How the pass ended, once every worker is done: a lost lease outranks
+    /// the errors met meanwhile; any other error is returned. Sums up the
+    /// failures not logged one by one.
+    fn conclude(
+        &self,
+        p: &Pass<'_>,
+        shared: &Shared,
+        c: Collector<'_, '_>,
+        mut status: Status,
+    ) -> Result<PassResult, MigrateError> {
+        let column = p.column;
         let error = lock(&shared.error).take();
         if shared.lease_lost.load(Ordering::SeqCst) || p.held.is_some_and(|h| h.is_lost()) {
             // A lost lease explains what else failed meanwhile (a paused
@@ -399,8 +453,9 @@ impl Migrator {
             tracing::warn!(target: manna_crypto::audit::TARGET, event = "decrypt_failed",
                 %column, more, "more stored values cannot be decrypted (not audited one by one)");
         }
+        let mut agg = c.agg;
         agg.status = status;
-        agg.batch_size = sizer.size();
+        agg.batch_size = c.sizer.size();
         agg.watermark = lock(&shared.watermark).checkpoint();
         Ok(agg)
     }
