@@ -194,6 +194,17 @@ struct Shared {
 }
 
 impl Shared {
+    /// Nothing stopped, failed or logged yet; the watermark at `watermark`.
+    fn new(watermark: Watermark) -> Self {
+        Shared {
+            stop: AtomicBool::new(false),
+            failures_logged: AtomicU64::new(0),
+            lease_lost: AtomicBool::new(false),
+            error: Mutex::new(None),
+            watermark: Mutex::new(watermark),
+        }
+    }
+
     fn fail(&self, e: MigrateError) {
         let mut slot = lock(&self.error);
         if slot.is_none() {
@@ -265,13 +276,7 @@ impl Migrator {
             Some((key, base)) => (Some(key.clone()), *base),
             None => (None, Counts::default()),
         };
-        let shared = Shared {
-            stop: AtomicBool::new(false),
-            failures_logged: AtomicU64::new(0),
-            lease_lost: AtomicBool::new(false),
-            error: Mutex::new(None),
-            watermark: Mutex::new(Watermark::new(key, p.range.after.clone(), base)),
-        };
+        let shared = Shared::new(Watermark::new(key, p.range.after.clone(), base));
         let mut c = Collector {
             migrator: self,
             p,
@@ -592,59 +597,79 @@ impl Migrator {
                 return Ok(None);
             };
             let missed = r.settle(&rewrites, &written, target);
-            if !missed.is_empty() {
-                // Changed underneath (by the application, most likely to the
-                // new format already): re-read and re-plan once.
-                tracing::debug!(%column, conflicts = missed.len(), "re-reading rows changed during the batch");
-                let fresh = self
-                    .store()
-                    .read(column, &missed)
-                    .map_err(|e| MigrateError::store(column, e))?;
-                // Rows deleted meanwhile are gone from the column: no count.
-                r.counts.scanned -= (missed.len() - fresh.len()) as u64;
-                let mut again = Vec::new();
-                for row in fresh {
-                    let outcome = p.planner.plan(&row, Depth::Rewrite);
-                    if let Some(rw) = r.record(&rec, row, outcome) {
-                        again.push(rw);
-                    }
-                }
-                if !again.is_empty() {
-                    let written = self.write(p, &again, None, shared)?;
-                    wipe_old_values(&mut again);
-                    let Some(written) = written else {
-                        wipe_old_values(&mut rewrites);
-                        return Ok(None);
-                    };
-                    // Rows that changed yet again are left to the sweeps
-                    // (and to the next run): never overwritten.
-                    let left = r.settle(&again, &written, target);
-                    r.tally.pending += left.len() as u64;
-                }
+            if !missed.is_empty() && !self.retry_missed(p, shared, &rec, &mut r, &missed)? {
+                wipe_old_values(&mut rewrites);
+                return Ok(None);
             }
         }
         wipe_old_values(&mut rewrites);
         r.elapsed = started.elapsed();
         lock(&shared.watermark).complete(r.seq, end, r.counts);
-        let label = column.to_string();
-        metrics::counter!(metric_names::ROWS_SCANNED, "column" => label.clone())
-            .increment(r.counts.scanned);
-        metrics::counter!(metric_names::ROWS_MIGRATED, "column" => label.clone())
-            .increment(r.counts.migrated);
-        metrics::counter!(metric_names::ROWS_UNCHANGED, "column" => label.clone())
-            .increment(r.counts.unchanged);
-        metrics::counter!(metric_names::CONFLICTS, "column" => label.clone())
-            .increment(r.counts.conflicts);
-        for (reason, n) in r.tally.failed.kinds() {
-            metrics::counter!(metric_names::ROWS_FAILED, "column" => label.clone(), "reason" => reason.as_str())
-                .increment(n);
-        }
-        metrics::histogram!(metric_names::BATCH_SECONDS, "column" => label)
-            .record(r.elapsed.as_secs_f64());
-        tracing::debug!(%column, seq = r.seq, rows = r.counts.scanned, migrated = r.counts.migrated,
-            conflicts = r.counts.conflicts, failed = r.counts.failed, elapsed = ?r.elapsed, "batch done");
+        record_batch(column, &r);
         Ok(Some(r))
     }
+
+    /// Rows a batch's compare-and-set missed: changed underneath (by the
+    /// application, most likely to the new format already), so re-read and
+    /// re-planned once. `false` when the lease is gone (nothing written).
+    fn retry_missed(
+        &self,
+        p: &Pass<'_>,
+        shared: &Shared,
+        rec: &Recorder<'_>,
+        r: &mut BatchResult,
+        missed: &[RowId],
+    ) -> Result<bool, MigrateError> {
+        let column = p.column;
+        let target = p.planner.target_class();
+        tracing::debug!(%column, conflicts = missed.len(), "re-reading rows changed during the batch");
+        let fresh = self
+            .store()
+            .read(column, missed)
+            .map_err(|e| MigrateError::store(column, e))?;
+        // Rows deleted meanwhile are gone from the column: no count.
+        r.counts.scanned -= (missed.len() - fresh.len()) as u64;
+        let mut again = Vec::new();
+        for row in fresh {
+            let outcome = p.planner.plan(&row, Depth::Rewrite);
+            if let Some(rw) = r.record(rec, row, outcome) {
+                again.push(rw);
+            }
+        }
+        if !again.is_empty() {
+            let written = self.write(p, &again, None, shared)?;
+            wipe_old_values(&mut again);
+            let Some(written) = written else {
+                return Ok(false);
+            };
+            // Rows that changed yet again are left to the sweeps
+            // (and to the next run): never overwritten.
+            let left = r.settle(&again, &written, target);
+            r.tally.pending += left.len() as u64;
+        }
+        Ok(true)
+    }
+}
+
+/// A finished batch's metrics and debug line.
+fn record_batch(column: &ColumnRef, r: &BatchResult) {
+    let label = column.to_string();
+    metrics::counter!(metric_names::ROWS_SCANNED, "column" => label.clone())
+        .increment(r.counts.scanned);
+    metrics::counter!(metric_names::ROWS_MIGRATED, "column" => label.clone())
+        .increment(r.counts.migrated);
+    metrics::counter!(metric_names::ROWS_UNCHANGED, "column" => label.clone())
+        .increment(r.counts.unchanged);
+    metrics::counter!(metric_names::CONFLICTS, "column" => label.clone())
+        .increment(r.counts.conflicts);
+    for (reason, n) in r.tally.failed.kinds() {
+        metrics::counter!(metric_names::ROWS_FAILED, "column" => label.clone(), "reason" => reason.as_str())
+                .increment(n);
+    }
+    metrics::histogram!(metric_names::BATCH_SECONDS, "column" => label)
+        .record(r.elapsed.as_secs_f64());
+    tracing::debug!(%column, seq = r.seq, rows = r.counts.scanned, migrated = r.counts.migrated,
+            conflicts = r.counts.conflicts, failed = r.counts.failed, elapsed = ?r.elapsed, "batch done");
 }
 
 /// Wipes the old values of written (or abandoned) rewrites: with
