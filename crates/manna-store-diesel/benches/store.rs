@@ -38,26 +38,22 @@ diesel::table! {
 
 const ROWS: i64 = 1_000;
 
+/// A schema of this run's own on the test server
+/// (`manna_store_diesel::testing::pg_test_url`), as `(url, schema)`.
 fn pg_url() -> (String, String) {
-    let base = std::env::var("MANNA_TEST_PG_URL").ok().into_iter().chain([
-        "postgres://root@127.0.0.1:5432/test".to_owned(),
-        "postgres://postgres@127.0.0.1:5432/test".to_owned(),
-    ]);
-    for url in base {
-        if let Ok(mut c) = PgConnection::establish(&url) {
-            let schema = format!("manna_bench_{}", std::process::id());
-            c.batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-            ))
-            .unwrap();
-            let sep = if url.contains('?') { '&' } else { '?' };
-            return (
-                format!("{url}{sep}options=-csearch_path%3D{schema}"),
-                schema,
-            );
-        }
-    }
-    panic!("PostgreSQL is not reachable on 127.0.0.1:5432 (database `test`): start it, or set MANNA_TEST_PG_URL");
+    let base = manna_store_diesel::testing::pg_test_url();
+    let schema = format!("manna_bench_{}", std::process::id());
+    PgConnection::establish(base)
+        .unwrap()
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        ))
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    (
+        format!("{base}{sep}options=-csearch_path%3D{schema}"),
+        schema,
+    )
 }
 
 fn token(i: i64, gen: u64) -> String {

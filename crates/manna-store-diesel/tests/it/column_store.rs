@@ -316,7 +316,7 @@ impl ScratchDatabase {
         let name = format!("manna_t_{}", uuid::Uuid::new_v4().simple());
         use diesel::connection::SimpleConnection;
         use diesel::Connection;
-        diesel::PgConnection::establish(crate::support::pg_base_url())
+        diesel::PgConnection::establish(manna_store_diesel::testing::pg_test_url())
             .unwrap()
             .batch_execute(&format!("CREATE DATABASE \"{name}\" {options}"))
             .unwrap();
@@ -325,7 +325,7 @@ impl ScratchDatabase {
 
     /// The URL of the database, on the test server.
     fn url(&self) -> String {
-        let base = crate::support::pg_base_url();
+        let base = manna_store_diesel::testing::pg_test_url();
         let (head, query) = base.split_once('?').map_or((base, ""), |(h, q)| (h, q));
         let (server, _db) = head.rsplit_once('/').unwrap();
         let sep = if query.is_empty() { "" } else { "?" };
@@ -337,7 +337,9 @@ impl Drop for ScratchDatabase {
     fn drop(&mut self) {
         use diesel::connection::SimpleConnection;
         use diesel::Connection;
-        if let Ok(mut admin) = diesel::PgConnection::establish(crate::support::pg_base_url()) {
+        if let Ok(mut admin) =
+            diesel::PgConnection::establish(manna_store_diesel::testing::pg_test_url())
+        {
             let _ = admin.batch_execute(&format!(
                 "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
                 self.name

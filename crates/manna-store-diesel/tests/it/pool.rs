@@ -171,7 +171,8 @@ fn a_killed_postgres_connection_is_unavailable_and_the_pool_recovers() {
         .unwrap();
         p[0].pid
     };
-    let mut admin = diesel::PgConnection::establish(crate::support::pg_base_url()).unwrap();
+    let mut admin =
+        diesel::PgConnection::establish(manna_store_diesel::testing::pg_test_url()).unwrap();
     diesel::connection::SimpleConnection::batch_execute(
         &mut admin,
         &format!("SELECT pg_terminate_backend({pid})"),
@@ -236,7 +237,7 @@ fn postgres_errors_keep_their_kind_when_the_server_speaks_german() {
     use diesel::connection::SimpleConnection;
     use diesel::{Connection, PgConnection};
 
-    let base = crate::support::pg_base_url();
+    let base = manna_store_diesel::testing::pg_test_url();
     let mut admin = PgConnection::establish(base).unwrap();
     admin
         .batch_execute(
