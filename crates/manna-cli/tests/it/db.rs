@@ -1,52 +1,15 @@
 //! Test databases for the CLI's end-to-end tests: a fresh PostgreSQL schema
 //! or SQLite file per test, seeded with legacy values.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
 use manna_store_diesel::diesel::connection::SimpleConnection;
 use manna_store_diesel::diesel::sql_types::{Array, BigInt, Nullable, Text};
 use manna_store_diesel::diesel::{
     self, Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConnection,
 };
+use manna_store_diesel::testing;
 
-/// The PostgreSQL server the tests use; panics with what to start if none answers.
-pub(crate) fn pg_base_url() -> &'static str {
-    manna_store_diesel::testing::pg_test_url()
-}
-
-/// Redis for lock tests; panics with what to start if it does not answer.
-pub(crate) fn redis_url() -> String {
-    let url = std::env::var("MANNA_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned());
-    let addr = url
-        .trim_start_matches("redis://")
-        .split('/')
-        .next()
-        .unwrap_or("127.0.0.1:6379")
-        .to_owned();
-    if std::net::TcpStream::connect(&addr).is_err() {
-        panic!(
-            "Redis is not reachable at {addr}. Start it: `redis-server --daemonize yes --port 6379 \
-             --save '' --appendonly no`, or run `bash .ci/run`; or set MANNA_TEST_REDIS_URL."
-        );
-    }
-    url
-}
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A name no other test (of this run or another) uses: `PREFIX_PID_N_NANOS`.
-pub(crate) fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{prefix}_{}_{}_{nanos}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
+pub(crate) use manna_lock_redis::testing::redis_test_url as redis_url;
+pub(crate) use manna_store_diesel::testing::unique_name as unique;
 
 /// An `(id, value)` row of a test table.
 #[derive(QueryableByName)]
@@ -57,58 +20,41 @@ pub(crate) struct IdValue {
     pub(crate) value: Option<String>,
 }
 
-/// One test's database.
-pub(crate) enum TestDb {
-    Pg {
-        url: String,
-        schema: String,
-    },
-    Sqlite {
-        url: String,
-        _dir: tempfile::TempDir,
-    },
+/// One test's database (`manna_store_diesel::testing::TestDb`: a fresh
+/// PostgreSQL schema or SQLite file) with the CLI tests' seeding and reading.
+pub(crate) struct TestDb(testing::TestDb);
+
+impl std::ops::Deref for TestDb {
+    type Target = testing::TestDb;
+
+    fn deref(&self) -> &testing::TestDb {
+        &self.0
+    }
 }
 
 impl TestDb {
     pub(crate) fn postgres() -> TestDb {
-        let base = pg_base_url();
-        let schema = unique("manna_e2e");
-        let mut admin = PgConnection::establish(base).expect("connect");
-        admin
-            .batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
-            .expect("create schema");
-        let sep = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{sep}options=-csearch_path%3D{schema}");
-        TestDb::Pg { url, schema }
+        TestDb(testing::TestDb::postgres())
     }
 
     pub(crate) fn sqlite() -> TestDb {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("e2e.db").display());
-        TestDb::Sqlite { url, _dir: dir }
+        TestDb(testing::TestDb::sqlite())
     }
 
-    pub(crate) fn url(&self) -> &str {
-        match self {
-            TestDb::Pg { url, .. } | TestDb::Sqlite { url, .. } => url,
-        }
-    }
-
-    pub(crate) fn is_pg(&self) -> bool {
-        matches!(self, TestDb::Pg { .. })
-    }
-
+    /// Runs `pg` or `lite` on a new connection of its own to the database.
     fn with<R>(
         &self,
         pg: impl FnOnce(&mut PgConnection) -> R,
         lite: impl FnOnce(&mut SqliteConnection) -> R,
     ) -> R {
-        match self {
-            TestDb::Pg { url, .. } => pg(&mut PgConnection::establish(url).expect("connect")),
-            TestDb::Sqlite { url, .. } => lite(
+        let url = self.url();
+        if self.is_pg() {
+            pg(&mut PgConnection::establish(url).expect("connect"))
+        } else {
+            lite(
                 &mut SqliteConnection::establish(url.trim_start_matches("sqlite://"))
                     .expect("open sqlite"),
-            ),
+            )
         }
     }
 
@@ -211,15 +157,5 @@ impl TestDb {
                     .unwrap_or(0)
             },
         )
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let TestDb::Pg { schema, .. } = self {
-            if let Ok(mut c) = PgConnection::establish(pg_base_url()) {
-                let _ = c.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"));
-            }
-        }
     }
 }
