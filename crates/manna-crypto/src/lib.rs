@@ -39,6 +39,17 @@ pub use status::{KeyRole, KeyStatus, Status, EXPIRY_WARNING_BEFORE, ROTATION_DUE
 /// The algorithm name reported by [`Status`]: `"AES-256-GCM"`.
 pub const ALGORITHM: &str = "AES-256-GCM";
 
+/// docs/crypto-providers.md, whose example runs as a doctest of this crate
+/// (it installs the `aws-lc-rs` provider).
+#[cfg(all(doctest, feature = "aws-lc-rs"))]
+#[doc = include_str!("../../../docs/crypto-providers.md")]
+pub struct CryptoProvidersGuide;
+
+/// docs/operations.md, whose escrow example runs as a doctest of this crate.
+#[cfg(all(doctest, feature = "escrow"))]
+#[doc = include_str!("../../../docs/operations.md")]
+pub struct OperationsGuide;
+
 #[cfg(test)]
 mod zeroize_features {
     /// The workspace turns on `aes`'s `zeroize` feature (and `ghash`'s and
