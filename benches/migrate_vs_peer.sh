@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
 # Scripted comparison (not a test): re-encrypting N Fernet rows on PostgreSQL with
-#   1. the Python peer (../shared/peers/migrate_peer.py: psycopg2 execute_batch, one commit per batch),
+#   1. the Python peer: the Python application's migration script (psycopg2 execute_batch, one commit
+#      per batch), not part of this repository; its path in $PEER (`seed ROWS`, `migrate BATCH`),
 #   2. `cargo xtask migrate` (the command users run),
 #   3. one server-side UPDATE touching the same rows (the floor),
 # all on the same data, machine and run. Usage:
-#   bash benches/migrate_vs_peer.sh [ROWS=200000] [BATCH=1000] [VALUE_BYTES]
+#   PEER=/path/to/migrate_peer.py bash benches/migrate_vs_peer.sh [ROWS=200000] [BATCH=1000] [VALUE_BYTES]
 # VALUE_BYTES (optional): plaintext size of each seeded value, e.g. 16384. Without it the peer's own
 # seed is used (~50-byte `access-sandbox-<uuid>` values); with it the same table is seeded here with
 # the peer's Fernet key and random text values of that many bytes.
 # Needs PostgreSQL on 127.0.0.1:5432 (database `test`) and python3 with cryptography + psycopg2
 # (`pip install cryptography psycopg2-binary`).
 set -euo pipefail
+PEER=${PEER:-}
+if [ -z "$PEER" ] || [ ! -f "$PEER" ]; then
+    echo "migrate_vs_peer.sh: set PEER to the Python application's migration script" \
+        "(migrate_peer.py; not part of this repository)${PEER:+: $PEER is not a file}" >&2
+    exit 2
+fi
+PEER=$(realpath "$PEER")   # a path relative to where the script was started from
 cd "$(dirname "$0")/.."
 ROWS=${1:-200000}
 BATCH=${2:-1000}
 VALUE_BYTES=${3:-}
-PEER=${PEER:-../shared/peers/migrate_peer.py}
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGDATABASE=${PGDATABASE:-test} PGUSER=${PGUSER:-postgres}
 DB_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$PGDATABASE"
 # The peer's fixed keys, so both tools read the same Fernet tokens.

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Per-field cost of the Python binding, printed like ../shared/peers/crypto_peer.py
-(ns/op, same sizes and loop) so the two run side by side:
+"""Per-field cost of the Python binding, printed like the Python application's
+field-crypto loop on `cryptography` (`crypto_peer.py`, not in this repository;
+see docs/performance.md: ns/op, same sizes and loop) so the two run side by side:
 
     python crates/manna-py/python/bench/field_crypto.py 64 100000
-    python3 ../shared/peers/crypto_peer.py 64 100000
+    python3 "$CRYPTO_PEER" 64 100000    # CRYPTO_PEER=/path/to/crypto_peer.py
 
 Needs the binding installed in release mode (`pip install ./crates/manna-py`).
 """

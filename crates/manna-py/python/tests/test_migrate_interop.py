@@ -83,7 +83,7 @@ def test_rows_the_rust_migrator_rewrites_read_through_sqlalchemy_and_back(databa
     column = f"{name}.access_token"
     try:
         assert table.c.access_token.type.aad == column
-        # The old app: Fernet tokens, written as the seed's service did.
+        # The old app: Fernet tokens, written as the Python application's service did.
         legacy = Fernet(fernet_key.encode())
         with engine.begin() as conn:
             conn.execute(
