@@ -441,59 +441,29 @@ fn throttle_limits_rows_per_scan() {
 }
 
 /// Issue 11: `max_rows_per_sec` is a ceiling at every moment of the run —
-/// a batch is handed on when its rows are due, so the rows processed by
-/// time t never exceed rate × t (a batch used to go out on credit, running
-/// ahead by one batch). Not a timing assertion: the bound holds however
-/// slow the machine is.
+/// a batch is *read* when its rows are due, so the rows read, and the rows
+/// written, by time t never exceed rate × t. A batch used to go out on
+/// credit, running ahead by one batch; then it was read a whole batch early
+/// and compared-and-set up to a second later (rows aging while the run
+/// waited, lost to live writers). Not a timing assertion: the bounds hold
+/// however slow the machine is.
 #[test]
 fn a_throttled_run_never_runs_ahead_of_its_rate() {
-    let keys = TestKeys::generate();
-    let keyring = keys.keyring();
-    let store = seed_fernet(&keys, 30);
-    // When each batch reaches the store, and how many rows were written
-    // by then.
-    let writes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (log, started) = (writes.clone(), std::time::Instant::now());
-    store.on_write(move |_, _, rewrites| {
+    type Log = std::sync::Arc<std::sync::Mutex<Vec<(f64, usize)>>>;
+    /// Adds `n` rows at the time elapsed since `started`.
+    fn record(log: &Log, started: std::time::Instant, n: usize) {
         let mut log = log.lock().unwrap();
-        let before = log.last().map_or(0, |(_, n)| *n);
-        log.push((started.elapsed().as_secs_f64(), before + rewrites.len()));
-    });
-    let report = migrator(&store, &keyring, fresh_locks(), |o| {
-        *o = std::mem::take(o).with_batch_size(10);
-        o.adaptive = false;
-        o.max_rows_per_sec = Some(20);
-    })
-    .run(&[column()])
-    .unwrap();
-    assert_eq!(report.columns[0].migrated, 30);
-    let writes = writes.lock().unwrap();
-    assert!(writes.len() >= 3, "{writes:?}");
-    for (t, rows) in writes.iter().filter(|(_, n)| *n > 0) {
-        assert!(
-            *rows as f64 <= 20.0 * t,
-            "{rows} rows written after {t:.3} s"
-        );
+        let before = log.last().map_or(0, |(_, total)| *total);
+        log.push((started.elapsed().as_secs_f64(), before + n));
     }
-}
-
-/// A throttled run reads a batch when its rows are due, not before: the rows
-/// read by time t never exceed rate × t, so a batch's rows do not age while
-/// the run waits for the rate (they used to be read a whole batch early and
-/// compared-and-set up to a second later, losing more rows to live writers).
-/// Not a timing assertion: the bound holds however slow the machine is.
-#[test]
-fn a_throttled_run_reads_rows_when_they_are_due() {
     let keys = TestKeys::generate();
     let keyring = keys.keyring();
     let store = seed_fernet(&keys, 30);
-    let scans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (log, started) = (scans.clone(), std::time::Instant::now());
-    store.on_scan(move |_, rows| {
-        let mut log = log.lock().unwrap();
-        let before = log.last().map_or(0, |(_, n)| *n);
-        log.push((started.elapsed().as_secs_f64(), before + rows.len()));
-    });
+    let (scans, writes, started) = (Log::default(), Log::default(), std::time::Instant::now());
+    let log = scans.clone();
+    store.on_scan(move |_, rows| record(&log, started, rows.len()));
+    let log = writes.clone();
+    store.on_write(move |_, _, rewrites| record(&log, started, rewrites.len()));
     let report = migrator(&store, &keyring, fresh_locks(), |o| {
         *o = std::mem::take(o).with_batch_size(10);
         o.adaptive = false;
@@ -502,12 +472,16 @@ fn a_throttled_run_reads_rows_when_they_are_due() {
     .run(&[column()])
     .unwrap();
     assert_eq!(report.columns[0].migrated, 30);
-    let scans = scans.lock().unwrap();
-    // The run's own scans (the census reads through other calls).
-    let read: Vec<_> = scans.iter().filter(|(_, n)| *n > 0).collect();
-    assert!(read.len() >= 3, "{scans:?}");
-    for (t, rows) in read {
-        assert!(*rows as f64 <= 20.0 * t, "{rows} rows read after {t:.3} s");
+    for (what, log) in [("read", scans), ("written", writes)] {
+        let log = log.lock().unwrap();
+        let moved: Vec<_> = log.iter().filter(|(_, n)| *n > 0).collect();
+        assert!(moved.len() >= 3, "{what}: {log:?}");
+        for (t, rows) in moved {
+            assert!(
+                *rows as f64 <= 20.0 * t,
+                "{rows} rows {what} after {t:.3} s"
+            );
+        }
     }
 }
 
