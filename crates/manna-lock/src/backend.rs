@@ -170,17 +170,32 @@ impl ReleaseWatch {
         self.ready.is_none() && self.is_supported()
     }
 
-    /// Drops the events received so far: a waiter whose attempt just found
-    /// the lock held discards the announcements made before that attempt
-    /// (a handoff to it that has expired since). One made after the attempt
-    /// and dropped here is not lost for good: the waiter's retry at the
-    /// holder's expiry finds the lock handed to it.
-    pub fn discard_pending(&mut self) {
-        if let Some(rx) = self.rx.as_mut() {
-            while !matches!(
-                rx.try_recv(),
-                Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)
-            ) {}
+    /// Drops the events received so far and says whether one of them could
+    /// concern the waiter holding `ticket`: a release of the lock, a handoff
+    /// to `ticket`, or a sign that events were missed.
+    ///
+    /// A waiter whose attempt just found the lock held cannot tell whether
+    /// such an event came before that attempt (a handoff to it that has
+    /// expired since: stale) or after it (the reply and the event crossed:
+    /// the lock is being handed to it now). It must not take the lease the
+    /// event carries, nor drop the event and sleep: it tries again at once,
+    /// and that attempt confirms a live handoff or finds the lock held.
+    pub fn take_pending(&mut self, ticket: Option<&str>) -> bool {
+        let Some(rx) = self.rx.as_mut() else {
+            return false;
+        };
+        let mut concerns = false;
+        loop {
+            match rx.try_recv() {
+                Ok(Event::Released(released)) => concerns |= *released == *self.name,
+                Ok(Event::Granted {
+                    name, ticket: to, ..
+                }) => concerns |= *name == *self.name && Some(&*to) == ticket,
+                Ok(Event::All) | Err(broadcast::error::TryRecvError::Lagged(_)) => concerns = true,
+                Err(
+                    broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed,
+                ) => return concerns,
+            }
         }
     }
 

@@ -205,10 +205,16 @@ impl LockManager {
             if deadline.is_some_and(|d| now >= d) {
                 return Err(self.timed_out(name, started, holder));
             }
-            // The lock was not ours at this attempt: a handoff announced
-            // before it (to this ticket, since expired) is stale, and must not
-            // be taken for the next one.
-            watch.discard_pending();
+            // The lock was not ours at this attempt, so a handoff to this
+            // ticket received meanwhile is not taken as it is: it may be
+            // stale (announced before the attempt, expired since) or live
+            // (announced after the attempt ran, its reply and the handoff
+            // crossed). Nor is it dropped (a live handoff would then sit
+            // unused until the nap ends, about a TTL): try again at once,
+            // which confirms a live one.
+            if watch.take_pending(Some(ticket.as_str())) {
+                continue;
+            }
             if !subscribed {
                 // Subscribe, then try again at once: a handoff made before the
                 // subscription took effect is seen by that attempt.

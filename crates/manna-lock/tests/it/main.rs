@@ -3,6 +3,7 @@
 
 mod conformance;
 mod deadlines;
+mod handoff;
 mod manager;
 mod metrics;
 mod mock;
