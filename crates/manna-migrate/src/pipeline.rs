@@ -366,6 +366,8 @@ impl Migrator {
         let mut after = p.range.after.clone();
         let mut seq = 0u64;
         let mut dispatched = 0u64;
+        // Whether the last scan filled its batch (more rows likely follow).
+        let mut last_full = false;
         loop {
             while let Ok(r) = done_rx.try_recv() {
                 c.absorb(r);
@@ -387,11 +389,15 @@ impl Migrator {
                     .min(usize::try_from(rate).unwrap_or(usize::MAX))
                     .max(1);
             }
-            // A batch is read when its rows are due, not before: the
-            // run never gets ahead of the rate, even by one batch, and
-            // a throttled batch's rows are as fresh as an unthrottled
-            // one's when their compare-and-set runs.
-            if let Some(rate) = o.max_rows_per_sec {
+            // The run never gets ahead of the rate, even by one batch. After
+            // a full batch (more rows likely follow), the next one is read
+            // when its rows are due, so its rows do not age before their
+            // compare-and-set. The first scan of a pass, and one after a
+            // short batch (most likely empty: the range looks done), go out
+            // at once, and what they read waits for its due time instead:
+            // an empty pass or sweep ends without waiting for nothing.
+            let rate = o.max_rows_per_sec;
+            if let (Some(rate), true) = (rate, last_full) {
                 if !self.throttle(dispatched + limit as u64, rate, c.started) {
                     return Status::Cancelled;
                 }
@@ -411,6 +417,12 @@ impl Migrator {
                 }
             };
             let Some(last) = rows.last() else { break };
+            if let (Some(rate), false) = (rate, last_full) {
+                if !self.throttle(dispatched + rows.len() as u64, rate, c.started) {
+                    return Status::Cancelled;
+                }
+            }
+            last_full = rows.len() >= limit;
             after = Some(last.id.clone());
             dispatched += rows.len() as u64;
             if work_tx.send(Batch { seq, rows }).is_err() {

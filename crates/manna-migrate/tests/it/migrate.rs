@@ -440,13 +440,14 @@ fn throttle_limits_rows_per_scan() {
     assert_eq!(store.stats().scans, 3);
 }
 
-/// Issue 11: `max_rows_per_sec` is a ceiling at every moment of the run —
-/// a batch is *read* when its rows are due, so the rows read, and the rows
-/// written, by time t never exceed rate × t. A batch used to go out on
-/// credit, running ahead by one batch; then it was read a whole batch early
-/// and compared-and-set up to a second later (rows aging while the run
-/// waited, lost to live writers). Not a timing assertion: the bounds hold
-/// however slow the machine is.
+/// Issue 11: `max_rows_per_sec` is a ceiling at every moment of the run:
+/// the rows written by time t never exceed rate × t (a batch used to go out
+/// on credit, running ahead by one batch). And after a full batch, the next
+/// is *read* when its rows are due, so the rows read by t, the pass's first
+/// batch aside, never exceed rate × t either: rows do not age while the run
+/// waits for the rate (they were read a whole batch early and compared-and-
+/// set up to a second later, lost to live writers). Not a timing assertion:
+/// the bounds hold however slow the machine is.
 #[test]
 fn a_throttled_run_never_runs_ahead_of_its_rate() {
     type Log = std::sync::Arc<std::sync::Mutex<Vec<(f64, usize)>>>;
@@ -472,11 +473,11 @@ fn a_throttled_run_never_runs_ahead_of_its_rate() {
     .run(&[column()])
     .unwrap();
     assert_eq!(report.columns[0].migrated, 30);
-    for (what, log) in [("read", scans), ("written", writes)] {
+    for (what, log, skip) in [("read", scans, 1), ("written", writes, 0)] {
         let log = log.lock().unwrap();
         let moved: Vec<_> = log.iter().filter(|(_, n)| *n > 0).collect();
         assert!(moved.len() >= 3, "{what}: {log:?}");
-        for (t, rows) in moved {
+        for (t, rows) in moved.into_iter().skip(skip) {
             assert!(
                 *rows as f64 <= 20.0 * t,
                 "{rows} rows {what} after {t:.3} s"
