@@ -139,6 +139,8 @@ pub(crate) fn lock(args: &LockArgs) -> Result<ExitCode> {
     let (status, lost) = supervise(child, held.as_ref())?;
     let name = held.name().to_owned();
     let token = fencing.token();
+    // Renewal may have seen the lease lost after the last poll.
+    let lost = lost || held.is_lost();
     let released = give_back(held, args.ttl);
     if lost {
         eprintln!(

@@ -79,8 +79,9 @@ impl From<u64> for FencingToken {
 /// holder id keeps the fence from taking the second lease for the first.
 ///
 /// The holder id is 16 hex digits derived from the lease's owner value (a
-/// one-way digest: the fence table never holds the value that releases the
-/// lock). A process that writes for a lease another process holds (the
+/// 64-bit FNV-1a digest of it: not cryptographic, but the owner values are
+/// random and far longer, so the fence table never holds, nor lets anyone
+/// read back, the value that releases the lock). A process that writes for a lease another process holds (the
 /// command `manna lock` runs, say) needs both parts.
 ///
 /// ```

@@ -56,6 +56,10 @@ pub trait HeldLock: Send + Sync {
     /// The lease's fencing token and holder id, which every write under
     /// the lock carries ([`Lease::fencing`](manna_lock::Lease::fencing)).
     fn fencing(&self) -> Fencing;
+    /// The lease's fencing token.
+    fn token(&self) -> FencingToken {
+        self.fencing().token()
+    }
     /// Whether the lease is known (or must be assumed) lost; checked at every
     /// batch boundary.
     fn is_lost(&self) -> bool;
@@ -364,10 +368,18 @@ impl HeldLock for ProcessGuard {
 
     fn fencing(&self) -> Fencing {
         // Tokens are unique in the process (the clock rule over the last
-        // one), so the pid and the token name the holder.
+        // one); a number drawn once per process tells processes apart (pids
+        // repeat across containers).
+        static PROCESS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let process = PROCESS.get_or_init(|| {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            h.finish()
+        });
         Fencing::of_owner(
             self.token,
-            &format!("process:{}:{}", std::process::id(), self.token),
+            &format!("process:{process:016x}:{}", self.token),
         )
     }
 

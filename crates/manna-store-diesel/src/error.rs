@@ -48,10 +48,11 @@ pub enum Error {
     },
     /// A fenced write carried the token the fence recorded for another lock
     /// holder: two leases were given one token (the lock backend's counter
-    /// went back, e.g. Redis restarted from an older snapshot). The writer
-    /// cannot prove it is the holder that wrote, so it is refused.
+    /// went back, e.g. Redis restarted from an older snapshot), or the token
+    /// was recorded by a version of manna that did not record holders. The
+    /// writer cannot prove it is the holder that wrote, so it is refused.
     #[error(
-        "fencing token {token} for resource {resource} was recorded for another lock holder: two leases got one token (the lock's counter went back); this write is refused"
+        "fencing token {token} for resource {resource} was recorded for another lock holder (two leases got one token: the lock's counter went back), or before holders were recorded; this write is refused"
     )]
     TokenOfAnotherHolder {
         /// The fenced resource.

@@ -1,12 +1,15 @@
 //! Writes fenced by a distributed lock's token.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use diesel::sql_types::{BigInt, Nullable, Text};
 use manna_lock::Fencing;
 use manna_store::Ident;
 
 use crate::conn::{AnyConn, Dialect, StoreConnection};
 use crate::error::Error;
-use crate::schema::{ensure_fence_table, FENCE_TABLE};
+use crate::schema::{ensure_fence_table, upgrade_fence_table, FENCE_TABLE};
 use crate::sql::{Bind, Sql};
 
 /// A fence table: one row per resource holding the highest fencing token
@@ -36,10 +39,21 @@ use crate::sql::{Bind, Sql};
 /// let twin: Result<(), Error> = fence.write(&mut conn, "items:7", &lease(5, "c"), |_conn| Ok(()));
 /// assert!(matches!(twin, Err(Error::TokenOfAnotherHolder { token: 5, .. })));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Fence {
     table: Ident,
+    /// Whether the table is known to have its `holder` column (checked,
+    /// and added to a table made before holder ids, on the first write).
+    holders_ready: Arc<AtomicBool>,
 }
+
+impl PartialEq for Fence {
+    fn eq(&self, other: &Self) -> bool {
+        self.table == other.table
+    }
+}
+
+impl Eq for Fence {}
 
 impl Default for Fence {
     fn default() -> Self {
@@ -65,21 +79,25 @@ impl TokenRow {
 impl Fence {
     /// The fence in `manna_fences`.
     pub fn new() -> Self {
-        Fence {
-            table: Ident::new(FENCE_TABLE).expect("the default name is a valid identifier"),
-        }
+        Fence::in_table(Ident::new(FENCE_TABLE).expect("the default name is a valid identifier"))
     }
 
     /// A fence kept in another table.
     pub fn with_table(name: &str) -> Result<Self, Error> {
-        Ok(Fence {
-            table: Ident::new(name)?,
-        })
+        Ok(Fence::in_table(Ident::new(name)?))
     }
 
-    /// Creates the fence table if needed (idempotent).
+    fn in_table(table: Ident) -> Self {
+        Fence {
+            table,
+            holders_ready: Arc::default(),
+        }
+    }
+
+    /// Creates the fence table if needed, or adds the `holder` column to
+    /// one made before holder ids were recorded (idempotent).
     pub fn create_schema<C: StoreConnection>(&self, conn: &mut C) -> Result<(), Error> {
-        ensure_fence_table(&mut conn.any(), &self.table)
+        self.ensure_table(&mut conn.any())
     }
 
     /// Runs `write` in a transaction that first records `fencing` for
@@ -89,6 +107,10 @@ impl Fence {
     /// for another holder. The same holder may write several times.
     ///
     /// If `write` fails, the transaction — token included — rolls back.
+    ///
+    /// The first write through this `Fence` adds the `holder` column to a
+    /// fence table made before holder ids were recorded (its rows then pass
+    /// only a higher token).
     pub fn write<C, T, E, F>(
         &self,
         conn: &mut C,
@@ -102,6 +124,10 @@ impl Fence {
         E: From<Error>,
     {
         let token = sql_token(fencing)?;
+        if !self.holders_ready.load(Ordering::Acquire) {
+            upgrade_fence_table(&mut conn.any(), &self.table)?;
+            self.holders_ready.store(true, Ordering::Release);
+        }
         conn.write_transaction(|conn| {
             self.check_and_bump(&mut conn.any(), resource, token, fencing.holder())?;
             write(conn)
@@ -197,7 +223,9 @@ impl Fence {
 
     /// Creates the fence table if needed, through any connection.
     pub(crate) fn ensure_table(&self, conn: &mut AnyConn<'_>) -> Result<(), Error> {
-        ensure_fence_table(conn, &self.table)
+        ensure_fence_table(conn, &self.table)?;
+        self.holders_ready.store(true, Ordering::Release);
+        Ok(())
     }
 }
 

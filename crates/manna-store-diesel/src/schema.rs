@@ -5,7 +5,7 @@
 //! built and quoted in the SQL; each helper can run at every start-up.
 
 use diesel::sql_types::Text;
-use manna_store::Ident;
+use manna_store::{Ident, StoreErrorKind};
 
 use crate::conn::{AnyConn, Dialect, StoreConnection};
 use crate::error::Error;
@@ -178,18 +178,48 @@ pub(crate) fn ensure_fence_table(conn: &mut AnyConn<'_>, name: &Ident) -> Result
         let mut q = Sql::new(conn.dialect());
         q.push(&ddl);
         q.execute(conn)?;
-        let has_holder = columns_of(conn, name)?
-            .iter()
-            .any(|c| c.name.eq_ignore_ascii_case("holder"));
-        if !has_holder {
-            let mut q = Sql::new(conn.dialect());
-            q.push("ALTER TABLE ")
-                .ident(name)
-                .push(" ADD COLUMN holder TEXT");
-            q.execute(conn)?;
-        }
-        Ok(())
+        add_fence_holders(conn, name)
     })
+}
+
+/// Adds the `holder` column to a fence table made before holder ids were
+/// recorded; nothing for a table that has it or does not exist (yet).
+pub(crate) fn upgrade_fence_table(conn: &mut AnyConn<'_>, name: &Ident) -> Result<(), Error> {
+    ddl_transaction(conn, |conn| match columns_of(conn, name) {
+        Err(e) if e.kind() == StoreErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(_) => add_fence_holders(conn, name),
+    })
+}
+
+fn add_fence_holders(conn: &mut AnyConn<'_>, name: &Ident) -> Result<(), Error> {
+    let has_holder = columns_of(conn, name)?
+        .iter()
+        .any(|c| c.name.eq_ignore_ascii_case("holder"));
+    if has_holder {
+        return Ok(());
+    }
+    if conn.dialect() == Dialect::Postgres {
+        // The ALTER waits for every reader of the table: bounded, so that
+        // fenced writers do not queue behind it for long.
+        let mut q = Sql::new(Dialect::Postgres);
+        q.push("SET LOCAL lock_timeout = '10s'");
+        q.execute(conn)?;
+    }
+    let mut q = Sql::new(conn.dialect());
+    q.push("ALTER TABLE ")
+        .ident(name)
+        .push(" ADD COLUMN holder TEXT");
+    q.execute(conn)
+        .map_err(Error::from)
+        .map_err(|e| Error::Database {
+            kind: e.kind(),
+            message: format!(
+                "the fence table {name} predates holder ids and could not be upgraded ({e}): run \
+             `ALTER TABLE {name} ADD COLUMN holder TEXT` as its owner"
+            ),
+        })?;
+    Ok(())
 }
 
 /// Creates `manna_locks`, the lease table of [`crate::DbLockBackend`], if it

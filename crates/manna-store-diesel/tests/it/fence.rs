@@ -138,21 +138,24 @@ both_backends! {
 
 both_backends! {
     /// A fence table made before holders were recorded gets its `holder`
-    /// column; its rows then pass only a higher token (the holder that wrote
-    /// them is unknown).
+    /// column on the first write, without `create_schema` (an application
+    /// upgraded in place); its rows then pass only a higher token (the
+    /// holder that wrote them is unknown).
     fn a_fence_table_without_holders_is_upgraded(db: &TestDb) {
         db.exec("CREATE TABLE manna_fences (resource TEXT PRIMARY KEY, token BIGINT NOT NULL, \
                  updated_at TIMESTAMPTZ NOT NULL DEFAULT CURRENT_TIMESTAMP); \
                  INSERT INTO manna_fences (resource, token) VALUES ('r', 5)");
         let fence = Fence::new();
         let mut c = db.conn();
-        fence.create_schema(&mut c).unwrap();
-        fence.create_schema(&mut c).unwrap();
         let r: Result<(), Error> = fence.write(&mut c, "r", &lease(5), |_| Ok(()));
         assert!(matches!(r, Err(Error::TokenOfAnotherHolder { token: 5, .. })), "{r:?}");
         let r: Result<(), Error> = fence.write(&mut c, "r", &lease(6), |_| Ok(()));
         assert!(r.is_ok(), "{r:?}");
         let r: Result<(), Error> = fence.write(&mut c, "r", &lease(6), |_| Ok(()));
         assert!(r.is_ok(), "the same holder again: {r:?}");
+        // Another process's fence, and the schema step, find it upgraded.
+        fence.create_schema(&mut c).unwrap();
+        let r: Result<(), Error> = Fence::new().write(&mut c, "r", &lease(7), |_| Ok(()));
+        assert!(r.is_ok(), "{r:?}");
     }
 }
