@@ -25,8 +25,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use async_trait::async_trait;
+
 use crate::{
-    Attempt, FencingToken, Lease, LockBackend, LockError, LockGuard, LockManager, WaitTicket,
+    Attempt, FencingToken, Lease, LockBackend, LockError, LockGuard, LockManager, ReleaseWatch,
+    SessionId, WaitTicket,
 };
 
 /// Returns a new client of the lock service under test.
@@ -54,22 +57,166 @@ async fn acquired(backend: &dyn LockBackend, name: &str, ttl: Duration) -> Lease
     }
 }
 
+/// How long a check waits for something that takes milliseconds (a spawned
+/// waiter queuing, a clean-up running) before it calls it broken: generous,
+/// so that a loaded machine cannot fail a check by being slow.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// What a [`Probe`]d client has done so far.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Waiting attempts answered "held": each queued its ticket
+    /// ([`LockBackend::try_acquire_queued`]) or recorded its session's
+    /// wait-for edge ([`LockBackend::try_acquire_in_session`] with an edge).
+    waiting: AtomicU64,
+    /// Completed [`LockBackend::cancel_wait`] calls.
+    cancelled: AtomicU64,
+    /// Completed [`LockBackend::end_wait`] calls.
+    ended: AtomicU64,
+}
+
+impl Seen {
+    fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    fn cancelled(&self) -> u64 {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    fn ended(&self) -> u64 {
+        self.ended.load(Ordering::SeqCst)
+    }
+}
+
+/// Polls `done` until it holds, for up to [`PATIENCE`]; panics naming
+/// `what` otherwise.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not seen within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A client that counts what it was asked to do (see [`Seen`]), so that a
+/// check can wait until a spawned waiter has queued, recorded its edge or
+/// cleaned up, instead of sleeping and hoping it has.
+struct Probe {
+    inner: Arc<dyn LockBackend>,
+    seen: Arc<Seen>,
+}
+
+/// A new client of the service under test, with what it does counted.
+fn probed(make: Factory<'_>) -> (Arc<dyn LockBackend>, Arc<Seen>) {
+    let seen = Arc::new(Seen::default());
+    let probe = Probe {
+        inner: make(),
+        seen: Arc::clone(&seen),
+    };
+    (Arc::new(probe), seen)
+}
+
+#[async_trait]
+impl LockBackend for Probe {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Attempt, LockError> {
+        self.inner.try_acquire(name, ttl).await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
+        self.inner.release(lease).await
+    }
+
+    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<(), LockError> {
+        self.inner.extend(lease, ttl).await
+    }
+
+    async fn is_held(&self, lease: &Lease) -> Result<bool, LockError> {
+        self.inner.is_held(lease).await
+    }
+
+    async fn try_acquire_in_session(
+        &self,
+        name: &str,
+        ttl: Duration,
+        session: &SessionId,
+        wait_edge: Duration,
+    ) -> Result<Attempt, LockError> {
+        let attempt = self
+            .inner
+            .try_acquire_in_session(name, ttl, session, wait_edge)
+            .await;
+        if !wait_edge.is_zero() && matches!(attempt, Ok(Attempt::Held { .. })) {
+            self.seen.waiting.fetch_add(1, Ordering::SeqCst);
+        }
+        attempt
+    }
+
+    async fn end_wait(&self, session: &SessionId, name: &str) -> Result<(), LockError> {
+        let ended = self.inner.end_wait(session, name).await;
+        self.seen.ended.fetch_add(1, Ordering::SeqCst);
+        ended
+    }
+
+    fn queues_waiters(&self) -> bool {
+        self.inner.queues_waiters()
+    }
+
+    async fn try_acquire_queued(
+        &self,
+        name: &str,
+        ttl: Duration,
+        ticket: &WaitTicket,
+        wait: Duration,
+    ) -> Result<Attempt, LockError> {
+        let attempt = self.inner.try_acquire_queued(name, ttl, ticket, wait).await;
+        if matches!(attempt, Ok(Attempt::Held { .. })) {
+            self.seen.waiting.fetch_add(1, Ordering::SeqCst);
+        }
+        attempt
+    }
+
+    async fn cancel_wait(&self, name: &str, ticket: &WaitTicket) -> Result<(), LockError> {
+        let cancelled = self.inner.cancel_wait(name, ticket).await;
+        self.seen.cancelled.fetch_add(1, Ordering::SeqCst);
+        cancelled
+    }
+
+    fn watch(&self, name: &str) -> ReleaseWatch {
+        self.inner.watch(name)
+    }
+}
+
 /// Runs every check.
 pub async fn run_all(make: Factory<'_>) {
-    exclusive_and_release(make).await;
-    release_by_non_holder_refused(make).await;
-    fencing_monotonic(make).await;
-    expiry(make).await;
-    extend(make).await;
-    invalid_requests(make).await;
-    waiter_wakeup(make).await;
-    mutual_exclusion_under_contention(make).await;
-    renewal_keeps_lease(make).await;
-    lost_lease_signal(make).await;
-    holder_named(make).await;
-    lock_all_in_order(make).await;
-    deadlock_detection(make).await;
-    wait_queue(make).await;
+    // The checks that mostly sleep (for a TTL to pass) run alongside the
+    // others.
+    let sleepers = async {
+        expiry(make).await;
+        extend(make).await;
+        renewal_keeps_lease(make).await;
+    };
+    let others = async {
+        exclusive_and_release(make).await;
+        release_by_non_holder_refused(make).await;
+        fencing_monotonic(make).await;
+        invalid_requests(make).await;
+        waiter_wakeup(make).await;
+        mutual_exclusion_under_contention(make).await;
+        lost_lease_signal(make).await;
+        holder_named(make).await;
+        lock_all_in_order(make).await;
+        deadlock_detection(make).await;
+        wait_queue(make).await;
+    };
+    tokio::join!(sleepers, others);
 }
 
 /// Every wait-queue check, for a backend that
@@ -156,23 +303,29 @@ pub async fn queued_waiters_served_in_order(make: Factory<'_>) {
     let name = unique_name("queue-fifo");
     let ttl = Duration::from_secs(30);
     let g = holder
-        .acquire(&name, ttl, Duration::from_secs(1))
+        .acquire(&name, ttl, PATIENCE)
         .await
         .expect("holder acquires");
     let order = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for i in 0..WAITERS {
-        let (manager, name, order) = (LockManager::new(make()), name.clone(), Arc::clone(&order));
-        tasks.push(tokio::spawn(async move {
+        let (backend, seen) = probed(make);
+        let (manager, name, order) = (LockManager::new(backend), name.clone(), Arc::clone(&order));
+        let task = tokio::spawn(async move {
             let g = manager
                 .acquire(&name, ttl, Duration::from_secs(30))
                 .await
                 .expect("queued waiter acquires");
             order.lock().expect("order").push(i);
             assert!(g.release().await.expect("release"));
-        }));
-        // Let this waiter queue before the next one starts.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        });
+        // This waiter queues before the next one starts.
+        eventually(&format!("waiter {i} queued behind the holder"), || {
+            seen.waiting() > 0 || task.is_finished()
+        })
+        .await;
+        assert!(!task.is_finished(), "waiter {i} got a lock that is held");
+        tasks.push(task);
     }
     assert!(g.release().await.expect("release"));
     for t in tasks {
@@ -228,23 +381,37 @@ pub async fn dropped_waiter_does_not_block(make: Factory<'_>) {
     let name = unique_name("queue-dropped");
     let ttl = Duration::from_secs(30);
     let g = holder
-        .acquire(&name, ttl, Duration::from_secs(1))
+        .acquire(&name, ttl, PATIENCE)
         .await
         .expect("holder acquires");
-    let (gone, next) = (LockManager::new(make()), LockManager::new(make()));
+    let ((gone_client, gone_seen), (next_client, next_seen)) = (probed(make), probed(make));
+    let (gone, next) = (LockManager::new(gone_client), LockManager::new(next_client));
     let n = name.clone();
     let gone = tokio::spawn(async move { gone.acquire(&n, ttl, Duration::from_secs(120)).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("the first waiter queued", || {
+        gone_seen.waiting() > 0 || gone.is_finished()
+    })
+    .await;
     let n = name.clone();
-    let next = tokio::spawn(async move { next.acquire(&n, ttl, Duration::from_secs(10)).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let next = tokio::spawn(async move { next.acquire(&n, ttl, Duration::from_secs(20)).await });
+    eventually("the second waiter queued", || {
+        next_seen.waiting() > 0 || next.is_finished()
+    })
+    .await;
+    assert!(
+        !gone.is_finished() && !next.is_finished(),
+        "a waiter got a lock that is held"
+    );
     gone.abort();
     assert!(gone.await.is_err_and(|e| e.is_cancelled()));
     // Its clean-up runs in the background.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("the dropped waiter left the queue", || {
+        gone_seen.cancelled() > 0
+    })
+    .await;
     assert!(g.release().await.expect("release"));
     let got = next.await.expect("waiter task").expect(
-        "the next waiter acquires (a 30 s handoff to the dropped one would exceed its 10 s wait)",
+        "the next waiter acquires (a 30 s handoff to the dropped one would exceed its 20 s wait)",
     );
     assert!(got.release().await.expect("release"));
 }
@@ -262,31 +429,41 @@ pub async fn deadlock_detection(make: Factory<'_>) {
     wait_edges_vanish_when_the_wait_ends(make).await;
 }
 
-/// The wait of a session whose own wait-for edge is recorded by now: gives
-/// the spawned waiter time to make its first attempt.
-const SETTLE: Duration = Duration::from_millis(300);
 /// "Fails fast": a `Deadlock` must come well within this, although the
 /// caller was ready to wait [`LONG_WAIT`].
-const FAST: Duration = Duration::from_secs(5);
+const FAST: Duration = Duration::from_secs(10);
 const LONG_WAIT: Duration = Duration::from_secs(30);
 const TTL: Duration = Duration::from_secs(30);
 
 async fn session_holds(session: &crate::LockSession, name: &str) -> LockGuard {
     session
-        .acquire(name, TTL, Duration::from_secs(5))
+        .acquire(name, TTL, PATIENCE)
         .await
         .unwrap_or_else(|e| panic!("a session acquires free lock `{name}`: {e}"))
 }
 
-/// Spawns `session` waiting (up to [`LONG_WAIT`]) for `name`, and gives it
-/// time to record its edge.
+/// A session on a new [`Probe`]d client.
+fn probed_session(make: Factory<'_>) -> (Arc<crate::LockSession>, Arc<Seen>) {
+    let (backend, seen) = probed(make);
+    (Arc::new(LockManager::new(backend).session()), seen)
+}
+
+/// Spawns `session` (on the client `seen` watches) waiting (up to
+/// [`LONG_WAIT`]) for `name`, and returns once its wait-for edge is
+/// recorded (an attempt of it was answered "held").
 async fn waiting_for(
     session: Arc<crate::LockSession>,
+    seen: &Seen,
     name: &str,
 ) -> tokio::task::JoinHandle<Result<LockGuard, LockError>> {
+    let before = seen.waiting();
     let n = name.to_owned();
     let task = tokio::spawn(async move { session.acquire(&n, TTL, LONG_WAIT).await });
-    tokio::time::sleep(SETTLE).await;
+    eventually(
+        &format!("a waiter for lock `{name}` recorded its edge"),
+        || seen.waiting() > before || task.is_finished(),
+    )
+    .await;
     if task.is_finished() {
         let outcome = task.await.map(|r| r.map(|g| g.token()));
         panic!("a waiter for lock `{name}`, which is held, did not wait: {outcome:?}");
@@ -334,13 +511,13 @@ async fn got(task: tokio::task::JoinHandle<Result<LockGuard, LockError>>, what: 
 /// `Deadlock` naming X then Y, well before its 30 s wait; once B releases
 /// Y, A gets it.
 pub async fn deadlock_between_two_sessions(make: Factory<'_>) {
-    let a = Arc::new(LockManager::new(make()).session());
+    let (a, a_seen) = probed_session(make);
     let b = LockManager::new(make()).session();
     let base = unique_name("deadlock2");
     let (x, y) = (format!("{base}:x"), format!("{base}:y"));
     let gx = session_holds(&a, &x).await;
     let gy = session_holds(&b, &y).await;
-    let a_waits = waiting_for(Arc::clone(&a), &y).await;
+    let a_waits = waiting_for(Arc::clone(&a), &a_seen, &y).await;
     expect_deadlock(&b, &x, &[&x, &y]).await;
     released(gy).await;
     let a_got_y = got(a_waits, "A gets Y once B released it").await;
@@ -351,8 +528,8 @@ pub async fn deadlock_between_two_sessions(make: Factory<'_>) {
 /// A holds X waits Y, B holds Y waits Z, C holds Z and asks for X:
 /// `Deadlock` naming X, Y, Z; then the chain unwinds as C releases.
 pub async fn deadlock_among_three_sessions(make: Factory<'_>) {
-    let a = Arc::new(LockManager::new(make()).session());
-    let b = Arc::new(LockManager::new(make()).session());
+    let (a, a_seen) = probed_session(make);
+    let (b, b_seen) = probed_session(make);
     let c = LockManager::new(make()).session();
     let base = unique_name("deadlock3");
     let (x, y, z) = (
@@ -363,8 +540,8 @@ pub async fn deadlock_among_three_sessions(make: Factory<'_>) {
     let gx = session_holds(&a, &x).await;
     let gy = session_holds(&b, &y).await;
     let gz = session_holds(&c, &z).await;
-    let a_waits = waiting_for(Arc::clone(&a), &y).await;
-    let b_waits = waiting_for(Arc::clone(&b), &z).await;
+    let a_waits = waiting_for(Arc::clone(&a), &a_seen, &y).await;
+    let b_waits = waiting_for(Arc::clone(&b), &b_seen, &z).await;
     expect_deadlock(&c, &x, &[&x, &y, &z]).await;
     released(gz).await;
     let b_got_z = got(b_waits, "B gets Z once C released it").await;
@@ -380,27 +557,26 @@ pub async fn deadlock_among_three_sessions(make: Factory<'_>) {
 /// chain; and a session waiting behind a lock taken outside any session is
 /// no deadlock either. Everybody gets their lock as the chain unwinds.
 pub async fn no_deadlock_without_a_cycle(make: Factory<'_>) {
-    let a = Arc::new(LockManager::new(make()).session());
-    let b = Arc::new(LockManager::new(make()).session());
-    let c = LockManager::new(make()).session();
+    let (a, a_seen) = probed_session(make);
+    let (b, b_seen) = probed_session(make);
+    let (c, c_seen) = probed_session(make);
     let plain = LockManager::new(make());
     let base = unique_name("chain");
     let [x, y, z, w] = ["x", "y", "z", "w"].map(|s| format!("{base}:{s}"));
     let gx = session_holds(&a, &x).await;
     let gy = session_holds(&b, &y).await;
     let gz = session_holds(&c, &z).await;
-    let a_waits = waiting_for(Arc::clone(&a), &y).await;
-    let b_waits = waiting_for(Arc::clone(&b), &z).await;
+    let a_waits = waiting_for(Arc::clone(&a), &a_seen, &y).await;
+    let b_waits = waiting_for(Arc::clone(&b), &b_seen, &z).await;
     // C is at the head of the chain: taking another lock is no cycle.
     let gw = session_holds(&c, &w).await;
     // A plain holder (no session) of W2, waited for by C: no edge to follow.
     let w2 = format!("{base}:w2");
     let plain_w2 = plain
-        .acquire(&w2, TTL, Duration::from_secs(5))
+        .acquire(&w2, TTL, PATIENCE)
         .await
         .expect("plain acquire");
-    let c = Arc::new(c);
-    let c_waits = waiting_for(Arc::clone(&c), &w2).await;
+    let c_waits = waiting_for(Arc::clone(&c), &c_seen, &w2).await;
     released(plain_w2).await;
     let c_got_w2 = got(c_waits, "C gets W2 (a chain is no cycle)").await;
     released(c_got_w2).await;
@@ -418,7 +594,8 @@ pub async fn no_deadlock_without_a_cycle(make: Factory<'_>) {
 /// session holds X, task 2's waits for it and gets it after the release,
 /// with no `Deadlock`.
 pub async fn sessions_of_one_manager_are_distinct(make: Factory<'_>) {
-    let manager = LockManager::new(make());
+    let (backend, seen) = probed(make);
+    let manager = LockManager::new(backend);
     let (one, two) = (manager.session(), Arc::new(manager.session()));
     assert_ne!(one.id(), two.id(), "each session has its own id");
     let x = unique_name("same-manager");
@@ -428,7 +605,7 @@ pub async fn sessions_of_one_manager_are_distinct(make: Factory<'_>) {
         Some(one.id().as_str()),
         "the lease records its session"
     );
-    let two_waits = waiting_for(Arc::clone(&two), &x).await;
+    let two_waits = waiting_for(Arc::clone(&two), &seen, &x).await;
     released(gx).await;
     let two_got_x = got(two_waits, "task 2 gets X after task 1 released it").await;
     released(two_got_x).await;
@@ -439,13 +616,16 @@ pub async fn sessions_of_one_manager_are_distinct(make: Factory<'_>) {
 /// A) afterwards is then a plain wait (`Timeout`), not a `Deadlock` on the
 /// edge A used to have on Y.
 pub async fn wait_edges_vanish_when_the_wait_ends(make: Factory<'_>) {
-    let a = Arc::new(LockManager::new(make()).session());
+    let (a, a_seen) = probed_session(make);
     let b = LockManager::new(make()).session();
     let base = unique_name("edges");
     let (x, y) = (format!("{base}:x"), format!("{base}:y"));
     let gx = session_holds(&a, &x).await;
     let gy = session_holds(&b, &y).await;
-    let short = Duration::from_millis(400);
+    // Long enough for a first attempt to come back "held" on a slow
+    // machine (a wait that ends before any answer is `Unavailable`, not a
+    // `Timeout`), far shorter than the holders' TTL.
+    let short = Duration::from_millis(1500);
     let expect_plain_wait = |what: &'static str| {
         let (b, x) = (&b, &x);
         async move {
@@ -457,18 +637,28 @@ pub async fn wait_edges_vanish_when_the_wait_ends(make: Factory<'_>) {
     };
 
     // A's wait for Y times out.
+    let ended = a_seen.ended();
     match a.acquire(&y, TTL, short).await {
         Err(LockError::Timeout { .. }) => {}
         other => panic!("A's wait for Y (held) must time out, got {other:?}"),
     }
-    tokio::time::sleep(SETTLE).await;
+    // Its edge is removed in the background.
+    eventually("A's edge removed after its wait timed out", || {
+        a_seen.ended() > ended
+    })
+    .await;
     expect_plain_wait("after A's wait timed out").await;
 
     // A's waiting future is dropped long before its 30 s wait is over.
-    let a_waits = waiting_for(Arc::clone(&a), &y).await;
+    let ended = a_seen.ended();
+    let a_waits = waiting_for(Arc::clone(&a), &a_seen, &y).await;
     a_waits.abort();
     assert!(a_waits.await.is_err_and(|e| e.is_cancelled()));
-    tokio::time::sleep(SETTLE).await;
+    eventually(
+        "A's edge removed after its waiting future was dropped",
+        || a_seen.ended() > ended,
+    )
+    .await;
     expect_plain_wait("after A's waiting future was dropped").await;
 
     released(gy).await;
@@ -605,11 +795,16 @@ pub async fn expiry(make: Factory<'_>) {
 pub async fn extend(make: Factory<'_>) {
     let (a, b) = (make(), make());
     let name = unique_name("extend");
-    let lease = acquired(a.as_ref(), &name, Duration::from_millis(1000)).await;
-    a.extend(&lease, Duration::from_secs(10))
+    // Long enough for the extend to come before it ends on a slow machine.
+    let original = Duration::from_secs(3);
+    let lease = acquired(a.as_ref(), &name, original).await;
+    // The lease was granted before this: `original` from now is past its
+    // original end.
+    let granted_by = tokio::time::Instant::now();
+    a.extend(&lease, Duration::from_secs(30))
         .await
         .expect("holder extends");
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    tokio::time::sleep_until(granted_by + original + Duration::from_millis(500)).await;
     assert!(
         a.is_held(&lease).await.expect("is_held"),
         "extended lease expired at its original TTL"
@@ -652,7 +847,7 @@ pub async fn waiter_wakeup(make: Factory<'_>) {
     let name = unique_name("wakeup");
     let ttl = Duration::from_secs(30);
     let g = holder
-        .acquire(&name, ttl, Duration::from_secs(1))
+        .acquire(&name, ttl, PATIENCE)
         .await
         .expect("holder acquires");
     let first = g.token();
@@ -719,11 +914,14 @@ pub async fn renewal_keeps_lease(make: Factory<'_>) {
     let manager = LockManager::new(make());
     let other = make();
     let name = unique_name("renewal");
+    // Renewed every second; long enough that a renewal delayed by a slow
+    // machine still comes in time.
+    let ttl = Duration::from_secs(3);
     let g = manager
-        .acquire(&name, Duration::from_millis(900), Duration::from_secs(1))
+        .acquire(&name, ttl, PATIENCE)
         .await
         .expect("acquire");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(ttl * 2 + Duration::from_millis(500)).await;
     assert!(!g.is_lost(), "renewed lease reported lost");
     assert!(
         matches!(
@@ -744,16 +942,17 @@ pub async fn lost_lease_signal(make: Factory<'_>) {
     let manager = LockManager::new(make());
     let thief = make();
     let name = unique_name("lost");
+    // Renewed every second.
     let g = manager
-        .acquire(&name, Duration::from_millis(900), Duration::from_secs(1))
+        .acquire(&name, Duration::from_secs(3), PATIENCE)
         .await
         .expect("acquire");
     // Simulate the lease expiring behind the holder's back.
     assert!(thief.release(g.lease()).await.expect("release"));
-    let new = acquired(thief.as_ref(), &name, Duration::from_secs(10)).await;
-    tokio::time::timeout(Duration::from_secs(5), g.lost())
+    let new = acquired(thief.as_ref(), &name, Duration::from_secs(30)).await;
+    tokio::time::timeout(PATIENCE, g.lost())
         .await
-        .expect("the guard must report the lost lease within one renewal period");
+        .expect("the guard must report the lost lease at its next renewal (within a second)");
     assert!(g.is_lost());
     assert!(new.token() > g.token());
     assert!(
@@ -789,8 +988,11 @@ pub async fn holder_named(make: Factory<'_>) {
         held.contains(&pid),
         "holder {held:?} does not name process {pid}"
     );
+    // A wait long enough for a first attempt to come back "held" on a slow
+    // machine (a wait that ends before any answer is `Unavailable`), far
+    // shorter than the holder's TTL.
     match LockManager::new(b)
-        .acquire(&name, ttl, Duration::from_millis(50))
+        .acquire(&name, ttl, Duration::from_secs(2))
         .await
     {
         Err(e @ LockError::Timeout { .. }) => {
@@ -819,7 +1021,7 @@ pub async fn lock_all_in_order(make: Factory<'_>) {
     let [a, b, c, d] = ["a", "b", "c", "d"].map(|s| format!("{base}:{s}"));
     let ttl = Duration::from_secs(10);
     let held = first
-        .lock_all(&[&c, &a, &b, &a], ttl, Duration::from_secs(5))
+        .lock_all(&[&c, &a, &b, &a], ttl, PATIENCE)
         .await
         .expect("lock_all on free locks");
     let names: Vec<&str> = held.iter().map(LockGuard::name).collect();
@@ -827,8 +1029,10 @@ pub async fn lock_all_in_order(make: Factory<'_>) {
 
     // A free lock sorting before a held one: taken, then given back.
     let free_first = format!("{base}:0");
+    // Long enough for an attempt on the held lock to come back "held" on a
+    // slow machine (else the wait ends `Unavailable`), far below the TTL.
     let err = second
-        .lock_all(&[&c, &free_first], ttl, Duration::from_millis(200))
+        .lock_all(&[&c, &free_first], ttl, Duration::from_secs(2))
         .await
         .expect_err("one lock of the set is held");
     assert!(err.is_timeout(), "expected Timeout, got {err:?}");
