@@ -5,7 +5,11 @@ use manna_lock::{Attempt, LockBackend, LockError, LockManager};
 use manna_lock_redis::{RedisBackend, RedisLockConfig};
 use redis::AsyncCommands;
 
-use crate::support::{bounded, PrivateRedis};
+use crate::support::{bounded, eventually, numsub, PrivateRedis, PATIENCE};
+
+/// How long the backend keeps a release channel subscribed after its last
+/// waiter left (`CHANNEL_LINGER` in the backend).
+const CHANNEL_LINGER: Duration = Duration::from_secs(5);
 
 async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url)
@@ -179,7 +183,7 @@ async fn waiters_are_woken_by_pubsub_not_by_polling() {
         let mut admin = raw(&server.url()).await;
 
         let g = holder
-            .acquire("wake", Duration::from_secs(60), Duration::from_secs(1))
+            .acquire("wake", Duration::from_secs(60), PATIENCE)
             .await
             .unwrap();
         let _: () = redis::cmd("CONFIG")
@@ -194,12 +198,12 @@ async fn waiters_are_woken_by_pubsub_not_by_polling() {
         });
         // The waiter sits blocked for a while; then the holder releases.
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert!(!task.is_finished());
-        assert_eq!(
-            numsub(&mut admin, "manna:lock:{wake}:released").await,
-            1,
-            "the waiter subscribes to the lock's channel"
-        );
+        eventually("the waiter subscribes to the lock's channel", || {
+            let mut admin = admin.clone();
+            async move { numsub(&mut admin, "manna:lock:{wake}:released").await == 1 }
+        })
+        .await;
+        assert!(!task.is_finished(), "the waiter got a lock that is held");
         let token = g.token();
         assert!(g.release().await.unwrap());
         let got = task.await.unwrap().unwrap();
@@ -228,9 +232,10 @@ async fn waiters_are_woken_by_pubsub_not_by_polling() {
         // made dozens in 1.5 s.
         assert!(evals <= 5, "waiter polled: {evals} scripts ran\n{stats}");
         assert!(got.release().await.unwrap());
-        // The subscription ends with the wait: releases nobody waits for are
+        // The subscription ends with the wait (after lingering a while in
+        // case the lock is contended again): releases nobody waits for are
         // delivered to nobody.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let deadline = std::time::Instant::now() + CHANNEL_LINGER + Duration::from_secs(10);
         while numsub(&mut admin, "manna:lock:{wake}:released").await != 0 {
             assert!(
                 std::time::Instant::now() < deadline,
@@ -240,16 +245,6 @@ async fn waiters_are_woken_by_pubsub_not_by_polling() {
         }
     })
     .await;
-}
-
-async fn numsub(admin: &mut redis::aio::MultiplexedConnection, channel: &str) -> u64 {
-    let (_, n): (String, u64) = redis::cmd("PUBSUB")
-        .arg("NUMSUB")
-        .arg(channel)
-        .query_async(admin)
-        .await
-        .unwrap();
-    n
 }
 
 /// A waiting session's wait-for edge is one key, `…waits:SESSION`, holding
@@ -264,7 +259,7 @@ async fn a_wait_for_edge_is_a_key_that_expires_with_the_wait() {
         let name = manna_lock::testing::conformance::unique_name("edge-key");
         let holder = locks.session();
         let guard = holder
-            .acquire(&name, Duration::from_secs(30), Duration::from_secs(1))
+            .acquire(&name, Duration::from_secs(30), PATIENCE)
             .await
             .unwrap();
         assert_eq!(guard.lease().session(), Some(holder.id().as_str()));
@@ -277,12 +272,14 @@ async fn a_wait_for_edge_is_a_key_that_expires_with_the_wait() {
         let waiter = Arc::new(locks.session());
         let key = backend.wait_key(waiter.id());
         let (w, n) = (Arc::clone(&waiter), name.clone());
-        let task = tokio::spawn(async move {
-            w.acquire(&n, Duration::from_secs(30), Duration::from_secs(2))
-                .await
-        });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let wait = Duration::from_secs(4);
+        let task = tokio::spawn(async move { w.acquire(&n, Duration::from_secs(30), wait).await });
         let mut conn = raw(&url).await;
+        eventually("the waiter recorded its edge", || {
+            let (mut conn, key) = (conn.clone(), key.clone());
+            async move { conn.exists::<_, bool>(&key).await.unwrap() }
+        })
+        .await;
         let edge: Option<String> = conn.get(&key).await.unwrap();
         assert_eq!(
             edge.as_deref(),
@@ -291,7 +288,7 @@ async fn a_wait_for_edge_is_a_key_that_expires_with_the_wait() {
         );
         let pttl: i64 = conn.pttl(&key).await.unwrap();
         assert!(
-            pttl > 0 && pttl <= 2000,
+            pttl > 0 && pttl <= i64::try_from(wait.as_millis()).unwrap(),
             "the edge expires within the remaining wait, PTTL {pttl}"
         );
         let outcome = task.await.unwrap();
@@ -299,9 +296,11 @@ async fn a_wait_for_edge_is_a_key_that_expires_with_the_wait() {
             matches!(outcome, Err(LockError::Timeout { .. })),
             "{outcome:?}"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let edge: Option<String> = conn.get(&key).await.unwrap();
-        assert_eq!(edge, None, "the edge is gone once the wait ended");
+        eventually("the edge is gone once the wait ended", || {
+            let (mut conn, key) = (conn.clone(), key.clone());
+            async move { !conn.exists::<_, bool>(&key).await.unwrap() }
+        })
+        .await;
         assert!(guard.release().await.unwrap());
     })
     .await;

@@ -5,7 +5,7 @@ use manna_lock::{LockError, LockManager};
 use manna_lock_redis::testing::FencedRegister;
 use manna_lock_redis::{RedisBackend, RedisLockConfig};
 
-use crate::support::{acquire_when_back, bounded, PrivateRedis};
+use crate::support::{acquire_when_back, bounded, PrivateRedis, PATIENCE};
 
 /// A holder whose Redis is paused past the TTL observes the lost lease; a
 /// second holder gets a higher token; the stale holder's write is refused.
@@ -13,8 +13,7 @@ use crate::support::{acquire_when_back, bounded, PrivateRedis};
 async fn redis_paused_past_the_ttl() {
     let mut server = PrivateRedis::start(&[]);
     bounded(60, async {
-        let config =
-            RedisLockConfig::new(server.url()).response_timeout(Duration::from_millis(500));
+        let config = RedisLockConfig::new(server.url()).response_timeout(Duration::from_secs(2));
         let first = LockManager::new(Arc::new(
             RedisBackend::connect(config.clone()).await.unwrap(),
         ));
@@ -25,14 +24,9 @@ async fn redis_paused_past_the_ttl() {
             .await
             .unwrap();
 
-        let g1 = first
-            .acquire(
-                "paused",
-                Duration::from_millis(1000),
-                Duration::from_secs(1),
-            )
-            .await
-            .unwrap();
+        // Renewed every second: in time on a slow machine too.
+        let ttl = Duration::from_secs(3);
+        let g1 = first.acquire("paused", ttl, PATIENCE).await.unwrap();
         let (value, _) = register.read().await.unwrap();
         assert!(
             register.write(g1.token(), value + 1).await.unwrap(),
@@ -41,8 +35,9 @@ async fn redis_paused_past_the_ttl() {
         let read_before_pause = register.read().await.unwrap().0;
 
         server.pause();
-        // The holder cannot renew: its lease must be reported lost.
-        tokio::time::timeout(Duration::from_secs(5), g1.lost())
+        // The holder cannot renew: its lease must be reported lost (by the
+        // end of its TTL).
+        tokio::time::timeout(ttl + Duration::from_secs(10), g1.lost())
             .await
             .expect("holder must observe the lost lease while Redis is paused");
         // Keep Redis stopped past the TTL (Redis expires by its own clock).
@@ -98,30 +93,26 @@ async fn redis_killed_then_restarted() {
             .unwrap(),
     );
     let m = LockManager::new(backend.clone());
-    let g = bounded(
-        10,
-        m.acquire("killed", Duration::from_secs(5), Duration::from_secs(1)),
-    )
-    .await
-    .unwrap();
+    let g = bounded(20, m.acquire("killed", Duration::from_secs(5), PATIENCE))
+        .await
+        .unwrap();
     let before = g.token();
     assert!(bounded(10, g.release()).await.unwrap());
 
     server.kill();
     let started = std::time::Instant::now();
-    let err = bounded(
-        20,
-        m.acquire("killed", Duration::from_secs(5), Duration::from_secs(5)),
-    )
-    .await
-    .unwrap_err();
+    let wait = Duration::from_secs(5);
+    let err = bounded(20, m.acquire("killed", Duration::from_secs(5), wait))
+        .await
+        .unwrap_err();
     match &err {
         LockError::Unavailable { backend, .. } => assert!(backend.contains(&url), "{backend}"),
         other => panic!("expected Unavailable, got {other:?}"),
     }
     assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "must not hang past the caller's wait"
+        started.elapsed() < wait + Duration::from_secs(5),
+        "must not hang past the caller's wait ({wait:?}), took {:?}",
+        started.elapsed()
     );
     let err = bounded(10, m.try_acquire("killed", Duration::from_secs(5)))
         .await

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use manna_lock::{Attempt, LockBackend, LockManager};
 use manna_lock_redis::{RedisBackend, RedisLockConfig};
 
-use crate::support::{acquire_when_back, bounded, PrivateRedis};
+use crate::support::{
+    acquire_when_back, admin, bounded, eventually, numsub, queued, reset_stats, script_calls,
+    PrivateRedis,
+};
 
 async fn connect(config: &RedisLockConfig) -> Arc<RedisBackend> {
     Arc::new(RedisBackend::connect(config.clone()).await.unwrap())
@@ -35,22 +38,33 @@ async fn free_within(backend: &RedisBackend, name: &str, within: Duration) -> bo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_redis_never_keeps_a_waiter_past_its_wait() {
     let server = PrivateRedis::start(&[]);
-    bounded(60, async {
-        let config = RedisLockConfig::new(server.url()).response_timeout(Duration::from_secs(5));
+    bounded(90, async {
+        // Far longer than the wait plus any delay a slow machine adds.
+        let response_timeout = Duration::from_secs(20);
+        let config = RedisLockConfig::new(server.url()).response_timeout(response_timeout);
         let holder = LockManager::new(connect(&config).await);
-        let waiter = LockManager::new(connect(&config).await);
+        let waiter_backend = connect(&config).await;
+        let queue = waiter_backend.queue_key("stalled");
+        let waiter = LockManager::new(waiter_backend);
+        let admin = admin(&server.url()).await;
         let _g = holder
-            .acquire("stalled", Duration::from_secs(30), Duration::ZERO)
+            .acquire("stalled", Duration::from_secs(60), Duration::ZERO)
             .await
             .unwrap();
-        let wait = Duration::from_millis(1500);
+        let wait = Duration::from_secs(3);
         let started = Instant::now();
         let task = tokio::spawn(async move {
             waiter
-                .acquire("stalled", Duration::from_secs(30), wait)
+                .acquire("stalled", Duration::from_secs(60), wait)
                 .await
         });
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        // The waiter's first attempt was answered (it queued): it saw the
+        // lock held, so the end of its wait is a `Timeout`.
+        eventually("the waiter queued", || {
+            let (mut admin, queue) = (admin.clone(), queue.clone());
+            async move { queued(&mut admin, &queue).await == 1 }
+        })
+        .await;
         server.pause();
         let result = task.await.unwrap();
         let elapsed = started.elapsed();
@@ -58,8 +72,8 @@ async fn a_stalled_redis_never_keeps_a_waiter_past_its_wait() {
         let err = result.unwrap_err();
         assert!(err.is_timeout(), "{err:?}");
         assert!(
-            elapsed < wait + Duration::from_millis(1000),
-            "a {wait:?} wait returned after {elapsed:?} (response timeout 5 s)"
+            elapsed < wait + Duration::from_secs(5),
+            "a {wait:?} wait returned after {elapsed:?} (response timeout {response_timeout:?})"
         );
     })
     .await;
@@ -103,10 +117,12 @@ async fn a_caller_that_gives_up_leaves_no_phantom_lease() {
 async fn a_response_timeout_leaves_no_phantom_lease() {
     let server = PrivateRedis::start(&[]);
     bounded(60, async {
-        let config =
-            RedisLockConfig::new(server.url()).response_timeout(Duration::from_millis(300));
+        // A short response timeout for the call meant to time out only.
+        let config = RedisLockConfig::new(server.url()).response_timeout(Duration::from_secs(1));
         let backend = connect(&config).await;
-        let other = connect(&config).await;
+        let other =
+            connect(&RedisLockConfig::new(server.url()).response_timeout(Duration::from_secs(5)))
+                .await;
         assert!(free_within(&other, "warm-up", Duration::from_secs(5)).await);
 
         server.pause();
@@ -128,8 +144,8 @@ async fn a_response_timeout_leaves_no_phantom_lease() {
 /// Acquires and releases `restored`; returns the token.
 async fn take(m: &LockManager) -> u64 {
     let g = bounded(
-        10,
-        m.acquire("restored", Duration::from_secs(30), Duration::from_secs(1)),
+        20,
+        m.acquire("restored", Duration::from_secs(30), Duration::from_secs(10)),
     )
     .await
     .unwrap();
@@ -202,34 +218,58 @@ async fn the_release_listener_is_ready_when_connect_returns() {
 }
 
 /// The very first waiter after `connect` is woken by the release
-/// notification, not by backoff.
+/// notification, not by backoff: it subscribes, runs no script while it
+/// waits, and gets the lock soon after the release, long before the
+/// holder's lease (60 s) would have expired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_waiter_after_connect_is_woken_by_pubsub() {
     let server = PrivateRedis::start(&[]);
     bounded(60, async {
         let config = RedisLockConfig::new(server.url());
+        let mut admin = admin(&server.url()).await;
         let holder = LockManager::new(connect(&config).await);
-        let g = holder
-            .acquire("first", Duration::from_secs(60), Duration::ZERO)
-            .await
-            .unwrap();
-        let waiter = LockManager::new(connect(&config).await);
+        let ttl = Duration::from_secs(60);
+        let g = holder.acquire("first", ttl, Duration::ZERO).await.unwrap();
+        let waiter_backend = connect(&config).await;
+        let channel = waiter_backend.release_channel("first");
+        let waiter = LockManager::new(waiter_backend);
         let task = tokio::spawn(async move {
             let g = waiter
-                .acquire("first", Duration::from_secs(60), Duration::from_secs(30))
+                .acquire("first", ttl, Duration::from_secs(30))
                 .await
                 .unwrap();
             (Instant::now(), g)
         });
-        // Long enough for backoff to reach its 250 ms steps.
+        // A waiter woken by notifications subscribes (one that polls never
+        // does).
+        eventually(
+            "the waiter subscribed to the lock's release channel",
+            || {
+                let (mut admin, channel) = (admin.clone(), channel.clone());
+                async move { numsub(&mut admin, &channel).await == 1 }
+            },
+        )
+        .await;
+        reset_stats(&mut admin).await;
+        // Long enough for a polling waiter to reach its 250 ms backoff steps.
         tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (scripts, stats) = script_calls(&mut admin).await;
+        assert!(!task.is_finished(), "the waiter got a lock that is held");
+        // At most the attempt right after subscribing (and its script load):
+        // a polling waiter would have run one every 250 ms at most.
+        assert!(
+            scripts <= 3,
+            "the waiter polled: {scripts} scripts ran in 1.5 s\n{stats}"
+        );
         let released_at = Instant::now();
         assert!(g.release().await.unwrap());
         let (woken_at, got) = task.await.unwrap();
         let latency = woken_at.saturating_duration_since(released_at);
+        // Missing the notification, the waiter would sleep until the
+        // holder's lease expired (60 s, beyond its 30 s wait).
         assert!(
-            latency < Duration::from_millis(200),
-            "first waiter woke {latency:?} after the release"
+            latency < Duration::from_secs(2),
+            "first waiter woke {latency:?} after the release (the holder's lease was {ttl:?})"
         );
         assert!(got.release().await.unwrap());
     })

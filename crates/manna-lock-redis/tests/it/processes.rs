@@ -68,6 +68,10 @@ fn parse_done(line: &str) -> (u64, u64) {
     (field("increments="), field("refused="))
 }
 
+/// The lease TTL of the `hold` helper: renewed every second, so a renewal
+/// delayed by a loaded machine still comes in time.
+const HELD_TTL: Duration = Duration::from_secs(3);
+
 /// A holder process killed mid-lock: the lock frees up after the TTL, with a
 /// higher token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,7 +80,8 @@ async fn holder_process_killed_mid_lock() {
     let url = server.url();
     bounded(60, async {
         let mut child = Command::new(HELPER)
-            .args(["hold", &url, "held-lock", "1500"])
+            .args(["hold", &url, "held-lock"])
+            .arg(HELD_TTL.as_millis().to_string())
             .env("HOSTNAME", "lock-helper-7")
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -112,12 +117,10 @@ async fn holder_process_killed_mid_lock() {
             other => panic!("expected Held naming the helper, got {other:?}"),
         }
         let m = LockManager::new(backend);
+        // Long enough for a first attempt to come back "held" on a slow
+        // machine (a wait that ends before any answer is `Unavailable`).
         match m
-            .acquire(
-                "held-lock",
-                Duration::from_secs(5),
-                Duration::from_millis(100),
-            )
+            .acquire("held-lock", Duration::from_secs(5), Duration::from_secs(2))
             .await
         {
             Err(e @ LockError::Timeout { .. }) => assert!(
@@ -128,7 +131,7 @@ async fn holder_process_killed_mid_lock() {
             other => panic!("expected a Timeout naming the helper, got {other:?}"),
         }
         // The helper renews: the lock stays held well past its TTL.
-        tokio::time::sleep(Duration::from_millis(2000)).await;
+        tokio::time::sleep(HELD_TTL * 2).await;
         assert!(
             m.try_acquire("held-lock", Duration::from_secs(5))
                 .await
@@ -140,7 +143,11 @@ async fn holder_process_killed_mid_lock() {
         child.start_kill().unwrap();
         child.wait().await.unwrap();
         let g = m
-            .acquire("held-lock", Duration::from_secs(5), Duration::from_secs(10))
+            .acquire(
+                "held-lock",
+                Duration::from_secs(5),
+                HELD_TTL + Duration::from_secs(15),
+            )
             .await
             .unwrap();
         assert!(

@@ -10,7 +10,21 @@ use futures_util::StreamExt;
 use manna_lock::{Attempt, LockBackend, LockManager, WaitTicket};
 use manna_lock_redis::{RedisBackend, RedisLockConfig};
 
-use crate::support::{acquire_when_back, bounded, PrivateRedis};
+use crate::support::{
+    acquire_when_back, admin, bounded, eventually, queued, PrivateRedis, PATIENCE,
+};
+
+/// Returns once `n` wait tickets are queued for lock `name` of the Redis
+/// at `url` (in the default namespace).
+async fn until_queued(url: &str, name: &str, n: u64) {
+    let key = format!("manna:lock:{{{name}}}:queue");
+    let conn = admin(url).await;
+    eventually(&format!("{n} waiters queued for `{name}`"), || {
+        let (mut conn, key) = (conn.clone(), key.clone());
+        async move { queued(&mut conn, &key).await == n }
+    })
+    .await;
+}
 
 /// `calls=` per command in `INFO commandstats` (commands run inside scripts
 /// included).
@@ -141,23 +155,22 @@ async fn a_dead_queued_waiter_is_skipped_at_once() {
         let dead = RedisBackend::connect(config.clone()).await.unwrap();
         let live = manager(&config).await;
         let ttl = Duration::from_secs(30);
-        let g = holder
-            .acquire("dead-waiter", ttl, Duration::from_secs(1))
-            .await
-            .unwrap();
+        let g = holder.acquire("dead-waiter", ttl, PATIENCE).await.unwrap();
         let ticket = WaitTicket::random();
+        // Not skipped, the dead waiter would hold the lock up for its TTL
+        // (the rest of its wait is as long).
         assert!(matches!(
-            dead.try_acquire_queued("dead-waiter", ttl, &ticket, Duration::from_secs(2))
+            dead.try_acquire_queued("dead-waiter", ttl, &ticket, ttl)
                 .await
                 .unwrap(),
             Attempt::Held { .. }
         ));
         drop(dead); // never cancels: as if its process were killed
         let waiting = tokio::spawn(async move {
-            live.acquire("dead-waiter", ttl, Duration::from_secs(20))
+            live.acquire("dead-waiter", ttl, Duration::from_secs(50))
                 .await
         });
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        until_queued(&server.url(), "dead-waiter", 2).await;
         let first = g.token();
         let released = Instant::now();
         assert!(g.release().await.unwrap());
@@ -166,8 +179,8 @@ async fn a_dead_queued_waiter_is_skipped_at_once() {
             .unwrap()
             .expect("the live waiter gets the lock, skipping the dead one");
         assert!(
-            released.elapsed() < Duration::from_secs(1),
-            "handed over past the dead waiter at once, took {:?} (its wait was 2 s)",
+            released.elapsed() < Duration::from_secs(10),
+            "handed over past the dead waiter at once, took {:?} (its handoff would last {ttl:?})",
             released.elapsed()
         );
         assert!(got.token() > first);
@@ -184,13 +197,12 @@ async fn a_dead_queued_waiter_is_skipped_at_once() {
 async fn a_restart_with_waiters_queued() {
     let mut server = PrivateRedis::start(&[]);
     bounded(90, async {
-        let config =
-            RedisLockConfig::new(server.url()).response_timeout(Duration::from_millis(500));
+        let config = RedisLockConfig::new(server.url()).response_timeout(Duration::from_secs(2));
         let holder = manager(&config).await.with_renewal(false);
         let waiter = manager(&config).await;
         let ttl = Duration::from_secs(30);
         let g = holder
-            .acquire("restart-queue", ttl, Duration::from_secs(1))
+            .acquire("restart-queue", ttl, PATIENCE)
             .await
             .unwrap();
         let w = waiter.clone();
@@ -198,7 +210,7 @@ async fn a_restart_with_waiters_queued() {
             w.acquire("restart-queue", ttl, Duration::from_secs(25))
                 .await
         });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        until_queued(&server.url(), "restart-queue", 1).await;
         server.restart();
         let got = match waiting.await.unwrap() {
             Ok(got) => got,
@@ -221,7 +233,7 @@ async fn a_restart_with_waiters_queued() {
             h.acquire("restart-queue", ttl, Duration::from_secs(25))
                 .await
         });
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        until_queued(&server.url(), "restart-queue", 1).await;
         let before = got.token();
         assert!(got.release().await.unwrap());
         let next = next.await.unwrap().expect("handed over after the restart");
@@ -336,10 +348,7 @@ async fn two_waiters_of_one_process_each_get_their_own_handoff() {
         let holder = manager(&config).await;
         let shared = manager(&config).await;
         let ttl = Duration::from_secs(30);
-        let g = holder
-            .acquire("same-process", ttl, Duration::from_secs(1))
-            .await
-            .unwrap();
+        let g = holder.acquire("same-process", ttl, PATIENCE).await.unwrap();
         let order = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for i in 0..2 {
@@ -353,7 +362,7 @@ async fn two_waiters_of_one_process_each_get_their_own_handoff() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 assert!(g.release().await.unwrap());
             }));
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            until_queued(&server.url(), "same-process", i + 1).await;
         }
         let first = g.token();
         let started = Instant::now();
@@ -362,8 +371,8 @@ async fn two_waiters_of_one_process_each_get_their_own_handoff() {
             t.await.unwrap();
         }
         assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "both handoffs delivered, took {:?}",
+            started.elapsed() < Duration::from_secs(15),
+            "both handoffs delivered, took {:?} (a lost one waits out the 30 s lease)",
             started.elapsed()
         );
         let order = order.lock().unwrap().clone();
@@ -375,10 +384,11 @@ async fn two_waiters_of_one_process_each_get_their_own_handoff() {
 
 /// A queued waiter whose process hangs but stays connected (its waiter
 /// channel still has a subscriber, so the handoff is "heard"): the lock
-/// stays with it for at most `min(TTL, what was left of its wait)`, and the
-/// live waiter behind it, which is not told of that handoff, tries again
-/// when the lease its last attempt saw would expire (here the holder's, 3 s)
-/// and gets the lock then: bounded, not blocked.
+/// stays with it for at most `min(TTL, what was left of its wait)` (here
+/// 5 s), and the live waiter behind it, which is not told of that handoff,
+/// tries again when the lease its last attempt saw would expire (here the
+/// holder's, 5 s), then when the hung one's would, and gets the lock then:
+/// bounded, not blocked until the end of its 60 s wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_queued_waiter_holds_up_the_queue_at_most_until_the_lease_others_saw() {
     let server = PrivateRedis::start(&[]);
@@ -394,29 +404,22 @@ async fn a_hung_queued_waiter_holds_up_the_queue_at_most_until_the_lease_others_
             .unwrap();
         deaf.subscribe(hung.waiter_channel()).await.unwrap();
         let live = manager(&config).await;
-        let ttl = Duration::from_secs(3);
+        let ttl = Duration::from_secs(5);
+        let live_wait = Duration::from_secs(60);
         let g = holder
-            .acquire("hung-waiter", ttl, Duration::from_secs(1))
+            .acquire("hung-waiter", ttl, PATIENCE)
             .await
             .unwrap();
         let ticket = WaitTicket::random();
         assert!(matches!(
-            hung.try_acquire_queued(
-                "hung-waiter",
-                Duration::from_secs(30),
-                &ticket,
-                Duration::from_secs(1)
-            )
-            .await
-            .unwrap(),
+            hung.try_acquire_queued("hung-waiter", Duration::from_secs(30), &ticket, ttl)
+                .await
+                .unwrap(),
             Attempt::Held { .. }
         ));
         drop(hung);
-        let waiting = tokio::spawn(async move {
-            live.acquire("hung-waiter", ttl, Duration::from_secs(20))
-                .await
-        });
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let waiting = tokio::spawn(async move { live.acquire("hung-waiter", ttl, live_wait).await });
+        until_queued(&server.url(), "hung-waiter", 2).await;
         let first = g.token();
         let started = Instant::now();
         assert!(g.release().await.unwrap());
@@ -425,8 +428,8 @@ async fn a_hung_queued_waiter_holds_up_the_queue_at_most_until_the_lease_others_
             .unwrap()
             .expect("the live waiter gets the lock once the lease it saw expires");
         assert!(
-            started.elapsed() < Duration::from_secs(4),
-            "bounded by the holder's lease the live waiter saw (3 s), took {:?}",
+            started.elapsed() < ttl + Duration::from_secs(10),
+            "bounded by the leases the live waiter saw ({ttl:?}), took {:?} (its wait was {live_wait:?})",
             started.elapsed()
         );
         assert!(got.token() > first);
@@ -444,22 +447,19 @@ async fn a_hung_queued_waiter_holds_up_the_queue_at_most_until_the_lease_others_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handoff_while_the_listener_reconnects_is_not_lost() {
     let server = PrivateRedis::start(&[]);
-    bounded(60, async {
+    bounded(120, async {
         let config = RedisLockConfig::new(server.url());
         let holder = manager(&config).await;
         let waiter = manager(&config).await;
         let ttl = Duration::from_secs(30);
         for round in 0..5 {
-            let g = holder
-                .acquire("reconnect", ttl, Duration::from_secs(1))
-                .await
-                .unwrap();
+            let g = holder.acquire("reconnect", ttl, PATIENCE).await.unwrap();
             let w = waiter.clone();
             let waiting =
                 tokio::spawn(
-                    async move { w.acquire("reconnect", ttl, Duration::from_secs(10)).await },
+                    async move { w.acquire("reconnect", ttl, Duration::from_secs(25)).await },
                 );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            until_queued(&server.url(), "reconnect", 1).await;
             let mut admin = redis::Client::open(server.url())
                 .unwrap()
                 .get_multiplexed_async_connection()
@@ -482,8 +482,8 @@ async fn a_handoff_while_the_listener_reconnects_is_not_lost() {
                 .unwrap()
                 .expect("the waiter gets the lock after the listener is back");
             assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "round {round}: took {:?}",
+                started.elapsed() < Duration::from_secs(15),
+                "round {round}: took {:?} (the holder's lease was {ttl:?})",
                 started.elapsed()
             );
             assert!(got.token() > first);

@@ -171,3 +171,87 @@ pub(crate) async fn acquire_when_back(
     })
     .await
 }
+
+/// A plain connection to the Redis at `url`, for inspecting it.
+pub(crate) async fn admin(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// How long a test waits for something that takes milliseconds (a spawned
+/// waiter queuing or subscribing) before it calls it broken: generous, so
+/// that a loaded machine cannot fail a test by being slow.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Polls `check` until it returns `true`, for up to [`PATIENCE`]; panics
+/// naming `what` otherwise.
+pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not seen within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// How many wait tickets are queued in `queue_key` (a sorted set).
+pub(crate) async fn queued(admin: &mut redis::aio::MultiplexedConnection, queue_key: &str) -> u64 {
+    redis::cmd("ZCARD")
+        .arg(queue_key)
+        .query_async(admin)
+        .await
+        .unwrap()
+}
+
+/// How many clients are subscribed to `channel`.
+pub(crate) async fn numsub(admin: &mut redis::aio::MultiplexedConnection, channel: &str) -> u64 {
+    let (_, n): (String, u64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query_async(admin)
+        .await
+        .unwrap();
+    n
+}
+
+/// `CONFIG RESETSTAT`: the command counts start again from zero.
+pub(crate) async fn reset_stats(admin: &mut redis::aio::MultiplexedConnection) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(admin)
+        .await
+        .unwrap();
+}
+
+/// How many scripts ran (`EVALSHA` and `EVAL` calls) since the last
+/// [`reset_stats`], with the whole `INFO commandstats` for a failure
+/// message.
+pub(crate) async fn script_calls(admin: &mut redis::aio::MultiplexedConnection) -> (u64, String) {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(admin)
+        .await
+        .unwrap();
+    let calls = stats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    (calls, stats)
+}
