@@ -101,8 +101,9 @@ async fn two_processes_on(db: TestDb) {
         }
 
         // A holds without renewing; B is refused until A's TTL passes, then
-        // takes over with a larger token, and A can no longer act.
-        let short = Duration::from_millis(600);
+        // takes over with a larger token, and A can no longer act. (Long
+        // enough for B's refusal to come first on a slow machine.)
+        let short = Duration::from_secs(3);
         let old = acquired(&a, name, short).await;
         assert!(matches!(
             b.try_acquire(name, ttl).await.unwrap(),
@@ -111,12 +112,12 @@ async fn two_processes_on(db: TestDb) {
         let waiter = LockManager::new(Arc::new(b.clone()));
         let started = Instant::now();
         let guard = waiter
-            .acquire(name, ttl, Duration::from_secs(10))
+            .acquire(name, ttl, Duration::from_secs(25))
             .await
             .expect("the lock frees up after the holder's TTL");
         assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "took {:?}",
+            started.elapsed() < short + Duration::from_secs(7),
+            "took {:?} (the holder's TTL was {short:?})",
             started.elapsed()
         );
         assert!(guard.token() > old.token());
@@ -158,8 +159,10 @@ async fn holder_named_on(db: TestDb) {
             since.len() == 20 && since.ends_with('Z') && since.as_bytes()[10] == b'T',
             "RFC 3339 UTC to the second: {since}"
         );
+        // Long enough for a first attempt to come back "held" on a slow
+        // machine (a wait that ends before any answer is `Unavailable`).
         let err = LockManager::new(Arc::new(backend.clone()))
-            .acquire(name, Duration::from_secs(30), Duration::from_millis(100))
+            .acquire(name, Duration::from_secs(30), Duration::from_secs(2))
             .await
             .unwrap_err();
         assert_eq!(err.holder(), Some(stored.as_str()), "{err}");
@@ -231,14 +234,15 @@ async fn busy_sqlite_is_unavailable_within_the_bounds() {
         DbPool::connect(db.url(), &PoolOptions::default().busy_timeout(busy)).unwrap()
     };
     let quick = DbLockBackend::new(pool(Duration::from_millis(100)));
-    let patient =
-        DbLockBackend::new(pool(Duration::from_secs(30))).with_timeout(Duration::from_millis(300));
-    bounded(30, async {
+    let patient = DbLockBackend::new(pool(Duration::from_secs(30)));
+    bounded(60, async {
         // Create the table and warm both up.
         for b in [&quick, &patient] {
             let l = acquired(b, "warm", Duration::from_secs(5)).await;
             assert!(b.release(&l).await.unwrap());
         }
+        // A short call timeout for the call meant to time out only.
+        let patient = patient.with_timeout(Duration::from_millis(300));
         let path = db.url().trim_start_matches("sqlite://").to_owned();
         let mut writer = diesel::SqliteConnection::establish(&path).unwrap();
         writer.batch_execute("BEGIN IMMEDIATE").unwrap();
@@ -255,8 +259,8 @@ async fn busy_sqlite_is_unavailable_within_the_bounds() {
             other => panic!("expected Unavailable (busy), got {other:?}"),
         }
         assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{:?}",
+            started.elapsed() < Duration::from_secs(10),
+            "{:?} (busy timeout 100 ms)",
             started.elapsed()
         );
 
@@ -268,8 +272,8 @@ async fn busy_sqlite_is_unavailable_within_the_bounds() {
             other => panic!("expected Unavailable (timeout), got {other:?}"),
         }
         assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{:?}",
+            started.elapsed() < Duration::from_secs(10),
+            "{:?} (call timeout 300 ms, busy timeout 30 s)",
             started.elapsed()
         );
 

@@ -178,7 +178,30 @@ fn a_killed_postgres_connection_is_unavailable_and_the_pool_recovers() {
         &format!("SELECT pg_terminate_backend({pid})"),
     )
     .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    // The signal is asynchronous: wait until the backend has exited.
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let alive: Vec<N> = diesel::RunQueryDsl::load(
+            diesel::sql_query(format!(
+                "SELECT count(*) AS n FROM pg_stat_activity WHERE pid = {pid}"
+            )),
+            &mut admin,
+        )
+        .unwrap();
+        if alive[0].n == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backend {pid} still running 10 s after pg_terminate_backend"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let err = t
         .update(&mut conn, 1, 1, &Changes::new().set("v", 1).unwrap())
         .unwrap_err();
