@@ -64,7 +64,7 @@ def cli_ready():
 
 def test_a_python_holder_makes_the_cli_wait_until_it_releases(redis_env, cli_ready):
     k = kind()
-    held = manna.lock_resource(k, 42, timeout=1)
+    held = manna.lock_resource(k, 42, timeout=10)
     assert held.name == f"{k}:42"
     waiter = start_cli_lock(held.name, TOKEN)
     time.sleep(1.0)
@@ -84,7 +84,7 @@ def test_a_cli_holder_makes_python_wait_until_its_command_ends(redis_env, cli_re
     cli_token, _ = token_and_time(holder.stdout.readline(), holder)
     # Held: Python is refused for the whole (short) wait, and told by whom.
     with pytest.raises(manna.LockTimeoutError, match="held by"):
-        manna.lock_resource(k, 7, timeout=0.2)
+        manna.lock_resource(k, 7, timeout=2)
 
     got = []
 
