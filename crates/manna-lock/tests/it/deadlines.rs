@@ -161,12 +161,12 @@ proptest! {
 async fn a_guard_paused_past_its_ttl_is_lost_on_waking() {
     for renew in [true, false] {
         let m = LockManager::new(Arc::new(MemoryBackend::new())).with_renewal(renew);
-        let g = m
-            .acquire("paused", Duration::from_millis(100), Duration::ZERO)
-            .await
-            .unwrap();
+        // Long enough not to be lost before the first check on a slow
+        // machine.
+        let ttl = Duration::from_secs(2);
+        let g = m.acquire("paused", ttl, Duration::ZERO).await.unwrap();
         assert!(!g.is_lost(), "renew {renew}: lost at once");
-        std::thread::sleep(Duration::from_millis(150));
+        std::thread::sleep(ttl + Duration::from_millis(500));
         assert!(
             g.is_lost(),
             "renew {renew}: not lost after a pause past the TTL"

@@ -150,16 +150,14 @@ fn guards_work_from_a_std_thread_on_a_caller_owned_runtime() {
     let handle = rt.handle().clone();
     let m = manager.clone();
     let worker = std::thread::spawn(move || {
+        // Renewed every second: in time on a slow machine too.
+        let ttl = Duration::from_secs(3);
         let g = handle
-            .block_on(m.acquire(
-                "sync-engine",
-                Duration::from_millis(900),
-                Duration::from_secs(1),
-            ))
+            .block_on(m.acquire("sync-engine", ttl, Duration::from_secs(10)))
             .unwrap();
         // Blocking work on this thread for several TTLs: renewal runs on
         // the runtime's workers.
-        std::thread::sleep(Duration::from_millis(2500));
+        std::thread::sleep(ttl * 2 + Duration::from_millis(500));
         assert!(!g.is_lost(), "renewal did not run while the thread blocked");
         let other = handle
             .block_on(m.try_acquire("sync-engine", Duration::from_secs(1)))
@@ -175,7 +173,7 @@ fn guards_work_from_a_std_thread_on_a_caller_owned_runtime() {
         .block_on(manager.acquire(
             "sync-engine",
             Duration::from_secs(60),
-            Duration::from_secs(5),
+            Duration::from_secs(10),
         ))
         .unwrap();
     assert!(next.token() > token);
