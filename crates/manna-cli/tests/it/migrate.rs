@@ -506,8 +506,28 @@ fn two_migrators_on_one_column_one_waits_or_refuses() {
             .spawn()
             .unwrap()
     };
-    let first = spawn();
-    std::thread::sleep(Duration::from_millis(500));
+    let mut first = spawn();
+    // The second starts once the first is migrating (holds the column).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let migrated = db
+            .rows("items")
+            .iter()
+            .filter(|(_, v)| v.as_deref().is_some_and(|v| v.starts_with("mn1:")))
+            .count();
+        if migrated > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first migrator made no progress"
+        );
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first migrator ended before it migrated anything"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let second = spawn().wait_with_output().unwrap();
     let first = first.wait_with_output().unwrap();
     assert!(first.status.success(), "{}", stderr(&first));
@@ -881,7 +901,8 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
 fn metrics_are_served_during_a_throttled_run() {
     let db = TestDb::postgres();
     let keys = Keys::new();
-    seed_fernet(&db, &keys, "items", 3_000);
+    // 8 s at 1000 rows/s: time for a loaded machine to scrape them all.
+    seed_fernet(&db, &keys, "items", 8_000);
     let addr = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().to_string()
