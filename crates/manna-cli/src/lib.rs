@@ -56,7 +56,10 @@ Exit status:
 const LOCK_EXIT_STATUS: &str = "\
 The command gets the fencing token in MANNA_FENCING_TOKEN, the lease's holder id
 in MANNA_FENCE_HOLDER (fenced writes carry both) and the lock name in
-MANNA_LOCK_NAME. Ctrl-C reaches the command; the lock is released when it exits.
+MANNA_LOCK_NAME. The lock is released when the command exits. Unattended (stdin
+not a terminal), the command leads its own process group: a lost lease stops the
+whole group, and SIGINT/SIGTERM/SIGHUP sent to `manna lock` are passed on to it.
+At a terminal, Ctrl-C reaches the command directly.
 
 Exit status:
   the command's (128 + N when signal N ended it), or:

@@ -3,7 +3,9 @@
 //! every verb of the CLI uses.
 
 use std::ffi::OsString;
+use std::io::IsTerminal as _;
 use std::process::{Child, Command, ExitCode, ExitStatus};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -116,19 +118,21 @@ pub(crate) fn lock(args: &LockArgs) -> Result<ExitCode> {
         }
         Err(err) => return Err(err.into()),
     };
-    // Ctrl-C reaches the command too (same process group): let it decide
-    // when to stop, and give the lock back once it has.
-    if let Err(err) = ctrlc::set_handler(|| {}) {
-        tracing::warn!("Ctrl-C handler not installed: {err}");
-    }
+    let group = Group::for_stdin();
+    let forwarded = Arc::new(AtomicUsize::new(0));
+    group.catch_signals(&forwarded);
     let program = command.to_string_lossy().into_owned();
     let fencing = held.fencing();
-    let spawned = Command::new(command)
-        .args(command_args)
+    let mut cmd = Command::new(command);
+    cmd.args(command_args)
         .env(ENV_FENCING_TOKEN, fencing.token().get().to_string())
         .env(ENV_FENCE_HOLDER, fencing.holder())
-        .env(ENV_LOCK_NAME, held.name())
-        .spawn();
+        .env(ENV_LOCK_NAME, held.name());
+    #[cfg(unix)]
+    if group == Group::Own {
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    }
+    let spawned = cmd.spawn();
     let child = match spawned {
         Ok(child) => child,
         Err(err) => {
@@ -136,7 +140,7 @@ pub(crate) fn lock(args: &LockArgs) -> Result<ExitCode> {
             return Err(err).with_context(|| format!("cannot run {program}"));
         }
     };
-    let (status, lost) = supervise(child, held.as_ref())?;
+    let (status, lost) = supervise(child, held.as_ref(), group, &forwarded)?;
     let name = held.name().to_owned();
     let token = fencing.token();
     // Renewal may have seen the lease lost after the last poll.
@@ -164,13 +168,109 @@ pub(crate) fn lock(args: &LockArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(exit_code(status)))
 }
 
-/// Waits for the command, stopping it if the lease is lost; returns its
-/// status and whether the lease was lost.
-fn supervise(mut child: Child, held: &dyn HeldLock) -> Result<(ExitStatus, bool)> {
+/// Where the command runs, and what stopping it signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Group {
+    /// Standard input is a terminal (someone is at it): the command stays in
+    /// the terminal's process group, so Ctrl-C and job control reach it and
+    /// it can read the terminal. Stopping it signals its process.
+    Terminal,
+    /// Unattended (standard input is not a terminal: cron, scripts, CI): the
+    /// command leads a process group of its own. Stopping it signals the
+    /// whole group, so nothing it started outlives a lost lease; SIGINT,
+    /// SIGTERM and SIGHUP sent to `manna lock` are passed on to the group,
+    /// and the lock is released once the command has ended.
+    Own,
+}
+
+impl Group {
+    fn for_stdin() -> Self {
+        if cfg!(unix) && !std::io::stdin().is_terminal() {
+            Group::Own
+        } else {
+            Group::Terminal
+        }
+    }
+
+    /// Installs the signal handling of this mode: signals caught are
+    /// recorded in `forwarded`, for [`supervise`] to pass on.
+    fn catch_signals(self, forwarded: &Arc<AtomicUsize>) {
+        match self {
+            // Ctrl-C reaches the command too (same process group): let it
+            // decide when to stop, and give the lock back once it has.
+            Group::Terminal => {
+                if let Err(err) = ctrlc::set_handler(|| {}) {
+                    tracing::warn!("Ctrl-C handler not installed: {err}");
+                }
+            }
+            Group::Own => {
+                #[cfg(unix)]
+                for signal in [
+                    signal_hook::consts::SIGINT,
+                    signal_hook::consts::SIGTERM,
+                    signal_hook::consts::SIGHUP,
+                ] {
+                    let value = usize::try_from(signal).unwrap_or_default();
+                    if let Err(err) =
+                        signal_hook::flag::register_usize(signal, Arc::clone(forwarded), value)
+                    {
+                        tracing::warn!("signal {signal} not passed on to the command: {err}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `signal` to the command: its process group, or its process.
+    #[cfg(unix)]
+    fn signal(self, child: &Child, signal: nix::sys::signal::Signal) {
+        use nix::sys::signal::{kill, killpg};
+        use nix::unistd::Pid;
+        let Ok(pid) = i32::try_from(child.id()) else {
+            return;
+        };
+        // It may have ended already: then there is nothing to signal.
+        let _ = match self {
+            Group::Own => killpg(Pid::from_raw(pid), signal),
+            Group::Terminal => kill(Pid::from_raw(pid), signal),
+        };
+    }
+
+    /// Whether a process of the command's group is still running (the
+    /// command's own process having ended).
+    fn lingers(self, child: &Child) -> bool {
+        #[cfg(unix)]
+        if self == Group::Own {
+            let pid = i32::try_from(child.id()).unwrap_or(0);
+            return nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        }
+        let _ = child;
+        false
+    }
+}
+
+/// Waits for the command, stopping it if the lease is lost and passing on
+/// the signals `manna lock` caught; returns its status and whether the
+/// lease was lost.
+fn supervise(
+    mut child: Child,
+    held: &dyn HeldLock,
+    group: Group,
+    forwarded: &AtomicUsize,
+) -> Result<(ExitStatus, bool)> {
     loop {
         if let Some(status) = child.try_wait().context("waiting for the command")? {
             return Ok((status, false));
         }
+        #[cfg(unix)]
+        if let Ok(signal) = i32::try_from(forwarded.swap(0, Ordering::SeqCst))
+            .map_err(|_| ())
+            .and_then(|n| nix::sys::signal::Signal::try_from(n).map_err(|_| ()))
+        {
+            group.signal(&child, signal);
+        }
+        #[cfg(not(unix))]
+        let _ = forwarded.load(Ordering::SeqCst);
         if held.is_lost() {
             eprintln!(
                 "lost: the lease on lock `{}` was lost while the command ran; stopping it \
@@ -178,30 +278,38 @@ fn supervise(mut child: Child, held: &dyn HeldLock) -> Result<(ExitStatus, bool)
                 held.name(),
                 GRACE.as_secs()
             );
-            return Ok((stop(child)?, true));
+            return Ok((stop(child, group)?, true));
         }
         std::thread::sleep(POLL);
     }
 }
 
-/// Asks the command to stop (SIGTERM), and kills it if it has not after
-/// [`GRACE`].
-fn stop(mut child: Child) -> Result<ExitStatus> {
+/// Asks the command to stop (SIGTERM), and kills it if it, or a process of
+/// its group, has not ended after [`GRACE`].
+fn stop(mut child: Child, group: Group) -> Result<ExitStatus> {
     #[cfg(unix)]
     {
-        use nix::sys::signal::{kill, Signal};
-        use nix::unistd::Pid;
-        let pid = i32::try_from(child.id()).context("the command's process id")?;
-        // It may have exited already: then there is nothing to signal.
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        use nix::sys::signal::Signal;
+        group.signal(&child, Signal::SIGTERM);
         let deadline = Instant::now() + GRACE;
+        let mut ended = None;
         while Instant::now() < deadline {
-            if let Some(status) = child.try_wait().context("waiting for the command")? {
-                return Ok(status);
+            if ended.is_none() {
+                ended = child.try_wait().context("waiting for the command")?;
+            }
+            if let Some(status) = ended {
+                if !group.lingers(&child) {
+                    return Ok(status);
+                }
             }
             std::thread::sleep(POLL);
         }
+        group.signal(&child, Signal::SIGKILL);
+        if let Some(status) = ended {
+            return Ok(status);
+        }
     }
+    let _ = group;
     let _ = child.kill();
     child.wait().context("waiting for the command")
 }

@@ -427,3 +427,80 @@ fn ctrl_c_stops_the_command_and_the_lock_is_released_when_it_has() {
     let o = manna(&["lock", &name, "--wait", "0", "--", "true"], &env, b"");
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+/// Unattended (stdin not a terminal), the command leads a process group of
+/// its own, and a lost lease stops the whole group: a process the command
+/// started in the background does not write after the lease is gone (it
+/// used to: only the command's own process was signalled).
+#[cfg(unix)]
+#[test]
+fn a_lost_lease_stops_what_the_command_started_too() {
+    let redis = redis_url();
+    let name = name();
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("late");
+    let mark_env = mark.to_str().unwrap().to_owned();
+    let env = [("REDIS_URL", redis.as_str()), ("MARK", mark_env.as_str())];
+    // The lease is taken away at once; the background job would write 4 s later.
+    let o = manna(
+        &[
+            "lock",
+            &name,
+            "--ttl",
+            "3",
+            "--",
+            "sh",
+            "-c",
+            "redis-cli -u \"$REDIS_URL\" DEL \"manna:lock:{$MANNA_LOCK_NAME}\" >/dev/null; \
+             (sleep 4; touch \"$MARK\") & wait",
+        ],
+        &env,
+        b"",
+    );
+    let last = assert_verdict(&o, 3, "lost: ");
+    assert!(last.contains("was lost before sh ended"), "{last}");
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        !mark.exists(),
+        "a process the command started wrote after the lease was lost"
+    );
+}
+
+/// SIGTERM sent to `manna lock` alone (a service manager, `timeout`) reaches
+/// the command's process group; `manna lock` waits for it to end, releases
+/// the lock and exits with its status (it used to die at once and leave the
+/// command running, and the lock held until its TTL).
+#[cfg(unix)]
+#[test]
+fn sigterm_to_manna_lock_stops_the_command_and_releases_the_lock() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    let redis = redis_url();
+    let name = name();
+    let env = [("REDIS_URL", redis.as_str())];
+    let mut running = manna_command(
+        &[
+            "lock",
+            &name,
+            "--",
+            "sh",
+            "-c",
+            "echo $MANNA_FENCING_TOKEN; exec sleep 120",
+        ],
+        &env,
+    )
+    .spawn()
+    .unwrap();
+    let token = read_token(&mut BufReader::new(running.stdout.as_mut().unwrap()));
+    assert!(token.is_some(), "the command did not start under the lock");
+    kill(
+        Pid::from_raw(i32::try_from(running.id()).unwrap()),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+    let o = running.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(128 + 15), "{}", stderr(&o));
+    let o = manna(&["lock", &name, "--wait", "0", "--", "true"], &env, b"");
+    assert_eq!(o.status.code(), Some(0), "released: {}", stderr(&o));
+}
