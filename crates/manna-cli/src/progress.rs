@@ -141,7 +141,8 @@ pub(crate) fn write_report(out: &mut impl Write, report: &Report) -> std::io::Re
         if c.sweeps > 0 {
             writeln!(
                 out,
-                "  swept {} more time(s) for rows written in the old format or changed meanwhile",
+                "  looked again {} time(s) after the main pass for rows written in the old \
+                 format or changed meanwhile (a rollback always looks once)",
                 c.sweeps
             )?;
         }

@@ -194,8 +194,10 @@ pub struct Options {
     /// Crypto-and-write workers fed by one scanner. Default 1.
     pub workers: usize,
     /// Upper bound on rows scanned per second; `None`: unbounded. A ceiling
-    /// at every moment: a batch (at most one second's worth of rows) is read
-    /// when its rows are due, so its rows do not age while the run waits.
+    /// at every moment: a batch (at most one second's worth of rows) that
+    /// follows a full one is read when its rows are due, so its rows do not
+    /// age while the run waits (a pass whose last batch is full can idle up
+    /// to one batch's time before the scan that finds it done).
     pub max_rows_per_sec: Option<u64>,
     /// Which part of the key space this process handles (`--shard i/n`).
     pub shard: Shard,

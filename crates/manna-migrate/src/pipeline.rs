@@ -392,10 +392,11 @@ impl Migrator {
             // The run never gets ahead of the rate, even by one batch. After
             // a full batch (more rows likely follow), the next one is read
             // when its rows are due, so its rows do not age before their
-            // compare-and-set. The first scan of a pass, and one after a
-            // short batch (most likely empty: the range looks done), go out
-            // at once, and what they read waits for its due time instead:
-            // an empty pass or sweep ends without waiting for nothing.
+            // compare-and-set; if that scan finds the range done, the wait
+            // for it was idle (at most one batch's time, ≤ 1 s). The first
+            // scan of a pass, and one after a short batch (most likely
+            // empty), go out at once, and what they read waits for its due
+            // time instead: an empty sweep ends without waiting.
             let rate = o.max_rows_per_sec;
             if let (Some(rate), true) = (rate, last_full) {
                 if !self.throttle(dispatched + limit as u64, rate, c.started) {
