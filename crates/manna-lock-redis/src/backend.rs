@@ -169,7 +169,6 @@ impl RedisBackend {
         let id = random_part();
         let listener = tokio::spawn(listen(
             client,
-            config.namespace.clone(),
             waiter_channel(&config.namespace, &id),
             notifier.clone(),
             Arc::clone(&subs),

@@ -134,11 +134,8 @@ return 0
 /// and its pub/sub connection closed, or its listener is reconnecting), the
 /// lock is taken back (the token stays spent) and the next entry is tried:
 /// a killed waiter does not hold up the queue, and a deaf one retries when
-/// its listener is back (and queues again, at the end). An entry of
-/// the previous format (`DEADLINE TTL OWNER`, no backend id) is told on the
-/// lock's release `channel` as before, `granted TICKET PX TOKEN OWNER`.
-/// Entries whose deadline passed (or unreadable ones) are dropped on the
-/// way. With nobody to hand it to, publishes the lock name on the release
+/// its listener is back (and queues again, at the end). Entries whose
+/// deadline passed (or unreadable ones) are dropped on the way. With nobody to hand it to, publishes the lock name on the release
 /// `channel`, as every version does on release.
 macro_rules! hand_over {
     () => {
@@ -156,7 +153,6 @@ local function hand_over(lock, fence, queue, waiters, channel, name, waiter_pref
     local deadline, ttl, backend, owner
     if entry then
       deadline, ttl, backend, owner = string.match(entry, '^(%d+) (%d+) (%x+) (.+)$')
-      if not owner then deadline, ttl, owner = string.match(entry, '^(%d+) (%d+) (.+)$') end
     end
     if owner then
       local px = math.min(tonumber(ttl), tonumber(deadline) - now)
@@ -165,10 +161,6 @@ local function hand_over(lock, fence, queue, waiters, channel, name, waiter_pref
         redis.call('SET', lock, owner, 'PX', px)
         local token = string.format('%.0f', next_token(fence))
         local grant = 'granted ' .. ticket .. ' ' .. px .. ' ' .. token .. ' '
-        if not backend then
-          redis.call('PUBLISH', channel, grant .. owner)
-          return
-        end
         local heard = redis.call('PUBLISH', waiter_prefix .. backend, grant .. #name .. ' ' .. name .. ' ' .. owner)
         if heard > 0 then return end
         redis.call('DEL', lock)

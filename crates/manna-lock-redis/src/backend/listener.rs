@@ -168,7 +168,6 @@ impl Drop for SubscriptionShare {
 /// been missed while it was away, so every waiter tries again once.
 pub(super) async fn listen(
     client: Client,
-    namespace: String,
     waiter_channel: String,
     notifier: ReleaseNotifier,
     subs: Arc<Subscriptions>,
@@ -200,7 +199,7 @@ pub(super) async fn listen(
                     let message = if channel == waiter_channel {
                         Message::parse_handoff(&payload)
                     } else {
-                        Message::parse(&namespace, channel, &payload)
+                        Message::Released(&payload)
                     };
                     match message {
                         Message::Released(name) => notifier.notify(name),
@@ -210,7 +209,7 @@ pub(super) async fn listen(
                             ticket,
                             expires_in,
                             lease,
-                        } => notifier.notify_granted(name, ticket, expires_in, lease),
+                        } => notifier.notify_granted(name, ticket, expires_in, Some(lease)),
                     }
                 }
                 subs.listening.send_replace(false);
@@ -234,20 +233,18 @@ enum Message<'a> {
     /// Not understood on the waiter channel (the lock is unknown): wakes
     /// every watch, which is always safe.
     Unknown,
-    /// The payload is the lock name: released with nobody queued (what
-    /// every version publishes), or anything not understood (waking waiters
-    /// is always safe).
+    /// On a release channel, the payload: the lock name, released with
+    /// nobody queued (or anything else: waking waiters is always safe).
     Released(&'a str),
-    /// The release handed the lock to a queued waiter for PX ms (unless it
-    /// confirms) with that fencing token and owner value: its lease. On this
-    /// backend's waiter channel `granted TICKET PX TOKEN NAME_BYTES NAME
-    /// OWNER`; on a release channel `granted TICKET PX TOKEN OWNER` (from the
-    /// first queue version, or for its entries).
+    /// On this backend's waiter channel, `granted TICKET PX TOKEN NAME_BYTES
+    /// NAME OWNER`: the release handed the lock to a queued waiter of this
+    /// process for PX ms (unless it confirms), with that fencing token and
+    /// owner value: its lease.
     Granted {
         name: &'a str,
         ticket: &'a str,
         expires_in: Duration,
-        lease: Option<Lease>,
+        lease: Lease,
     },
 }
 
@@ -271,83 +268,16 @@ impl<'a> Message<'a> {
                 name,
                 ticket,
                 expires_in,
-                lease: Some(Lease::new(name, owner, token, expires_in)),
+                lease: Lease::new(name, owner, token, expires_in),
             })
         })();
         parsed.unwrap_or(Self::Unknown)
-    }
-
-    /// A message on a lock's release channel.
-    fn parse(namespace: &str, channel: &'a str, payload: &'a str) -> Self {
-        let name = channel
-            .strip_prefix(namespace)
-            .and_then(|c| c.strip_prefix('{'))
-            .and_then(|c| c.strip_suffix("}:released"));
-        let grant = payload.strip_prefix("granted ").and_then(|rest| {
-            let mut parts = rest.splitn(4, ' ');
-            let ticket = parts.next()?;
-            let expires_in = Duration::from_millis(parts.next()?.parse().ok()?);
-            let lease = match (parts.next().map(str::parse::<u64>), parts.next()) {
-                (Some(Ok(token)), Some(owner)) => Some((FencingToken::new(token), owner)),
-                _ => None,
-            };
-            Some((ticket, expires_in, lease))
-        });
-        match (name, grant) {
-            (Some(name), Some((ticket, expires_in, lease))) if name != payload => Self::Granted {
-                name,
-                ticket,
-                expires_in,
-                lease: lease.map(|(token, owner)| Lease::new(name, owner, token, expires_in)),
-            },
-            _ => Self::Released(payload),
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn release_channel_messages() {
-        let ns = "manna:lock:";
-        let channel = "manna:lock:{a b}:released";
-        assert_eq!(Message::parse(ns, channel, "a b"), Message::Released("a b"));
-        assert_eq!(
-            Message::parse(ns, channel, "granted 0f 250 17 0f;host h pid 1 since x"),
-            Message::Granted {
-                name: "a b",
-                ticket: "0f",
-                expires_in: Duration::from_millis(250),
-                lease: Some(Lease::new(
-                    "a b",
-                    "0f;host h pid 1 since x",
-                    FencingToken::new(17),
-                    Duration::from_millis(250)
-                )),
-            }
-        );
-        assert_eq!(
-            Message::parse(ns, channel, "granted 0f 250"),
-            Message::Granted {
-                name: "a b",
-                ticket: "0f",
-                expires_in: Duration::from_millis(250),
-                lease: None,
-            }
-        );
-        // Not understood, or a lock whose name looks like a grant: a wake-up.
-        assert_eq!(
-            Message::parse(ns, channel, "granted x"),
-            Message::Released("granted x")
-        );
-        let odd = "manna:lock:{granted 0f 250}:released";
-        assert_eq!(
-            Message::parse(ns, odd, "granted 0f 250"),
-            Message::Released("granted 0f 250")
-        );
-    }
 
     #[test]
     fn waiter_channel_messages() {
@@ -357,12 +287,12 @@ mod tests {
                 name: "a b",
                 ticket: "0f",
                 expires_in: Duration::from_millis(250),
-                lease: Some(Lease::new(
+                lease: Lease::new(
                     "a b",
                     "0f;host h pid 1 since x",
                     FencingToken::new(17),
                     Duration::from_millis(250)
-                )),
+                ),
             }
         );
         // A multi-byte name: the length is in bytes.
