@@ -1,11 +1,8 @@
 //! Writes fenced by a distributed lock's token.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
 use diesel::sql_types::{BigInt, Nullable, Text};
 use manna_lock::Fencing;
-use manna_store::Ident;
+use manna_store::{Ident, StoreErrorKind};
 
 use crate::conn::{AnyConn, Dialect, StoreConnection};
 use crate::error::Error;
@@ -39,21 +36,10 @@ use crate::sql::{Bind, Sql};
 /// let twin: Result<(), Error> = fence.write(&mut conn, "items:7", &lease(5, "c"), |_conn| Ok(()));
 /// assert!(matches!(twin, Err(Error::TokenOfAnotherHolder { token: 5, .. })));
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
     table: Ident,
-    /// Whether the table is known to have its `holder` column (checked,
-    /// and added to a table made before holder ids, on the first write).
-    holders_ready: Arc<AtomicBool>,
 }
-
-impl PartialEq for Fence {
-    fn eq(&self, other: &Self) -> bool {
-        self.table == other.table
-    }
-}
-
-impl Eq for Fence {}
 
 impl Default for Fence {
     fn default() -> Self {
@@ -88,10 +74,7 @@ impl Fence {
     }
 
     fn in_table(table: Ident) -> Self {
-        Fence {
-            table,
-            holders_ready: Arc::default(),
-        }
+        Fence { table }
     }
 
     /// Creates the fence table if needed, or adds the `holder` column to
@@ -108,9 +91,9 @@ impl Fence {
     ///
     /// If `write` fails, the transaction — token included — rolls back.
     ///
-    /// The first write through this `Fence` adds the `holder` column to a
-    /// fence table made before holder ids were recorded (its rows then pass
-    /// only a higher token).
+    /// A fence table made before holder ids were recorded gets its `holder`
+    /// column when a write first fails for the want of it (its rows then
+    /// pass only a higher token); the write is then tried once more.
     pub fn write<C, T, E, F>(
         &self,
         conn: &mut C,
@@ -124,14 +107,31 @@ impl Fence {
         E: From<Error>,
     {
         let token = sql_token(fencing)?;
-        if !self.holders_ready.load(Ordering::Acquire) {
-            upgrade_fence_table(&mut conn.any(), &self.table)?;
-            self.holders_ready.store(true, Ordering::Release);
+        let mut write = Some(write);
+        let mut upgraded = false;
+        loop {
+            // Whether the fence statement failed in a way a missing
+            // `holder` column would explain (`write` has not run then).
+            let mut maybe_old_table = false;
+            let result = conn.write_transaction(|conn| {
+                if let Err(e) =
+                    self.check_and_bump(&mut conn.any(), resource, token, fencing.holder())
+                {
+                    maybe_old_table =
+                        matches!(e.kind(), StoreErrorKind::NotFound | StoreErrorKind::Other);
+                    return Err(E::from(e));
+                }
+                match write.take() {
+                    Some(write) => write(conn),
+                    None => Err(E::from(Error::other("a fenced write ran twice"))),
+                }
+            });
+            if maybe_old_table && !upgraded && upgrade_fence_table(&mut conn.any(), &self.table)? {
+                upgraded = true;
+                continue;
+            }
+            return result;
         }
-        conn.write_transaction(|conn| {
-            self.check_and_bump(&mut conn.any(), resource, token, fencing.holder())?;
-            write(conn)
-        })
     }
 
     pub(crate) fn check_and_bump(
@@ -223,9 +223,7 @@ impl Fence {
 
     /// Creates the fence table if needed, through any connection.
     pub(crate) fn ensure_table(&self, conn: &mut AnyConn<'_>) -> Result<(), Error> {
-        ensure_fence_table(conn, &self.table)?;
-        self.holders_ready.store(true, Ordering::Release);
-        Ok(())
+        ensure_fence_table(conn, &self.table)
     }
 }
 

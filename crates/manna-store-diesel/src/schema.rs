@@ -178,26 +178,27 @@ pub(crate) fn ensure_fence_table(conn: &mut AnyConn<'_>, name: &Ident) -> Result
         let mut q = Sql::new(conn.dialect());
         q.push(&ddl);
         q.execute(conn)?;
-        add_fence_holders(conn, name)
+        add_fence_holders(conn, name).map(|_| ())
     })
 }
 
 /// Adds the `holder` column to a fence table made before holder ids were
-/// recorded; nothing for a table that has it or does not exist (yet).
-pub(crate) fn upgrade_fence_table(conn: &mut AnyConn<'_>, name: &Ident) -> Result<(), Error> {
+/// recorded; whether it did (not for a table that has it or does not exist).
+pub(crate) fn upgrade_fence_table(conn: &mut AnyConn<'_>, name: &Ident) -> Result<bool, Error> {
     ddl_transaction(conn, |conn| match columns_of(conn, name) {
-        Err(e) if e.kind() == StoreErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == StoreErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
         Ok(_) => add_fence_holders(conn, name),
     })
 }
 
-fn add_fence_holders(conn: &mut AnyConn<'_>, name: &Ident) -> Result<(), Error> {
+/// Adds the `holder` column unless the table has it; whether it did.
+fn add_fence_holders(conn: &mut AnyConn<'_>, name: &Ident) -> Result<bool, Error> {
     let has_holder = columns_of(conn, name)?
         .iter()
         .any(|c| c.name.eq_ignore_ascii_case("holder"));
     if has_holder {
-        return Ok(());
+        return Ok(false);
     }
     if conn.dialect() == Dialect::Postgres {
         // The ALTER waits for every reader of the table: bounded, so that
@@ -219,7 +220,7 @@ fn add_fence_holders(conn: &mut AnyConn<'_>, name: &Ident) -> Result<(), Error> 
              `ALTER TABLE {name} ADD COLUMN holder TEXT` as its owner"
             ),
         })?;
-    Ok(())
+    Ok(true)
 }
 
 /// Creates `manna_locks`, the lease table of [`crate::DbLockBackend`], if it
