@@ -505,3 +505,44 @@ fn sigterm_to_manna_lock_stops_the_command_and_releases_the_lock() {
     let o = manna(&["lock", &name, "--wait", "0", "--", "true"], &env, b"");
     assert_eq!(o.status.code(), Some(0), "released: {}", stderr(&o));
 }
+
+/// Issue 9, item 17: Diesel does not hand over PostgreSQL's SQLSTATE for
+/// deadlocks and lock timeouts, so they are told apart by message, with
+/// every connection asking for untranslated messages. A role that may not
+/// (no `GRANT SET ON PARAMETER lc_messages`) on a server that answers it in
+/// German gets those errors as plain errors: the run says so once, naming
+/// the grant that fixes it, instead of misclassifying in silence.
+#[test]
+fn a_role_that_cannot_ask_for_english_messages_is_told_the_grant() {
+    let db = TestDb::postgres();
+    let schema = db
+        .url()
+        .rsplit_once("search_path%3D")
+        .map(|(_, s)| s.to_owned())
+        .expect("the test schema in the URL");
+    db.execute(&format!(
+        "DO $$ BEGIN
+           IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'manna_test_de_noset') THEN
+             CREATE ROLE manna_test_de_noset LOGIN;
+           END IF;
+         END $$;
+         ALTER ROLE manna_test_de_noset SET lc_messages = 'de_DE.UTF-8';
+         GRANT USAGE, CREATE ON SCHEMA \"{schema}\" TO manna_test_de_noset;"
+    ));
+    let (scheme, rest) = db.url().split_once("://").unwrap();
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let url = format!("{scheme}://manna_test_de_noset@{host}");
+    let o = manna(
+        &["lock", &name(), "--database-url", &url, "--", "true"],
+        &[],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("may not set lc_messages")
+            && err.contains("GRANT SET ON PARAMETER lc_messages"),
+        "{err}"
+    );
+    assert!(!err.contains("postgres://"), "no URL in the output: {err}");
+}
