@@ -16,7 +16,7 @@ use crate::scripts::Scripts;
 use crate::RedisLockConfig;
 use acquire::{
     holder_of, owner_value, random_part, waiter_channel, waiter_prefix, AcquireCall, CallKind,
-    Mode, SessionArgs,
+    LockKeys, Mode, SessionArgs,
 };
 use listener::{listen, SubscriptionShare, Subscriptions};
 
@@ -239,6 +239,19 @@ impl RedisBackend {
         subscribed
     }
 
+    /// Every key and channel of lock `name` the scripts take.
+    fn keys(&self, name: &str) -> LockKeys {
+        LockKeys {
+            name: name.to_owned(),
+            lock: self.lock_key(name),
+            fence: self.fence_key(name),
+            queue: self.queue_key(name),
+            waiters: self.waiters_key(name),
+            channel: self.release_channel(name),
+            waiter_prefix: waiter_prefix(&self.namespace),
+        }
+    }
+
     /// The key holding the lease of lock `name`.
     pub fn lock_key(&self, name: &str) -> String {
         format!("{}{{{name}}}", self.namespace)
@@ -325,14 +338,8 @@ impl RedisBackend {
         let call = AcquireCall {
             conn: self.conn.clone(),
             scripts: Arc::clone(&self.scripts),
-            lock_key: self.lock_key(name),
-            fence_key: self.fence_key(name),
-            queue_key: self.queue_key(name),
-            waiters_key: self.waiters_key(name),
-            channel: self.release_channel(name),
-            waiter_prefix: waiter_prefix(&self.namespace),
+            keys: self.keys(name),
             backend_id: self.id.clone(),
-            name: name.to_owned(),
             owner: owner_value(&random, session, &holder_description()),
             ttl_ms: Self::ttl_ms(ttl),
             kind: match mode {
@@ -428,16 +435,8 @@ impl LockBackend for RedisBackend {
     async fn cancel_wait(&self, name: &str, ticket: &WaitTicket) -> Result<(), LockError> {
         let mut conn = self.conn.clone();
         let _: i64 = self
-            .scripts
-            .cancel
-            .key(self.lock_key(name))
-            .key(self.fence_key(name))
-            .key(self.queue_key(name))
-            .key(self.waiters_key(name))
-            .arg(ticket.as_str())
-            .arg(self.release_channel(name))
-            .arg(name)
-            .arg(waiter_prefix(&self.namespace))
+            .keys(name)
+            .hand_over(&self.scripts.cancel, ticket.as_str())
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.map_err(e))?;
@@ -478,16 +477,8 @@ impl LockBackend for RedisBackend {
     async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
         let mut conn = self.conn.clone();
         let released: i64 = self
-            .scripts
-            .release
-            .key(self.lock_key(lease.name()))
-            .key(self.fence_key(lease.name()))
-            .key(self.queue_key(lease.name()))
-            .key(self.waiters_key(lease.name()))
-            .arg(lease.owner())
-            .arg(self.release_channel(lease.name()))
-            .arg(lease.name())
-            .arg(waiter_prefix(&self.namespace))
+            .keys(lease.name())
+            .hand_over(&self.scripts.release, lease.owner())
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.map_err(e))?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use manna_lock::{SessionId, WaitTicket, MAX_WAIT_CHAIN};
 use redis::aio::ConnectionManager;
-use redis::RedisError;
+use redis::{RedisError, Script, ScriptInvocation};
 use tokio::sync::oneshot;
 
 use crate::scripts::Scripts;
@@ -89,19 +89,41 @@ pub(super) enum CallKind {
     Queued { ticket: String, wait_ms: u64 },
 }
 
+/// The keys and channels of one lock, as the scripts take them.
+pub(super) struct LockKeys {
+    pub(super) name: String,
+    pub(super) lock: String,
+    pub(super) fence: String,
+    pub(super) queue: String,
+    pub(super) waiters: String,
+    pub(super) channel: String,
+    pub(super) waiter_prefix: String,
+}
+
+impl LockKeys {
+    /// A call of a script that may hand the lock over (release, cancel:
+    /// the same keys and arguments but the first), acting for `who` (the
+    /// owner value, or the wait ticket).
+    pub(super) fn hand_over<'a>(&self, script: &'a Script, who: &str) -> ScriptInvocation<'a> {
+        let mut call = script.key(&self.lock);
+        call.key(&self.fence)
+            .key(&self.queue)
+            .key(&self.waiters)
+            .arg(who)
+            .arg(&self.channel)
+            .arg(&self.name)
+            .arg(&self.waiter_prefix);
+        call
+    }
+}
+
 /// One acquire script call, owning everything it needs to run in a task of
 /// its own (and to undo what it did when nobody is waiting for it).
 pub(super) struct AcquireCall {
     pub(super) conn: ConnectionManager,
     pub(super) scripts: Arc<Scripts>,
-    pub(super) lock_key: String,
-    pub(super) fence_key: String,
-    pub(super) queue_key: String,
-    pub(super) waiters_key: String,
-    pub(super) channel: String,
-    pub(super) waiter_prefix: String,
+    pub(super) keys: LockKeys,
     pub(super) backend_id: String,
-    pub(super) name: String,
     pub(super) owner: String,
     pub(super) ttl_ms: u64,
     pub(super) kind: CallKind,
@@ -127,8 +149,8 @@ impl AcquireCall {
             CallKind::Plain => self
                 .scripts
                 .acquire
-                .key(&self.lock_key)
-                .key(&self.fence_key)
+                .key(&self.keys.lock)
+                .key(&self.keys.fence)
                 .arg(&self.owner)
                 .arg(self.ttl_ms)
                 .invoke_async(&mut self.conn)
@@ -139,13 +161,13 @@ impl AcquireCall {
             CallKind::Session(session) => {
                 self.scripts
                     .acquire_in_session
-                    .key(&self.lock_key)
-                    .key(&self.fence_key)
+                    .key(&self.keys.lock)
+                    .key(&self.keys.fence)
                     .key(&session.wait_key)
                     .arg(&self.owner)
                     .arg(self.ttl_ms)
                     .arg(&session.id)
-                    .arg(&self.name)
+                    .arg(&self.keys.name)
                     .arg(session.edge_ms)
                     .arg(&session.namespace)
                     .arg(MAX_WAIT_CHAIN)
@@ -155,10 +177,10 @@ impl AcquireCall {
             CallKind::Queued { ticket, wait_ms } => self
                 .scripts
                 .acquire_queued
-                .key(&self.lock_key)
-                .key(&self.fence_key)
-                .key(&self.queue_key)
-                .key(&self.waiters_key)
+                .key(&self.keys.lock)
+                .key(&self.keys.fence)
+                .key(&self.keys.queue)
+                .key(&self.keys.waiters)
                 .arg(&self.owner)
                 .arg(self.ttl_ms)
                 .arg(*wait_ms)
@@ -195,16 +217,8 @@ impl AcquireCall {
 
     async fn release_orphan(&mut self) {
         let released: Result<i64, RedisError> = self
-            .scripts
-            .release
-            .key(&self.lock_key)
-            .key(&self.fence_key)
-            .key(&self.queue_key)
-            .key(&self.waiters_key)
-            .arg(&self.owner)
-            .arg(&self.channel)
-            .arg(&self.name)
-            .arg(&self.waiter_prefix)
+            .keys
+            .hand_over(&self.scripts.release, &self.owner)
             .invoke_async(&mut self.conn)
             .await;
         self.log_orphan(released);
@@ -215,16 +229,8 @@ impl AcquireCall {
             return;
         };
         let released: Result<i64, RedisError> = self
-            .scripts
-            .cancel
-            .key(&self.lock_key)
-            .key(&self.fence_key)
-            .key(&self.queue_key)
-            .key(&self.waiters_key)
-            .arg(ticket)
-            .arg(&self.channel)
-            .arg(&self.name)
-            .arg(&self.waiter_prefix)
+            .keys
+            .hand_over(&self.scripts.cancel, ticket)
             .invoke_async(&mut self.conn)
             .await;
         self.log_orphan(released);
@@ -233,11 +239,11 @@ impl AcquireCall {
     fn log_orphan(&self, released: Result<i64, RedisError>) {
         match released {
             Ok(1) => {
-                tracing::debug!(lock = %self.name, "released a lease acquired for a caller that gave up")
+                tracing::debug!(lock = %self.keys.name, "released a lease acquired for a caller that gave up")
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::debug!(lock = %self.name, error = %e, "could not release a lease nobody received; it expires after its TTL")
+                tracing::debug!(lock = %self.keys.name, error = %e, "could not release a lease nobody received; it expires after its TTL")
             }
         }
     }
