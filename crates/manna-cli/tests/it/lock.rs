@@ -57,6 +57,31 @@ fn token_of(o: &Output) -> u64 {
     stdout(o).trim().parse().expect("a token")
 }
 
+/// `manna lock ARGS -- sh -c 'echo $MANNA_FENCING_TOKEN; exec sleep 120'`
+/// (in a process group of its own if `own_group`, like a terminal's
+/// foreground job), once its command holds the lock.
+fn sleeping_under_lock(args: &[&str], env: &[(&str, &str)], own_group: bool) -> Child {
+    let mut all = vec!["lock"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&[
+        "--",
+        "sh",
+        "-c",
+        "echo $MANNA_FENCING_TOKEN; exec sleep 120",
+    ]);
+    let mut cmd = manna_command(&all, env);
+    #[cfg(unix)]
+    if own_group {
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    }
+    #[cfg(not(unix))]
+    let _ = own_group;
+    let mut running = cmd.spawn().expect("spawn manna lock");
+    let token = read_token(&mut BufReader::new(running.stdout.as_mut().unwrap()));
+    assert!(token.is_some(), "the command did not start under the lock");
+    running
+}
+
 fn name() -> String {
     manna_lock::resource_name(&unique("cli_lock"), "42")
 }
@@ -356,23 +381,7 @@ fn sqlite_database_lock_excludes_and_a_lost_lease_stops_the_command_and_exits_3(
 
     // A lease taken over while the command runs (renewal is refused) stops
     // the command.
-    let mut running = manna_command(
-        &[
-            "lock",
-            &name,
-            "--ttl",
-            "3",
-            "--",
-            "sh",
-            "-c",
-            "echo $MANNA_FENCING_TOKEN; exec sleep 120",
-        ],
-        &env,
-    )
-    .spawn()
-    .unwrap();
-    let token = read_token(&mut BufReader::new(running.stdout.as_mut().unwrap()));
-    assert!(token.is_some(), "the command did not start under the lock");
+    let running = sleeping_under_lock(&[&name, "--ttl", "3"], &env, false);
     let started = Instant::now();
     db.execute(&format!(
         "PRAGMA busy_timeout = 5000; \
@@ -392,8 +401,6 @@ fn sqlite_database_lock_excludes_and_a_lost_lease_stops_the_command_and_exits_3(
 #[cfg(unix)]
 #[test]
 fn ctrl_c_stops_the_command_and_the_lock_is_released_when_it_has() {
-    use std::os::unix::process::CommandExt;
-
     use nix::sys::signal::{killpg, Signal};
     use nix::unistd::Pid;
 
@@ -401,22 +408,7 @@ fn ctrl_c_stops_the_command_and_the_lock_is_released_when_it_has() {
     let name = name();
     let env = [("REDIS_URL", redis.as_str())];
     // A process group of its own, like a foreground job of a terminal.
-    let mut running = manna_command(
-        &[
-            "lock",
-            &name,
-            "--",
-            "sh",
-            "-c",
-            "echo $MANNA_FENCING_TOKEN; exec sleep 120",
-        ],
-        &env,
-    )
-    .process_group(0)
-    .spawn()
-    .unwrap();
-    let token = read_token(&mut BufReader::new(running.stdout.as_mut().unwrap()));
-    assert!(token.is_some(), "the command did not start under the lock");
+    let running = sleeping_under_lock(&[&name], &env, true);
     // Ctrl-C: SIGINT to the whole group.
     let group = Pid::from_raw(i32::try_from(running.id()).unwrap());
     killpg(group, Signal::SIGINT).unwrap();
@@ -480,21 +472,7 @@ fn sigterm_to_manna_lock_stops_the_command_and_releases_the_lock() {
     let redis = redis_url();
     let name = name();
     let env = [("REDIS_URL", redis.as_str())];
-    let mut running = manna_command(
-        &[
-            "lock",
-            &name,
-            "--",
-            "sh",
-            "-c",
-            "echo $MANNA_FENCING_TOKEN; exec sleep 120",
-        ],
-        &env,
-    )
-    .spawn()
-    .unwrap();
-    let token = read_token(&mut BufReader::new(running.stdout.as_mut().unwrap()));
-    assert!(token.is_some(), "the command did not start under the lock");
+    let running = sleeping_under_lock(&[&name], &env, false);
     kill(
         Pid::from_raw(i32::try_from(running.id()).unwrap()),
         Signal::SIGTERM,
