@@ -430,6 +430,28 @@ fn spawn_throttled(db: &TestDb, keys: &Keys, rate: u64, extra: &[&str]) -> std::
         .unwrap()
 }
 
+/// Rows of `items` in the AES-256-GCM format.
+fn aes_rows(db: &TestDb) -> usize {
+    db.rows("items")
+        .iter()
+        .filter(|(_, v)| v.as_deref().is_some_and(|v| v.starts_with("mn1:")))
+        .count()
+}
+
+/// Waits (up to 60 s) until at least `rows` rows of `items` are migrated,
+/// the migrator `child` still running.
+fn wait_until_migrated(db: &TestDb, child: &mut std::process::Child, rows: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while aes_rows(db) < rows {
+        assert!(Instant::now() < deadline, "the migrator made no progress");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the migrator ended before it had migrated {rows} row(s)"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn killed_mid_run_then_resumed() {
     let db = TestDb::postgres();
@@ -438,30 +460,10 @@ fn killed_mid_run_then_resumed() {
 
     let mut child = spawn_throttled(&db, &keys, 4000, &["--lock-ttl", "2"]);
     // Wait until some batches are committed, then SIGKILL (no chance to clean up).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let migrated = db
-            .rows("items")
-            .iter()
-            .filter(|(_, v)| v.as_deref().is_some_and(|v| v.starts_with("mn1:")))
-            .count();
-        if migrated >= 2_000 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "migration made no progress");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "migration ended before it was killed"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_migrated(&db, &mut child, 2_000);
     child.kill().unwrap();
     child.wait().unwrap();
-    let partial = db
-        .rows("items")
-        .iter()
-        .filter(|(_, v)| v.as_deref().is_some_and(|v| v.starts_with("mn1:")))
-        .count();
+    let partial = aes_rows(&db);
     assert!(partial < 20_000, "killed too late to test resumption");
 
     // The killed migrator's lease (2 s) lapses while this one waits.
@@ -508,26 +510,7 @@ fn two_migrators_on_one_column_one_waits_or_refuses() {
     };
     let mut first = spawn();
     // The second starts once the first is migrating (holds the column).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let migrated = db
-            .rows("items")
-            .iter()
-            .filter(|(_, v)| v.as_deref().is_some_and(|v| v.starts_with("mn1:")))
-            .count();
-        if migrated > 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the first migrator made no progress"
-        );
-        assert!(
-            first.try_wait().unwrap().is_none(),
-            "the first migrator ended before it migrated anything"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_migrated(&db, &mut first, 1);
     let second = spawn().wait_with_output().unwrap();
     let first = first.wait_with_output().unwrap();
     assert!(first.status.success(), "{}", stderr(&first));
